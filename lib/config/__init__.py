@@ -1,0 +1,53 @@
+"""Typed YAML recipes: `load_config("scannet_tr.yaml", ["train.lr=0.02"])` -> `Config`.
+
+See docs/ARCHITECTURE.md. The schema sections live in `schema_*.py`, one per owner.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+from .loader import CONFIG_DIR, apply_overrides, load_recipe, resolve_config_path
+from .schema import Config, ModelConfig
+from .validate import build_dataclass, suggest
+
+__all__ = ["Config", "ConfigError", "ModelConfig", "load_config", "config_to_dict", "save_config",
+           "resolve_config_path", "suggest", "CONFIG_DIR", "dump_config"]
+
+
+def load_config(path_or_name: str | os.PathLike, overrides: list[str] | tuple = ()) -> Config:
+    """Load a recipe (with its `_base_` chain), apply `key=value` overrides, validate against the schema."""
+    data, sources = load_recipe(path_or_name)
+    raws = apply_overrides(data, sources, list(overrides))
+    return build_dataclass(Config, data, sources, "", raws)
+
+
+def config_to_dict(cfg) -> dict:
+    """The resolved config as plain dicts/lists (tuples become lists), ready for YAML or JSON."""
+    def plain(value):
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+    return plain(dataclasses.asdict(cfg))
+
+
+def dump_config(cfg) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def save_config(cfg, path: str | os.PathLike) -> Path:
+    """Write the resolved recipe atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".yaml")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(dump_config(cfg))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,5 @@
+"""The one exception type of the config system."""
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit the schema; the message is one line for the user."""
