@@ -1,10 +1,10 @@
 """Schema of the `train` and `dist` sections (owned by the trainer).
 
 Units: learning rates are absolute (not scaled by batch size); iterations count optimizer steps
-(one step = `accum_steps` forward/backward passes of `batch_size` scenes on every process).
+(one step = `accum_steps` forward/backward passes of `data.batch_size` scenes on every process).
 """
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 
 @dataclass
@@ -52,10 +52,6 @@ class LossConfig:
 class TrainConfig:
     iterations: int = 1000  # optimizer steps; used when epochs is 0
     epochs: int = 0  # if > 0, train this many passes over the training set instead of `iterations`
-    batch_size: int = 2  # scenes per process per forward pass
-    val_batch_size: int = 1  # scenes per process during validation/test
-    num_workers: int = 2  # DataLoader worker processes per training process
-    seed: int = 0  # seeds model init, data order and augmentation
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)  # optimizer settings
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)  # learning-rate schedule
     amp: Literal["none", "fp16", "bf16"] = "none"  # autocast dtype on CUDA (ignored on CPU)
@@ -69,12 +65,6 @@ class TrainConfig:
     log_every: int = 20  # write scalars every N iterations
     ckpt_every: int = 500  # write the `last` checkpoint every N iterations (and at the end)
     stop_at: int = 0  # end the run after this iteration as if killed (for resume tests); 0 = off
-    resume: str = ""  # checkpoint to resume from; "auto" = <run>/last.pth if it exists
-    weights: str = ""  # checkpoint whose weights initialise the model (no optimizer state)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    out_dir: str = "outputs"  # parent folder of run folders
-    run_name: str = ""  # run folder name; empty = <config name>
-    tta: list[list[float]] = field(default_factory=list)  # test views [rotation_z_rad, flip_x 0/1, scale]; empty = one plain view
     progress: bool = True  # tqdm bar on rank 0
 
 
@@ -82,7 +72,6 @@ class TrainConfig:
 class DistConfig:
     nproc: int = 1  # processes on this node (main.py launches them through torch.distributed.run)
     backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto = nccl on CUDA, gloo on CPU
-    nnodes: int = 1  # nodes taking part (multi-node: use torchrun directly, see README)
     master_port: int = 0  # rendezvous port for --nproc launches; 0 = pick a free one
     find_unused_parameters: bool = False  # DDP option for models with branches unused in a step
     timeout_s: int = 1800  # collective timeout in seconds
