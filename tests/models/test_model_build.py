@@ -1,0 +1,111 @@
+"""build_model: lookup by class name, argument checks and their messages, published model sizes."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lib.config import ConfigError, ModelConfig
+from models import MODELS, ModelConfigError, build_model
+from models.res16unet import Res16UNet14A, Res16UNet34C
+
+PUBLISHED_VARIANTS = [
+    "Res16UNet14", "Res16UNet14A", "Res16UNet14B", "Res16UNet14C", "Res16UNet14D",
+    "Res16UNet18", "Res16UNet18A", "Res16UNet18B", "Res16UNet18D",
+    "Res16UNet34", "Res16UNet34A", "Res16UNet34B", "Res16UNet34C",
+    "Res16UNet50", "Res16UNet101", "MinkUNet34C",
+]
+
+
+def _n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def _on_meta(name, **args):
+    # Shapes only, no memory or init time: enough to count parameters of the big variants.
+    with torch.device("meta"):
+        return build_model(ModelConfig(name=name, args=args), in_channels=3, num_classes=20)
+
+
+def test_builds_by_class_name_with_recipe_args():
+    cfg = ModelConfig(name="Res16UNet14A", args={"bn_momentum": 0.05, "conv1_kernel_size": 5, "dropout": 0.1})
+    model = build_model(cfg, in_channels=4, num_classes=7)
+    assert type(model) is Res16UNet14A
+    assert model.dropout.p == pytest.approx(0.1)
+    assert model.classifier.bias.shape == (7,)
+
+
+def test_accepts_any_object_with_name_and_args():
+    model = build_model(SimpleNamespace(name="Res16UNet14A", args=None), in_channels=3, num_classes=2)
+    assert type(model) is Res16UNet14A
+
+
+@pytest.mark.parametrize("name", PUBLISHED_VARIANTS)
+def test_every_published_variant_is_registered_and_builds(name):
+    assert name in MODELS
+    model = _on_meta(name)
+    assert model.classifier.bias.shape == (20,)
+
+
+def test_minkunet34c_is_res16unet34c():
+    assert MODELS["MinkUNet34C"] is Res16UNet34C
+
+
+def test_res16unet34c_has_the_published_37_8m_parameters():
+    # MinkUNet34C / Res16UNet34C (3 input channels, 20 ScanNet classes) is quoted as 37.8M
+    # parameters; the exact figure for the published layer table with a k3 stem is 37,846,644.
+    n = _n_params(_on_meta("Res16UNet34C"))
+    assert round(n / 1e6, 1) == 37.8
+    assert n == 37_846_644
+
+
+def test_bigger_variants_have_more_parameters():
+    sizes = {name: _n_params(_on_meta(name)) for name in ("Res16UNet14A", "Res16UNet18A", "Res16UNet34C",
+                                                          "Res16UNet101")}
+    assert sizes["Res16UNet14A"] < sizes["Res16UNet18A"] < sizes["Res16UNet34C"] < sizes["Res16UNet101"]
+
+
+def test_unknown_model_lists_the_closest_names():
+    with pytest.raises(ModelConfigError, match=r"unknown model 'Res16UNet34c'.*Res16UNet34C"):
+        build_model(ModelConfig(name="Res16UNet34c"), in_channels=3, num_classes=20)
+
+
+def test_unknown_arg_names_it_and_the_closest_valid_one():
+    cfg = ModelConfig(name="Res16UNet14A", args={"bn_momentun": 0.1})
+    with pytest.raises(ModelConfigError, match=r"model\.args\.bn_momentun: .*did you mean 'bn_momentum'"):
+        build_model(cfg, in_channels=3, num_classes=20)
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("conv1_kernel_size", 3.0, "int"),
+    ("conv1_kernel_size", True, "int"),
+    ("dropout", "0.5", "float"),
+    ("bn_momentum", None, "float"),
+])
+def test_wrong_type_names_the_arg_and_the_expected_type(key, value, expected):
+    cfg = ModelConfig(name="Res16UNet14A", args={key: value})
+    with pytest.raises(ModelConfigError, match=rf"model\.args\.{key}: expected {expected}, got"):
+        build_model(cfg, in_channels=3, num_classes=20)
+
+
+def test_an_int_is_a_valid_float():
+    # YAML reads `dropout: 0` as an int.
+    model = build_model(ModelConfig(name="Res16UNet14A", args={"dropout": 0}), in_channels=3, num_classes=2)
+    assert model.dropout.p == 0
+
+
+def test_dataset_supplied_args_are_refused_in_the_recipe():
+    cfg = ModelConfig(name="Res16UNet14A", args={"num_classes": 13})
+    with pytest.raises(ModelConfigError, match=r"model\.args\.num_classes: set by the dataset"):
+        build_model(cfg, in_channels=3, num_classes=20)
+
+
+def test_model_errors_are_config_errors():
+    # main.py reports every ConfigError as one line; model-section errors must be among them.
+    assert issubclass(ModelConfigError, ConfigError)
+
+
+def test_bad_values_of_the_right_type_are_refused():
+    with pytest.raises(ValueError, match="conv1_kernel_size must be a positive odd int, got 4"):
+        build_model(ModelConfig(name="Res16UNet14A", args={"conv1_kernel_size": 4}), 3, 20)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.5"):
+        build_model(ModelConfig(name="Res16UNet14A", args={"dropout": 1.5}), 3, 20)

@@ -1,0 +1,44 @@
+"""One Res16UNet34C state_dict gives the same logits on every sparse engine in this process."""
+import importlib.util
+
+import pytest
+import torch
+
+from models.res16unet import Res16UNet34C
+from tests.models.unet_helpers import random_cloud, sparse_input
+
+OTHER_ENGINES = {  # engine -> the import that must work for it to run here
+    "spconv": "spconv",
+    "minkowski": "MinkowskiEngine",
+    "torchsparse": "torchsparse",
+}
+
+
+@pytest.fixture(scope="module")
+def model_and_reference():
+    torch.manual_seed(0)
+    model = Res16UNet34C(in_channels=3, num_classes=20)
+    # Random running statistics, so eval-mode BN is a real per-channel affine map, not identity.
+    gen = torch.Generator().manual_seed(1)
+    for name, buf in model.named_buffers():
+        if name.endswith("running_mean"):
+            buf.copy_(0.1 * torch.randn(buf.shape, generator=gen))
+        elif name.endswith("running_var"):
+            buf.copy_(1 + torch.rand(buf.shape, generator=gen))
+    model.eval()
+    coords, feats = random_cloud(300, batch_size=2, extent=20, seed=7)
+    with torch.no_grad():
+        reference = model(sparse_input(coords, feats, engine="torch"))
+    return model, coords, feats, reference
+
+
+@pytest.mark.parametrize("engine", sorted(OTHER_ENGINES))
+def test_engine_matches_the_torch_engine(engine, model_and_reference):
+    module = OTHER_ENGINES[engine]
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"engine {engine!r} needs the package {module!r}, not installed here")
+    model, coords, feats, reference = model_and_reference
+    with torch.no_grad():
+        out = model(sparse_input(coords, feats, engine=engine))
+    scale = reference.abs().max()
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4 * scale.item())
