@@ -43,7 +43,7 @@ def plot_confusion(valid: torch.Tensor, class_names: list[str], path: str | Path
     ax.set_yticks(range(k), class_names, fontsize=7)
     ax.set_xlabel("prediction")
     ax.set_ylabel("ground truth")
-    ax.set_title("confusion matrix" + (" (rows normalised)" if normalize else ""))
+    ax.set_title("confusion matrix" + (" (rows normalised)" if normalize else ""), fontsize=9)
     return _save(fig, plt, path)
 
 

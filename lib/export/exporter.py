@@ -1,0 +1,72 @@
+"""Writes each scene's predictions in the formats the config asks for, named by the dataset meta."""
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lib.export.benchmark import write_scannet, write_semantickitti
+from lib.export.ply import write_ply
+
+
+def _ply(out_dir, scene, points, pred, meta, labels=None):
+    return write_ply(Path(out_dir) / f"{scene.replace('/', '_')}.ply", points, pred, meta.palette, labels)
+
+
+def _scannet(out_dir, scene, points, pred, meta, labels=None):
+    return write_scannet(out_dir, scene, pred, meta.raw_ids)
+
+
+def _semantickitti(out_dir, scene, points, pred, meta, labels=None):
+    return write_semantickitti(out_dir, scene, pred, meta.raw_ids, meta.scene_info.get(scene))
+
+
+# format -> writer(out_dir, scene, points [P, 3], pred [P], meta, labels [P] | None) -> Path
+WRITERS = {"ply": _ply, "scannet": _scannet, "semantickitti": _semantickitti}
+
+
+def get_writer(fmt: str):
+    if fmt not in WRITERS:
+        raise ValueError(f"no export writer for format {fmt!r}; known: {', '.join(sorted(WRITERS))}")
+    return WRITERS[fmt]
+
+
+class PredictionExporter:
+    """Per-scene export to `<run_dir>/<cfg.folder>/<format>/`.
+
+    Args:
+        cfg: ExportConfig (ply, ply_labels, benchmark, folder).
+        meta: DatasetMeta (palette, raw_ids, benchmark, scene_info).
+        run_dir: the run's output folder.
+    Raises ValueError (one line) when benchmark files are asked for a dataset that names no format.
+    """
+
+    def __init__(self, cfg, meta, run_dir: str | Path):
+        self.meta = meta
+        self.ply_labels = cfg.ply_labels
+        self.root = Path(run_dir) / cfg.folder
+        self.formats = ["ply"] if cfg.ply else []
+        if cfg.benchmark:
+            if not meta.benchmark:
+                raise ValueError(f"export.benchmark=true but dataset {meta.name!r} has no benchmark format")
+            get_writer(meta.benchmark)  # an unknown format fails here, before any scene is predicted
+            self.formats.append(meta.benchmark)
+
+    def folder(self, fmt: str) -> Path:
+        return self.root / fmt
+
+    def add(self, scene: str, points, pred, labels=None) -> list[Path]:
+        """Writes one scene in every enabled format.
+
+        Args:
+            scene: scene id (the item's `scene`).
+            points: float [P, 3] original points; pred: int [P] class per original point;
+            labels: optional int [P] ground truth (IGNORE_INDEX = unknown), used by the PLY only.
+        Returns the files written.
+        """
+        points, pred = _numpy(points), _numpy(pred)
+        labels = _numpy(labels) if (labels is not None and self.ply_labels) else None
+        return [get_writer(fmt)(self.folder(fmt), scene, points, pred, self.meta, labels) for fmt in self.formats]
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)

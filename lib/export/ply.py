@@ -1,0 +1,53 @@
+"""Per-scene prediction PLY: coloured points that Open3D, MeshLab and CloudCompare open directly."""
+from pathlib import Path
+
+import numpy as np
+
+from lib import IGNORE_INDEX
+
+# x, y, z float32 and red, green, blue uchar come first: that is the vertex layout viewers expect.
+_BASE_FIELDS = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
+                ("pred", "<i4")]
+
+
+def write_ply(path: str | Path, points: np.ndarray, pred: np.ndarray, palette: np.ndarray,
+              labels: np.ndarray | None = None) -> Path:
+    """Writes a binary little-endian PLY of one scene.
+
+    Args:
+        path: file to write (its folder is created).
+        points: float [P, 3] original xyz in metres.
+        pred: int [P] predicted class per point; the colour is palette[pred] (black outside [0, K)).
+        palette: uint8 [K, 3] RGB per class.
+        labels: optional int [P] ground-truth class (IGNORE_INDEX = unknown); adds int32 `label` and
+            uchar `error` (1 = labelled point predicted wrong, 0 = right or unlabelled).
+    """
+    from plyfile import PlyData, PlyElement
+
+    points = np.asarray(points)
+    pred = np.asarray(pred).astype(np.int64).reshape(-1)
+    palette = np.asarray(palette, dtype=np.uint8)
+    if points.ndim != 2 or points.shape[1] != 3 or points.shape[0] != pred.shape[0]:
+        raise ValueError(f"{path}: points {points.shape} must be [P, 3] with P = {pred.shape[0]} predictions")
+    if palette.ndim != 2 or palette.shape[1] != 3:
+        raise ValueError(f"{path}: palette {palette.shape} must be [K, 3]")
+    fields = list(_BASE_FIELDS)
+    if labels is not None:
+        labels = np.asarray(labels).astype(np.int64).reshape(-1)
+        if labels.shape != pred.shape:
+            raise ValueError(f"{path}: labels {labels.shape} and predictions {pred.shape} differ in length")
+        fields += [("label", "<i4"), ("error", "u1")]
+    vertex = np.empty(pred.shape[0], dtype=fields)
+    vertex["x"], vertex["y"], vertex["z"] = (points[:, i].astype(np.float32) for i in range(3))
+    known = (pred >= 0) & (pred < palette.shape[0])
+    colours = np.zeros((pred.shape[0], 3), dtype=np.uint8)
+    colours[known] = palette[pred[known]]
+    vertex["red"], vertex["green"], vertex["blue"] = colours[:, 0], colours[:, 1], colours[:, 2]
+    vertex["pred"] = pred
+    if labels is not None:
+        vertex["label"] = labels
+        vertex["error"] = ((labels != IGNORE_INDEX) & (labels >= 0) & (labels != pred)).astype(np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PlyData([PlyElement.describe(vertex, "vertex")], text=False, byte_order="<").write(str(path))
+    return path

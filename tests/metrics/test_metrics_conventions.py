@@ -1,0 +1,144 @@
+"""The evaluator against confusion matrices and scores computed by hand, in every convention."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from lib import IGNORE_INDEX as IGN
+from lib.metrics import SegEvaluator, raw_to_class, resolve_convention, split_batch_points, voxel_to_points
+
+SCANNET_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39]
+SCANNET_NAMES = ["wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
+                 "picture", "counter", "desk", "curtain", "refrigerator", "shower curtain", "toilet", "sink",
+                 "bathtub", "otherfurniture"]
+
+
+def _evaluate(gt, pred, names, convention):
+    ev = SegEvaluator(names, convention)
+    ev.update(torch.tensor(pred), torch.tensor(gt))
+    return ev, ev.compute()
+
+
+def test_standard_with_ignore_labels_and_absent_class():
+    # classes a, b, c, d; d is absent from GT and prediction; two points carry the ignore label
+    # (one of them predicted as d, which must not make d "present").
+    gt = [0, 0, 0, 1, 1, 2, 2, 2, IGN, IGN, 1]
+    pred = [0, 0, 1, 1, 2, 2, 2, 1, 1, 3, 1]
+    ev, s = _evaluate(gt, pred, ["a", "b", "c", "d"], "standard")
+    by_hand = [[2, 1, 0, 0, 0],  # rows = GT a..d, columns = pred a..d + invalid
+               [0, 2, 1, 0, 0],
+               [0, 1, 2, 0, 0],
+               [0, 0, 0, 0, 0]]
+    assert ev.confusion.valid().tolist() == by_hand
+    assert ev.confusion.skipped == 2
+    # a: tp 2, fn 1, fp 0; b: tp 2, fn 1, fp 2; c: tp 2, fn 1, fp 1; d: absent -> NaN
+    np.testing.assert_allclose(s.iou[:3], [2 / 3, 2 / 5, 2 / 4])
+    assert math.isnan(s.iou[3]) and math.isnan(s.acc[3])
+    assert s.miou == pytest.approx((2 / 3 + 2 / 5 + 2 / 4) / 3)
+    np.testing.assert_allclose(s.acc[:3], [2 / 3, 2 / 3, 2 / 3])
+    assert s.macc == pytest.approx(2 / 3)
+    assert s.allacc == pytest.approx(6 / 9)
+    assert s.scored_points == 9 and s.skipped_points == 2
+
+
+def test_scannet_official_non_valid_gt_skipped_and_non_valid_prediction_is_a_miss():
+    # Raw NYU40 ids. GT 0 (unannotated), 50 (not NYU40) and 13 (pillow, not a benchmark class) are
+    # skipped; predictions 13 and 40 are not valid ids, so they are misses of the GT class.
+    gt_raw = [1, 1, 2, 2, 5, 0, 50, 13, 5, 3]
+    pred_raw = [1, 13, 2, 1, 5, 1, 2, 1, 40, 3]
+    ev = SegEvaluator(SCANNET_NAMES, "scannet")
+    ev.update(raw_to_class(pred_raw, SCANNET_IDS), raw_to_class(gt_raw, SCANNET_IDS))
+    s = ev.compute()
+    by_hand = np.zeros((20, 21), dtype=np.int64)
+    wall, floor, cabinet, chair, invalid = 0, 1, 2, 4, 20
+    by_hand[wall, wall] = 1
+    by_hand[wall, invalid] = 1
+    by_hand[floor, floor] = 1
+    by_hand[floor, wall] = 1
+    by_hand[chair, chair] = 1
+    by_hand[chair, invalid] = 1
+    by_hand[cabinet, cabinet] = 1
+    np.testing.assert_array_equal(ev.confusion.valid().numpy(), by_hand)
+    assert ev.confusion.skipped == 3
+    # wall: tp 1, fn 1 (the miss), fp 1 (floor predicted wall) -> 1/3; floor 1/2; cabinet 1; chair 1/2
+    assert s.iou[wall] == pytest.approx(1 / 3)
+    assert s.iou[floor] == pytest.approx(1 / 2)
+    assert s.iou[cabinet] == pytest.approx(1.0)
+    assert s.iou[chair] == pytest.approx(1 / 2)
+    assert np.isnan(np.delete(s.iou, [wall, floor, cabinet, chair])).all()
+    assert s.miou == pytest.approx((1 / 3 + 1 / 2 + 1 + 1 / 2) / 4)
+    assert s.allacc == pytest.approx(4 / 7)
+    assert "ScanNet official" in ev.table()
+
+
+def test_semantickitti_absent_class_scores_zero_and_counts_in_the_mean():
+    # classes car, road, building (KITTI ids 1, 2, 3; 0 = ignore). building is absent from both
+    # GT and prediction; GT ignore points are dropped; a prediction of ignore on road is a miss.
+    gt = [0, 0, 0, 1, 1, 1, IGN, IGN]
+    pred = [0, 0, 1, 1, 1, IGN, 2, 0]
+    names = ["car", "road", "building"]
+    ev, s = _evaluate(gt, pred, names, "semantickitti")
+    by_hand = [[0, 0, 0, 0],  # np_ioueval layout: index 0 = ignore, rows = GT, columns = prediction
+               [0, 2, 1, 0],  # car: 2 right, 1 predicted road
+               [1, 0, 2, 0],  # road: 2 right, 1 predicted ignore (a miss)
+               [0, 0, 0, 0]]  # building: absent
+    assert ev.confusion.semantickitti_layout().tolist() == by_hand
+    # car: tp 2, fn 1, fp 0 -> 2/3; road: tp 2, fn 1, fp 1 -> 1/2; building: 0 (not NaN)
+    np.testing.assert_allclose(s.iou, [2 / 3, 1 / 2, 0.0])
+    assert s.miou == pytest.approx((2 / 3 + 1 / 2 + 0.0) / 3)
+    # the standard convention would leave building out of the mean instead
+    _, standard = _evaluate(gt, pred, names, "standard")
+    assert standard.miou == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert "SemanticKITTI" in ev.table()
+
+
+def test_updates_accumulate_and_reset_clears():
+    ev = SegEvaluator(["a", "b"])
+    ev.update(torch.tensor([0, 1]), torch.tensor([0, 0]))
+    ev.update(torch.tensor([1]), torch.tensor([1]))
+    assert ev.confusion.valid().tolist() == [[1, 1, 0], [0, 1, 0]]
+    ev.reset()
+    assert ev.confusion.matrix.sum() == 0
+
+
+def test_voxel_logits_reach_the_original_points_through_inverse():
+    logits = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])  # voxel classes 0, 1, 0
+    inverse = torch.tensor([2, 0, 1, 1, 0])
+    assert voxel_to_points(logits, inverse).tolist() == [0, 0, 1, 1, 0]
+    # a batch of two scenes: voxels 0-1 belong to scene 0, voxel 2 to scene 1
+    preds = split_batch_points(logits, torch.tensor([0, 2, 3]), [torch.tensor([1, 0, 1]), torch.tensor([0, 0])])
+    assert [p.tolist() for p in preds] == [[1, 0, 1], [0, 0]]
+
+
+def test_update_batch_scores_points_not_voxels():
+    # 2 voxels stand for 5 points; scoring voxels would give a different accuracy than points
+    logits = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    batch = {"offsets": torch.tensor([0, 2]), "inverse": [torch.tensor([0, 0, 0, 0, 1])],
+             "point_labels": [torch.tensor([0, 0, 0, 1, 1])]}
+    ev = SegEvaluator(["a", "b"])
+    preds = ev.update_batch(logits, batch)
+    assert preds[0].tolist() == [0, 0, 0, 0, 1]
+    assert ev.compute().allacc == pytest.approx(4 / 5)
+
+
+def test_inverse_out_of_range_is_an_error():
+    with pytest.raises(ValueError, match="inverse"):
+        voxel_to_points(torch.zeros(2, 3), torch.tensor([0, 2]))
+
+
+def test_convention_auto_takes_the_meta_and_unknown_names_fail():
+    assert resolve_convention("auto", SimpleNamespace(convention="semantickitti")) == "semantickitti"
+    assert resolve_convention("auto", None) == "standard"
+    assert resolve_convention("scannet", SimpleNamespace(convention="semantickitti")) == "scannet"
+    with pytest.raises(ValueError, match="unknown evaluation convention 'kitti'"):
+        resolve_convention("kitti")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device to check on-device accumulation")
+def test_matrix_accumulates_on_the_cuda_device():
+    ev = SegEvaluator(["a", "b"], device="cuda")
+    ev.update(torch.tensor([0, 1, 1], device="cuda"), torch.tensor([0, 0, 1], device="cuda"))
+    assert ev.confusion.matrix.is_cuda
+    assert ev.confusion.valid().tolist() == [[1, 1, 0], [0, 1, 0]]
