@@ -1,0 +1,37 @@
+"""Independent truth for the sparse layers: densify, run torch's dense conv3d, sample back."""
+
+import torch
+
+
+def random_coords(batch: int, grid: int, stride: int, density: float, seed: int) -> torch.Tensor:
+    """Unique int32 [N, 4] (batch, x, y, z), spatial coords multiples of `stride` in [0, grid*stride)."""
+    g = torch.Generator().manual_seed(seed)
+    occ = torch.rand(batch, grid, grid, grid, generator=g) < density
+    idx = occ.nonzero()
+    idx[:, 1:] *= stride
+    perm = torch.randperm(idx.shape[0], generator=g)  # rows in no particular order
+    return idx[perm].to(torch.int32)
+
+
+def densify(feats: torch.Tensor, coords: torch.Tensor, stride: int, grid: int, batch: int) -> torch.Tensor:
+    """[N, C] features at coords -> [B, C, G, G, G] dense grid in stride units (differentiable)."""
+    c = coords.long()
+    dense = feats.new_zeros(batch, grid, grid, grid, feats.shape[1])
+    dense = dense.index_put((c[:, 0], c[:, 1] // stride, c[:, 2] // stride, c[:, 3] // stride), feats)
+    return dense.permute(0, 4, 1, 2, 3)
+
+
+def sample(dense: torch.Tensor, coords: torch.Tensor, stride: int) -> torch.Tensor:
+    """[B, C, G, G, G] -> [N, C] at coords (in stride units of the grid)."""
+    c = coords.long()
+    return dense.permute(0, 2, 3, 4, 1)[c[:, 0], c[:, 1] // stride, c[:, 2] // stride, c[:, 3] // stride]
+
+
+def canonical_to_conv3d(weight: torch.Tensor, k: int) -> torch.Tensor:
+    """[K, Cin, Cout] (x slowest, z fastest) -> conv3d weight [Cout, Cin, k, k, k]."""
+    return weight.permute(2, 1, 0).reshape(weight.shape[2], weight.shape[1], k, k, k)
+
+
+def canonical_to_conv_transpose3d(weight: torch.Tensor) -> torch.Tensor:
+    """[8, Cin, Cout] -> conv_transpose3d weight [Cin, Cout, 2, 2, 2]."""
+    return weight.permute(1, 2, 0).reshape(weight.shape[1], weight.shape[2], 2, 2, 2)
