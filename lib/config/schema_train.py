@@ -64,6 +64,7 @@ class TrainConfig:
     val_every: int = 500  # validate every N iterations (and at the end); 0 = only at the end
     log_every: int = 20  # write scalars every N iterations
     ckpt_every: int = 500  # write the `last` checkpoint every N iterations (and at the end)
+    test_split: str = "val"  # dataset split that --mode test predicts (and scores when it has labels)
     stop_at: int = 0  # end the run after this iteration as if killed (for resume tests); 0 = off
     progress: bool = True  # tqdm bar on rank 0
 

@@ -1,0 +1,143 @@
+"""Data order and augmentation seeding that survive resumption and do not depend on the number
+of processes or workers.
+
+Every item is fetched with python/numpy/torch RNGs seeded from (seed, epoch, dataset index), so a
+scene's augmentation in a given epoch is the same whether it is loaded by 1 or N processes, by the
+main process or a worker, and before or after a resume. The shuffled order of an epoch is a
+function of (seed, epoch) only.
+"""
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """A 32-bit seed for one item of one epoch."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+class SeededItems(Dataset):
+    """Wraps a dataset whose __getitem__ draws from the global RNGs.
+
+    Keys are (index, seed) pairs from `ShardSampler`; the global RNG states are put back after the
+    item, so loading in the main process does not disturb the training stream (dropout etc.).
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+
+
+class ShardSampler(Sampler):
+    """Yields (index, seed) keys of this rank's share of an epoch.
+
+    shuffle=True (training): the epoch's permutation comes from (seed, epoch); it is padded by
+    wrapping around so every rank gets the same count (DDP needs equal step counts), then rank r
+    takes positions r, r + world, ...; `start` skips that many of this rank's samples (resume).
+    shuffle=False (evaluation): indices r, r + world, ... without padding, so a confusion matrix
+    summed over ranks counts every scene exactly once.
+    """
+
+    def __init__(self, size: int, rank: int = 0, world: int = 1, shuffle: bool = True, seed: int = 0):
+        if size == 0:
+            raise ValueError("ShardSampler: the dataset is empty")
+        self.size, self.rank, self.world = size, rank, world
+        self.shuffle, self.seed = shuffle, seed
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0):
+        self.epoch, self.start = epoch, start
+
+    def _indices(self) -> list:
+        if not self.shuffle:
+            return list(range(self.rank, self.size, self.world))
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        order = torch.randperm(self.size, generator=g).tolist()
+        per_rank = -(-self.size // self.world)
+        order = (order * self.world)[: per_rank * self.world]
+        return order[self.rank::self.world]
+
+    def __len__(self):
+        return len(self._indices()) - self.start
+
+    def __iter__(self):
+        for index in self._indices()[self.start:]:
+            yield index, item_seed(self.seed, self.epoch, index)
+
+
+def make_loader(dataset, batch_size: int, num_workers: int, collate_fn, rank: int = 0,
+                world: int = 1, shuffle: bool = True, seed: int = 0, drop_last: bool = None) -> DataLoader:
+    """A DataLoader over `SeededItems(dataset)` with a `ShardSampler`.
+
+    drop_last defaults to `shuffle` so training steps always see full batches. The loader's own
+    generator is fixed, so creating an iterator never draws from the global torch RNG.
+    """
+    sampler = ShardSampler(len(dataset), rank, world, shuffle, seed)
+    return DataLoader(SeededItems(dataset), batch_size=batch_size, sampler=sampler,
+                      num_workers=num_workers, collate_fn=collate_fn,
+                      drop_last=shuffle if drop_last is None else drop_last,
+                      generator=torch.Generator().manual_seed(seed),
+                      persistent_workers=False)
+
+
+class EpochStream:
+    """Endless batches from a training loader, epoch after epoch.
+
+    Before each epoch it calls set_epoch on the sampler and, when it has one, on the dataset.
+    `position(step)` / `seek(step)` map a global step count to (epoch, batch in epoch), so a
+    resumed run continues with the very batch the interrupted run would have drawn next.
+    """
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+        self.steps_per_epoch = len(loader.sampler) // loader.batch_size if loader.drop_last \
+            else -(-len(loader.sampler) // loader.batch_size)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"training set has {len(loader.sampler)} scenes per process, fewer than "
+                             f"the batch size {loader.batch_size}")
+        self.epoch = 0
+        self._iter = None
+        self._pending_start = 0
+
+    def seek(self, batches_done: int):
+        """Position the stream after `batches_done` batches (0 = the very beginning)."""
+        self.epoch, within = divmod(batches_done, self.steps_per_epoch)
+        self._pending_start = within
+        self._iter = None
+
+    def _open_epoch(self):
+        sampler = self.loader.sampler
+        sampler.set_epoch(self.epoch, start=self._pending_start * self.loader.batch_size)
+        inner = getattr(self.loader.dataset, "dataset", None)
+        if hasattr(inner, "set_epoch"):
+            inner.set_epoch(self.epoch)
+        self._pending_start = 0
+        self._iter = iter(self.loader)
+
+    def __next__(self):
+        if self._iter is None:
+            self._open_epoch()
+        try:
+            return next(self._iter)
+        except StopIteration:
+            self.epoch += 1
+            self._open_epoch()
+            return next(self._iter)

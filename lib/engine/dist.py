@@ -1,0 +1,112 @@
+"""Process-group helpers: rank/world from torchrun's environment, init with NCCL (CUDA) or gloo
+(CPU), scalar all-reduces that are no-ops in a single process, and the --nproc launcher."""
+import datetime
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main() -> bool:
+    return get_rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    """True inside a process started by torchrun / torch.distributed.run."""
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def pick_device(preference: str) -> torch.device:
+    """auto: this process's CUDA device (LOCAL_RANK) when CUDA exists, else the CPU."""
+    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was asked for but torch sees no CUDA device "
+                           "(use device=cpu or install a CUDA build of torch)")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+def init_distributed(dist_cfg, device: torch.device) -> None:
+    """Join the process group torchrun described in the environment (no-op for world size 1)."""
+    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) <= 1 or is_dist():
+        return
+    backend = dist_cfg.backend
+    if backend == "auto":
+        backend = "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl" and device.type != "cuda":
+        raise RuntimeError("dist.backend=nccl needs CUDA devices; use dist.backend=gloo on CPU")
+    kwargs = {"device_id": device} if backend == "nccl" else {}
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=dist_cfg.timeout_s),
+                            **kwargs)
+
+
+def cleanup() -> None:
+    if is_dist():
+        dist.destroy_process_group()
+
+
+def _scalar_reduce(value: float, op) -> float:
+    if not is_dist():
+        return float(value)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=op)
+    return float(t.item())
+
+
+def all_reduce_max(value: float) -> float:
+    """Maximum of a python number over ranks (every rank must call)."""
+    return _scalar_reduce(value, dist.ReduceOp.MAX)
+
+
+def all_reduce_mean(value: float) -> float:
+    """Mean of a python number over ranks (every rank must call)."""
+    return _scalar_reduce(value, dist.ReduceOp.SUM) / get_world_size()
+
+
+def barrier() -> None:
+    if is_dist():
+        dist.barrier()
+
+
+def broadcast_object(obj):
+    """Rank 0's python object on every rank."""
+    if not is_dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_local(script: str, script_args: list, nproc: int, master_port: int = 0) -> int:
+    """Run `script script_args` in `nproc` processes on this machine through torch.distributed.run
+    (what `torchrun --standalone --nproc_per_node=N` does). Returns 0, or raises on a failed worker."""
+    from torch.distributed.run import get_args_parser, run
+
+    port = master_port or free_port()
+    args = get_args_parser().parse_args([
+        f"--nproc_per_node={nproc}", "--nnodes=1", "--rdzv_backend=c10d",
+        f"--rdzv_endpoint=127.0.0.1:{port}", script, *script_args])
+    run(args)
+    return 0

@@ -1,0 +1,75 @@
+"""Inference: validation over a loader, and full-resolution test predictions with test-time
+augmentation voting (class probabilities averaged per ORIGINAL point over the views)."""
+import contextlib
+import math
+
+import torch
+
+from lib.engine.trainer import split_output
+
+
+def tta_views(tta_cfg) -> list:
+    """(rotation_z radians, flip_x, scale) for every view of an `eval.tta` config.
+
+    Views are rotations 2*pi*r/R, times {no flip} plus each flip in `flips`, times `scales`.
+    A mirror of y equals a mirror of x followed by a half turn about z, so `get_view`'s
+    single flip_x covers both axes.
+    """
+    if not tta_cfg.enabled:
+        return [(0.0, False, 1.0)]
+    views = []
+    for r in range(max(1, tta_cfg.rotations)):
+        angle = 2 * math.pi * r / max(1, tta_cfg.rotations)
+        for flip in [None, *tta_cfg.flips]:
+            if flip not in (None, "x", "y"):
+                raise ValueError(f"eval.tta.flips: unknown axis {flip!r} (x|y)")
+            extra = math.pi if flip == "y" else 0.0
+            for scale in tta_cfg.scales:
+                views.append((angle + extra, flip is not None, float(scale)))
+    return views
+
+
+@torch.no_grad()
+def validate(model, loader, make_input, evaluator, device, autocast=None) -> dict:
+    """Scores of `model` on every scene of `loader` (this rank's share), summed over ranks.
+
+    Predictions are made per voxel and scored on the original points through `inverse`.
+    Returns the evaluator's score dict (mIoU, mAcc, allAcc, per_class, convention ...).
+    """
+    was_training = model.training
+    model.eval()
+    evaluator.reset()
+    for batch in loader:
+        with autocast() if autocast else contextlib.nullcontext():
+            logits, _ = split_output(model(make_input(batch, device)))
+        evaluator.update_batch(logits.float(), batch)
+    evaluator.all_reduce()
+    model.train(was_training)
+    return evaluator.compute().to_dict()
+
+
+@torch.no_grad()
+def predict_scene(model, dataset, index: int, views: list, collate_fn, make_input, device):
+    """Class probabilities of every original point of scene `index`.
+
+    One plain view uses `dataset[index]`; otherwise each view comes from
+    `dataset.get_view(index, rotation_z, flip_x, scale)` and the per-point softmax
+    probabilities are averaged. Returns (first view's item, probs float32 [P, K] on `device`).
+    """
+    model.eval()
+    plain = views == [(0.0, False, 1.0)]
+    total, first = None, None
+    for rotation_z, flip_x, scale in views:
+        item = dataset[index] if plain else dataset.get_view(index, rotation_z, flip_x, scale)
+        batch = collate_fn([item])
+        logits, _ = split_output(model(make_input(batch, device)))
+        inverse = batch["inverse"][0].to(device)
+        probs = logits.float().softmax(dim=1)[inverse]
+        if first is None:
+            first, total = item, probs
+        elif probs.shape[0] != total.shape[0]:
+            raise ValueError(f"scene {item['scene']}: view {rotation_z, flip_x, scale} has "
+                             f"{probs.shape[0]} points, the plain view {total.shape[0]}")
+        else:
+            total = total + probs
+    return first, total / len(views)

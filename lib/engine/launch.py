@@ -1,0 +1,172 @@
+"""Entry of the engine: process setup (device, process group, seeds, run folder, log file),
+the run modes, and `<run>/summary.json`.
+
+main.py calls `launch(cfg, args, build_dataset=..., build_model=..., collate_fn=...)`; with
+`--nproc N` (or dist.nproc > 1) outside torchrun it re-runs main.py in N processes through
+torch.distributed.run.
+"""
+import json
+import logging
+import os
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from lib.engine import dist as D
+
+log = logging.getLogger("voxseg")
+
+
+@dataclass
+class RunContext:
+    """Everything a mode needs; built once per process."""
+    cfg: object
+    mode: str
+    run_dir: Path
+    device: torch.device
+    rank: int
+    world: int
+    build_dataset: Callable
+    build_model: Callable
+    collate_fn: Callable
+    make_input: Callable  # (collated batch, device) -> model input
+    weights: str = ""
+    resume: bool = False
+    config_dict: dict = None
+
+
+def sparse_input(engine: str):
+    """make_input building a lib.sparse.SparseTensor on `device` with the configured engine."""
+    def make_input(batch, device):
+        from lib.sparse.tensor import SparseTensor
+        return SparseTensor(batch["feats"].to(device, non_blocking=True),
+                            batch["coords"].to(device, non_blocking=True), engine=engine)
+    return make_input
+
+
+def setup_logging(run_dir: Path, rank: int) -> list:
+    """Rank 0 logs INFO to stderr and <run>/log.txt; other ranks log warnings only.
+    Returns the handlers added (removed again at the end of the run)."""
+    logger = logging.getLogger("voxseg")
+    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    logger.propagate = False
+    fmt = logging.Formatter(f"%(asctime)s [rank {rank}] %(levelname)s %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if rank == 0:
+        handlers.append(logging.FileHandler(run_dir / "log.txt"))
+    for h in handlers:
+        h.setFormatter(fmt)
+        logger.addHandler(h)
+    return handlers
+
+
+def write_json(obj, path: Path) -> None:
+    """JSON through a temporary file and os.replace (never half-written)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def summary_metrics(scores) -> dict:
+    """The summary's `metrics` block from an evaluator score dict (None -> nulls)."""
+    if not scores:
+        return {"miou": None, "macc": None, "allacc": None, "per_class_iou": {}}
+    return {"miou": scores["mIoU"], "macc": scores["mAcc"], "allacc": scores["allAcc"],
+            "per_class_iou": {name: v["iou"] for name, v in scores["per_class"].items()}}
+
+
+def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights="", resume=False,
+        make_input=None) -> dict:
+    """Run one mode in this process (already one of N under torchrun, or alone).
+    Returns the summary dict (also written to <run>/summary.json by rank 0)."""
+    from lib.config import config_to_dict, save_config
+
+    device = D.pick_device(cfg.device)
+    D.init_distributed(cfg.dist, device)
+    rank, world = D.get_rank(), D.get_world_size()
+    run_dir = Path(D.broadcast_object(str(run_dir)))  # ranks may have computed different timestamps
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    D.barrier()
+    handlers = setup_logging(run_dir, rank)
+    try:
+        random.seed(cfg.seed + rank)
+        np.random.seed(cfg.seed + rank)
+        torch.manual_seed(cfg.seed + rank)
+        if rank == 0:
+            save_config(cfg, run_dir / "config.yaml")
+        ctx = RunContext(cfg, mode, run_dir, device, rank, world, build_dataset, build_model,
+                         collate_fn, make_input or sparse_input(cfg.engine), str(weights or ""),
+                         resume, config_to_dict(cfg))
+        log.info("%s run in %s: %d process(es), device %s, engine %s", mode, run_dir, world,
+                 device, cfg.engine)
+        start = time.perf_counter()
+        iterations = 0
+        if mode == "train":
+            from lib.engine.train_mode import run_train
+            scores, trainer = run_train(ctx)
+            iterations = trainer.iteration
+        elif mode == "test":
+            from lib.engine.test_mode import run_test
+            scores = run_test(ctx)
+        elif mode == "profile":
+            scores = run_profile(ctx)
+        else:
+            raise ValueError(f"unknown mode {mode!r} (train|test|profile)")
+        summary = {"mode": mode, "iterations": iterations,
+                   "elapsed_s": round(time.perf_counter() - start, 3),
+                   "metrics": summary_metrics(scores),
+                   "convention": scores.get("convention") if scores else None}
+        if rank == 0:
+            write_json(summary, run_dir / "summary.json")
+            log.info("summary: %s", json.dumps(summary["metrics"] | {"per_class_iou": "..."}))
+        return summary
+    finally:
+        logger = logging.getLogger("voxseg")
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()
+        D.cleanup()
+
+
+def run_profile(ctx):
+    """`--mode profile`: the memory profiler of lib/profiler.py on one training batch."""
+    from lib.profiler import profile_memory
+    profile_memory(ctx)
+    return None
+
+
+def _argv_for_workers(argv: list, run_dir: Path) -> list:
+    """main.py's argv without --nproc, with the run folder pinned so every rank agrees."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc" or a == "--output-dir":
+            skip = True
+            continue
+        if a.startswith("--nproc=") or a.startswith("--output-dir="):
+            continue
+        out.append(a)
+    return out + ["--output-dir", str(run_dir)]
+
+
+def launch(cfg, args, build_dataset, build_model, collate_fn) -> int:
+    """main.py's handoff. Returns the process exit code."""
+    nproc = args.nproc if args.nproc is not None else cfg.dist.nproc
+    if nproc > 1 and not D.launched_by_torchrun():
+        main_py = str(Path(__file__).resolve().parents[2] / "main.py")
+        return D.launch_local(main_py, _argv_for_workers(sys.argv[1:], args.output_dir), nproc,
+                              cfg.dist.master_port)
+    run(cfg, args.mode, args.output_dir, build_dataset, build_model, collate_fn,
+        weights=args.weights, resume=args.resume)
+    return 0

@@ -1,0 +1,69 @@
+"""`--mode test`: full-resolution predictions of every scene of `train.test_split` (optionally
+voted over test-time views), scored by the evaluator when labels exist, exported by
+lib/export. Scenes are shared round-robin among ranks; predictions are gathered to rank 0,
+which alone writes."""
+import logging
+
+import torch
+
+from lib import IGNORE_INDEX
+from lib.engine.checkpoint import load_checkpoint, model_state
+from lib.engine.dist import get_world_size, is_dist, is_main
+from lib.engine.inference import predict_scene, tta_views
+
+log = logging.getLogger("voxseg")
+
+
+def _gather(rows: list) -> list:
+    """Every rank's list, concatenated on rank 0 (other ranks get [])."""
+    if not is_dist():
+        return rows
+    out = [None] * get_world_size() if is_main() else None
+    torch.distributed.gather_object(rows, out, dst=0)
+    return [r for part in out for r in part] if is_main() else []
+
+
+def run_test(ctx):
+    """Returns the evaluator's score dict (None when the split has no labels)."""
+    cfg, device = ctx.cfg, ctx.device
+    if not ctx.weights:
+        raise ValueError("--mode test needs --weights <checkpoint>")
+    dataset = ctx.build_dataset(cfg.data, cfg.train.test_split)
+    meta = dataset.meta
+    model = ctx.build_model(cfg.model, meta.in_channels, meta.num_classes).to(device)
+    model.load_state_dict(model_state(load_checkpoint(ctx.weights, device)))
+    views = tta_views(cfg.eval.tta)
+    if len(views) > 1 and not hasattr(dataset, "get_view"):
+        raise ValueError(f"eval.tta is enabled but dataset {meta.name!r} has no get_view()")
+    log.info("testing %s on split %r: %d scenes, %d view(s) each", ctx.weights,
+             cfg.train.test_split, len(dataset), len(views))
+
+    from lib.metrics import SegEvaluator
+    evaluator = SegEvaluator.from_meta(meta, cfg.eval.convention, device)
+    rows = []
+    indices = range(ctx.rank, len(dataset), ctx.world)
+    for i, index in enumerate(indices):
+        item, probs = predict_scene(model, dataset, index, views, ctx.collate_fn, ctx.make_input, device)
+        pred = probs.argmax(dim=1)
+        labels = item["point_labels"]
+        has_labels = bool((labels != IGNORE_INDEX).any())
+        evaluator.update(pred, labels.to(device))
+        rows.append((item["scene"], item["points"].numpy(), pred.to(torch.int16).cpu().numpy(),
+                     labels.numpy() if has_labels else None))
+        if is_main() and (i + 1) % 10 == 0:
+            log.info("predicted %d/%d scenes on rank 0", i + 1, len(indices))
+    evaluator.all_reduce()
+    rows = _gather(rows)
+    if not is_main():
+        return None
+    from lib.export import PredictionExporter
+    exporter = PredictionExporter(cfg.export, meta, ctx.run_dir)
+    for scene, points, pred, labels in rows:
+        exporter.add(scene, points, pred.astype("int64"), labels)
+    if evaluator.confusion.valid().sum() == 0:
+        log.info("split %r has no labels: predictions exported, nothing scored", cfg.train.test_split)
+        return None
+    scores = evaluator.save(ctx.run_dir, cfg.eval.plots, cfg.eval.normalize_plot)
+    if cfg.eval.table:
+        log.info("test scores\n%s", evaluator.table())
+    return scores

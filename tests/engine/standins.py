@@ -1,0 +1,109 @@
+"""Tiny stand-ins for the dataset, collate and model contracts (docs/ARCHITECTURE.md), so the
+engine is tested without the real data pipeline. Module-level so spawned processes can import them."""
+import numpy as np
+import torch
+from torch import nn
+
+from lib import IGNORE_INDEX
+
+
+class Meta:
+    """The DatasetMeta fields the engine, evaluator and exporter read."""
+    name = "standin"
+    class_names = ["a", "b", "c"]
+    num_classes = 3
+    in_channels = 4
+    palette = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=np.uint8)
+    raw_ids = np.array([1, 2, 3])
+    benchmark = None
+    convention = "standard"
+    scene_info = {}
+
+
+class ToyScenes(torch.utils.data.Dataset):
+    """`n` scenes of `voxels` voxels each; features are a noisy one-hot of the label plus a 1.
+
+    Each original point maps to a voxel (2 points per voxel). A global-RNG jitter on the
+    features stands in for augmentation, so data seeding matters for reproducibility.
+    """
+
+    meta = Meta()
+
+    def __init__(self, n: int = 6, voxels: int = 40, seed: int = 0, noise: float = 0.8, jitter: float = 0.1):
+        g = np.random.default_rng(seed)
+        self.scenes = []
+        for i in range(n):
+            coords = np.stack([np.arange(voxels), np.zeros(voxels), np.full(voxels, i)], 1).astype(np.int32)
+            labels = g.integers(0, 3, voxels)
+            labels[0] = IGNORE_INDEX
+            feats = np.eye(3, dtype=np.float32)[np.clip(labels, 0, 2)] + noise * g.standard_normal((voxels, 3))
+            feats = np.concatenate([feats, np.ones((voxels, 1))], 1).astype(np.float32)
+            inverse = np.repeat(np.arange(voxels), 2)
+            self.scenes.append((coords, feats, labels, inverse))
+        self.jitter = jitter
+
+    def __len__(self):
+        return len(self.scenes)
+
+    def __getitem__(self, index):
+        coords, feats, labels, inverse = self.scenes[index]
+        feats = feats + self.jitter * np.random.standard_normal(feats.shape).astype(np.float32)
+        return self._item(index, coords, feats, labels, inverse)
+
+    def get_view(self, index, rotation_z=0.0, flip_x=False, scale=1.0):
+        coords, feats, labels, inverse = self.scenes[index]
+        # A reversed voxel order stands in for a re-voxelised view: same points, other rows.
+        order = np.arange(len(coords))[::-1] if flip_x else np.arange(len(coords))
+        back = np.argsort(order)
+        return self._item(index, coords[order], feats[order] * scale, labels[order], back[inverse])
+
+    def _item(self, index, coords, feats, labels, inverse):
+        points = np.repeat(coords.astype(np.float32), 2, axis=0)[: len(inverse)]
+        return {"coords": torch.from_numpy(np.ascontiguousarray(coords)),
+                "feats": torch.from_numpy(np.ascontiguousarray(feats)),
+                "labels": torch.from_numpy(np.ascontiguousarray(labels)).long(),
+                "inverse": torch.from_numpy(np.ascontiguousarray(inverse)).long(),
+                "point_labels": torch.from_numpy(self.scenes[index][2][self.scenes[index][3]]).long(),
+                "points": torch.from_numpy(points), "scene": f"scene{index:02d}"}
+
+
+def collate(items):
+    """The collate contract: batch column first, offsets [B + 1], per-scene lists."""
+    coords = [torch.cat([torch.full((len(it["coords"]), 1), b, dtype=torch.int32),
+                         it["coords"].int()], 1) for b, it in enumerate(items)]
+    sizes = torch.tensor([0] + [len(it["coords"]) for it in items])
+    return {"coords": torch.cat(coords), "feats": torch.cat([it["feats"] for it in items]),
+            "labels": torch.cat([it["labels"] for it in items]), "offsets": sizes.cumsum(0),
+            **{k: [it[k] for it in items] for k in ("inverse", "point_labels", "points", "scene")}}
+
+
+class ToyNet(nn.Module):
+    """Per-voxel MLP on x.feats (a SparseTensor or a plain tensor); optional aux loss and dropout."""
+
+    def __init__(self, in_channels, num_classes, hidden=16, aux=False, dropout=0.0, bn=False):
+        super().__init__()
+        layers = [nn.Linear(in_channels, hidden)]
+        if bn:
+            layers.append(nn.BatchNorm1d(hidden))
+        layers += [nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)]
+        self.net = nn.Sequential(*layers)
+        self.aux = aux
+
+    def forward(self, x):
+        feats = getattr(x, "feats", x)
+        logits = self.net(feats)
+        if self.aux:
+            return {"logits": logits, "aux_losses": {"l2": 1e-3 * (logits ** 2).mean()}}
+        return logits
+
+
+def build_dataset(data_cfg, split):
+    return ToyScenes(n=6 if split == "train" else 4, seed=0 if split == "train" else 1)
+
+
+def build_model(model_cfg, in_channels, num_classes):
+    return ToyNet(in_channels, num_classes, **model_cfg.args)
+
+
+def plain_input(batch, device):
+    return batch["feats"].to(device)
