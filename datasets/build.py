@@ -1,0 +1,64 @@
+"""`build_dataset`: config + split name -> dataset with `meta`, generating synthetic data on demand."""
+from pathlib import Path
+
+from datasets import store
+from datasets.errors import DataFormatError, DatasetRootError
+from datasets.preprocessing import dataset_module, preprocess
+from datasets.semantickitti import SemanticKittiDataset
+from datasets.stored_dataset import StoredSceneDataset
+from datasets.voxel_dataset import check_features
+from lib.config.schema_data import DataConfig
+
+
+def synthetic_root(cfg: DataConfig) -> Path:
+    """Generate (once) `cfg.synthetic_scenes` synthetic raw scenes and preprocess them; returns the
+    preprocessed folder inside cfg.cache_dir. Both steps skip work already done."""
+    cache = Path(cfg.cache_dir) / f"{cfg.dataset}-{cfg.synthetic_scenes}-seed{cfg.synthetic_seed}"
+    processed = cache / "processed"
+    if not (processed / store.MANIFEST).is_file():
+        from datasets.synthetic import generate
+
+        generate(cfg.dataset, cache / "raw", cfg.synthetic_scenes, cfg.synthetic_seed)
+        preprocess(cfg.dataset, cache / "raw", processed, workers=1, strict=True, progress=False)
+    return processed
+
+
+def _split_tags(cfg: DataConfig, module, split: str) -> set[str]:
+    splits = cfg.splits or module.DEFAULT_SPLITS
+    if split not in splits:
+        raise ValueError(f"data.splits: no split '{split}' for {cfg.dataset} (has {', '.join(splits)})")
+    tags = splits[split]
+    tags = [tags] if isinstance(tags, (str, int)) else tags
+    # SemanticKITTI sequences may be written as numbers in YAML (8 -> "08")
+    return {f"{t:02d}" if isinstance(t, int) else str(t) for t in tags}
+
+
+def build_dataset(cfg: DataConfig, split: str, seed: int = 0, rank: int = 0):
+    """Dataset of `split` with attribute `meta` (datasets.meta.DatasetMeta).
+
+    seed/rank feed the per-item random streams (see datasets/voxel_dataset.py). Raises
+    DatasetRootError when cfg.root does not exist (and cfg.synthetic is off).
+    """
+    module = dataset_module(cfg.dataset)
+    root = synthetic_root(cfg) if cfg.synthetic else Path(cfg.root)
+    if not root.is_dir():
+        raw = cfg.raw_root or "RAW"
+        raise DatasetRootError(f"data root {root} does not exist; create it with: python -m scripts.preprocess "
+                               f"{cfg.dataset} --input {raw} --output {root} (or set data.synthetic=true)")
+    manifest = store.read_manifest(root)
+    if manifest["dataset"] != cfg.dataset:
+        raise DataFormatError(root / store.MANIFEST, f"holds dataset '{manifest['dataset']}', config asks for '{cfg.dataset}'")
+    tags = _split_tags(cfg, module, split)
+    scene_ids = [s for s, r in manifest["scenes"].items() if r["split"] in tags]
+    if not scene_ids:
+        raise DataFormatError(root / store.MANIFEST, f"no scenes in split '{split}' (split tags {sorted(tags)})")
+    features = cfg.features or module.DEFAULT_FEATURES
+    in_channels = check_features(features, module.AVAILABLE_FEATURES, cfg.dataset)
+    if cfg.dataset == "semantickitti":
+        meta = module.build_meta(in_channels, scene_ids, manifest["scenes"])
+        cls = SemanticKittiDataset
+    else:
+        meta = module.build_meta(in_channels, scene_ids)
+        cls = StoredSceneDataset
+    return cls(root, manifest, scene_ids, meta, cfg, features, augment=split in cfg.augment_splits,
+               seed=seed, rank=rank)

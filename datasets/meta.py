@@ -1,0 +1,31 @@
+"""What downstream code (loss, metrics, export) needs to know about a dataset, without reading it."""
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass
+class DatasetMeta:
+    """Static description of a dataset.
+
+    palette: uint8 [num_classes, 3] RGB colour per class.
+    raw_ids: int64 [num_classes], the official id written to benchmark files for each class
+      (ScanNet: NYU40 id; SemanticKITTI: learning_map_inv of class k + 1); empty when no benchmark.
+    benchmark: name of the export writer for benchmark files ('scannet' | 'semantickitti' | None).
+    convention: evaluation convention ('scannet' | 'semantickitti' | 'standard').
+    scene_info: scene id -> what the benchmark writer needs (KITTI: sequence, frame; ScanNet: scan).
+    """
+
+    name: str
+    class_names: list[str]
+    in_channels: int
+    palette: np.ndarray
+    raw_ids: np.ndarray
+    benchmark: Optional[str]
+    convention: str
+    scene_info: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)

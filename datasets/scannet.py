@@ -1,0 +1,101 @@
+"""ScanNet v2: official raw layout -> preprocessed scenes, and the dataset over them.
+
+Raw layout (RAW = the ScanNet v2 download):
+  RAW/scannetv2_{train,val,test}.txt                 scene ids per split (train and val required)
+  RAW/scans/<scene>/<scene>_vh_clean_2.ply            vertex x, y, z, red, green, blue
+  RAW/scans/<scene>/<scene>_vh_clean_2.labels.ply     vertex label = NYU40 id (0 = unannotated)
+  RAW/scans_test/<scene>/<scene>_vh_clean_2.ply       test scenes (no labels)
+Labels: the 20 benchmark NYU40 ids become classes 0..19; every other id becomes IGNORE_INDEX.
+Ids that are not NYU40 at all (> 40, found in real files) also become ignore and are counted per id
+in the scene's manifest entry under "invalid_ids".
+"""
+from pathlib import Path
+
+import numpy as np
+
+from datasets.errors import DataFormatError
+from datasets.meta import DatasetMeta
+from datasets.ply_io import read_ply_vertices
+from lib import IGNORE_INDEX
+
+NAME = "scannet"
+CLASS_NAMES = ["wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
+               "picture", "counter", "desk", "curtain", "refrigerator", "shower curtain", "toilet", "sink",
+               "bathtub", "otherfurniture"]
+NYU40_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39]
+PALETTE = [(174, 199, 232), (152, 223, 138), (31, 119, 180), (255, 187, 120), (188, 189, 34), (140, 86, 75),
+           (255, 152, 150), (214, 39, 40), (197, 176, 213), (148, 103, 189), (196, 156, 148), (23, 190, 207),
+           (247, 182, 210), (219, 219, 141), (255, 127, 14), (158, 218, 229), (44, 160, 44), (112, 128, 144),
+           (227, 119, 194), (82, 84, 163)]  # the ScanNet benchmark colours
+NUM_NYU40 = 40
+SPLIT_FILES = {"train": "scannetv2_train.txt", "val": "scannetv2_val.txt", "test": "scannetv2_test.txt"}
+DEFAULT_SPLITS = {"train": ["train"], "val": ["val"], "test": ["test"]}
+DEFAULT_FEATURES = ["rgb"]
+AVAILABLE_FEATURES = {"rgb"}
+
+# NYU40 id -> class index; ids 0..40 that are not benchmark classes -> ignore
+_NYU40_TO_CLASS = np.full(NUM_NYU40 + 1, IGNORE_INDEX, dtype=np.int64)
+_NYU40_TO_CLASS[NYU40_IDS] = np.arange(len(NYU40_IDS))
+
+
+def map_labels(raw: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
+    """NYU40 ids [P] -> (class index int16 [P], {non-NYU40 id: count})."""
+    raw = raw.astype(np.int64)
+    invalid = (raw < 0) | (raw > NUM_NYU40)
+    mapped = _NYU40_TO_CLASS[np.where(invalid, 0, raw)]
+    ids, counts = np.unique(raw[invalid], return_counts=True)
+    return mapped.astype(np.int16), {int(i): int(c) for i, c in zip(ids, counts)}
+
+
+def list_raw_scenes(raw_root: Path) -> list[tuple[str, str, Path]]:
+    """(scene id, split, scene folder) for every scene named in the split files."""
+    raw_root = Path(raw_root)
+    if not raw_root.is_dir():
+        raise DataFormatError(raw_root, "ScanNet raw folder not found")
+    scenes = []
+    for split, name in SPLIT_FILES.items():
+        path = raw_root / name
+        if not path.is_file():
+            if split == "test":  # the test scans are a separate download
+                continue
+            raise DataFormatError(path, f"missing ScanNet split file for '{split}'")
+        folder = raw_root / ("scans_test" if split == "test" else "scans")
+        for line in path.read_text().split():
+            scenes.append((line, split, folder / line))
+    return scenes
+
+
+def read_raw_scene(scene_id: str, split: str, folder: Path) -> tuple[dict, dict]:
+    """Arrays (coord, color, label) and the manifest entry of one raw scene."""
+    if not folder.is_dir():
+        raise DataFormatError(folder, "scene folder listed in the split file is missing")
+    mesh = folder / f"{scene_id}_vh_clean_2.ply"
+    v = read_ply_vertices(mesh, ["x", "y", "z", "red", "green", "blue"])
+    coord = np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float32)
+    color = np.stack([v["red"], v["green"], v["blue"]], axis=1).astype(np.uint8)
+    if len(coord) == 0:
+        raise DataFormatError(mesh, "empty scene (0 vertices)")
+    if not np.isfinite(coord).all():
+        raise DataFormatError(mesh, f"{int((~np.isfinite(coord)).any(axis=1).sum())} vertices with NaN/inf coordinates")
+    record = {"split": split, "points": len(coord)}
+    if split == "test":
+        label = np.full(len(coord), IGNORE_INDEX, dtype=np.int16)
+        invalid = {}
+    else:
+        label_path = folder / f"{scene_id}_vh_clean_2.labels.ply"
+        raw = read_ply_vertices(label_path, ["label"])["label"]
+        if len(raw) != len(coord):
+            raise DataFormatError(label_path, f"{len(raw)} labelled vertices but the mesh has {len(coord)}")
+        label, invalid = map_labels(raw)
+    valid = label[label != IGNORE_INDEX]
+    record["class_counts"] = np.bincount(valid, minlength=len(CLASS_NAMES)).tolist()
+    record["ignored"] = int(len(label) - len(valid))
+    record["invalid_ids"] = {str(k): c for k, c in invalid.items()}
+    return {"coord": coord, "color": color, "label": label}, record
+
+
+def build_meta(in_channels: int, scene_ids: list[str]) -> DatasetMeta:
+    return DatasetMeta(name=NAME, class_names=list(CLASS_NAMES), in_channels=in_channels,
+                       palette=np.array(PALETTE, dtype=np.uint8), raw_ids=np.array(NYU40_IDS, dtype=np.int64),
+                       benchmark="scannet", convention="scannet", scene_info={s: {"scan": s} for s in scene_ids})
+

@@ -1,0 +1,145 @@
+"""SemanticKITTI, read in place: preprocessing only checks and indexes the frames.
+
+Raw layout: RAW/sequences/NN/velodyne/FFFFFF.bin (float32 x, y, z, remission per point) and
+RAW/sequences/NN/labels/FFFFFF.label (uint32: semantic id in the low 16 bits, instance above).
+Labels map through the official learning_map in config/semantic-kitti.yaml: learning class c in
+1..19 becomes class index c - 1, class 0 (unlabeled, outlier, ...) becomes IGNORE_INDEX. A raw
+semantic id absent from learning_map is an error. Scene id `NN_FFFFFF`, split tag `NN`.
+"""
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from datasets.errors import DataFormatError
+from datasets.meta import DatasetMeta
+from datasets.voxel_dataset import VoxelDataset, check_scene_arrays
+from lib import IGNORE_INDEX
+
+NAME = "semantickitti"
+LABEL_CONFIG = Path(__file__).resolve().parents[1] / "config" / "semantic-kitti.yaml"
+DEFAULT_SPLITS = {"train": ["00", "01", "02", "03", "04", "05", "06", "07", "09", "10"], "val": ["08"],
+                  "test": [f"{s:02d}" for s in range(11, 22)]}
+DEFAULT_FEATURES = ["remission"]
+AVAILABLE_FEATURES = {"remission"}
+_UNKNOWN = -1
+
+
+@lru_cache(maxsize=1)
+def label_config() -> dict:
+    import yaml
+
+    with open(LABEL_CONFIG) as f:
+        return yaml.safe_load(f)
+
+
+@lru_cache(maxsize=1)
+def _lookup() -> np.ndarray:
+    """Raw semantic id -> class index (IGNORE_INDEX for learning class 0, _UNKNOWN for unmapped ids)."""
+    learning_map = label_config()["learning_map"]
+    table = np.full(max(learning_map) + 1, _UNKNOWN, dtype=np.int64)
+    for raw, cls in learning_map.items():
+        table[raw] = cls - 1 if cls > 0 else IGNORE_INDEX
+    return table
+
+
+def class_names() -> list[str]:
+    cfg = label_config()
+    inv = cfg["learning_map_inv"]
+    return [cfg["labels"][inv[c]] for c in range(1, len(inv))]
+
+
+def map_labels(raw: np.ndarray, path: Path) -> np.ndarray:
+    """uint32 labels [P] -> class index int64 [P]; DataFormatError naming `path` for unmapped ids."""
+    semantic = (raw & 0xFFFF).astype(np.int64)
+    table = _lookup()
+    outside = semantic >= len(table)
+    mapped = table[np.where(outside, 0, semantic)]
+    bad = outside | (mapped == _UNKNOWN)
+    if bad.any():
+        ids = np.unique(semantic[bad])
+        raise DataFormatError(path, f"label ids out of range (not in learning_map): {ids[:10].tolist()}")
+    return mapped
+
+
+def read_points(path: Path) -> np.ndarray:
+    """float32 [P, 4] (x, y, z metres, remission) from a velodyne .bin, validated."""
+    if not path.is_file():
+        raise DataFormatError(path, "file not found")
+    size = path.stat().st_size
+    if size % 16:
+        raise DataFormatError(path, f"size {size} bytes is not a multiple of 16 (4 float32 per point)")
+    if size == 0:
+        raise DataFormatError(path, "empty scene (0 points)")
+    return np.fromfile(path, dtype=np.float32).reshape(-1, 4)
+
+
+def read_labels(path: Path, num_points: int) -> np.ndarray:
+    """Class index int64 [P] from a .label file holding `num_points` uint32."""
+    if not path.is_file():
+        raise DataFormatError(path, "file not found")
+    raw = np.fromfile(path, dtype=np.uint32)
+    if path.stat().st_size % 4 or len(raw) != num_points:
+        raise DataFormatError(path, f"{path.stat().st_size / 4:g} labels for {num_points} points")
+    return map_labels(raw, path)
+
+
+def list_raw_scenes(raw_root: Path) -> list[tuple[str, str, Path]]:
+    """(scene id, sequence, sequence folder) for every velodyne frame."""
+    sequences = Path(raw_root) / "sequences"
+    if not sequences.is_dir():
+        raise DataFormatError(sequences, "SemanticKITTI sequences folder not found")
+    scenes = []
+    for seq in sorted(p for p in sequences.iterdir() if p.is_dir()):
+        velodyne = seq / "velodyne"
+        if not velodyne.is_dir():
+            raise DataFormatError(velodyne, "missing velodyne folder")
+        scenes += [(f"{seq.name}_{f.stem}", seq.name, seq) for f in sorted(velodyne.glob("*.bin"))]
+    return scenes
+
+
+def read_raw_scene(scene_id: str, split: str, folder: Path) -> tuple[dict, dict]:
+    """No arrays (read in place); the manifest entry after checking the frame."""
+    frame = scene_id.split("_", 1)[1]
+    bin_path = folder / "velodyne" / f"{frame}.bin"
+    points = read_points(bin_path)
+    if not np.isfinite(points[:, :3]).all():
+        raise DataFormatError(bin_path, f"{int((~np.isfinite(points[:, :3])).any(axis=1).sum())} points with NaN/inf coordinates")
+    record = {"split": split, "points": len(points), "sequence": folder.name, "frame": frame,
+              "velodyne": f"sequences/{folder.name}/velodyne/{frame}.bin", "label": None}
+    num_classes = len(class_names())
+    if (folder / "labels").is_dir():
+        label = read_labels(folder / "labels" / f"{frame}.label", len(points))
+        valid = label[label != IGNORE_INDEX]
+        record["label"] = f"sequences/{folder.name}/labels/{frame}.label"
+        record["class_counts"] = np.bincount(valid, minlength=num_classes).tolist()
+        record["ignored"] = int(len(label) - len(valid))
+    else:  # test sequences have no labels
+        record["class_counts"] = [0] * num_classes
+        record["ignored"] = len(points)
+    return {}, record
+
+
+def build_meta(in_channels: int, scene_ids: list[str], records: dict) -> DatasetMeta:
+    cfg = label_config()
+    inv = cfg["learning_map_inv"]
+    raw_ids = np.array([inv[c] for c in range(1, len(inv))], dtype=np.int64)
+    palette = np.array([cfg["color_map"][r][::-1] for r in raw_ids], dtype=np.uint8)  # BGR -> RGB
+    info = {s: {"sequence": records[s]["sequence"], "frame": records[s]["frame"]} for s in scene_ids}
+    return DatasetMeta(name=NAME, class_names=class_names(), in_channels=in_channels, palette=palette,
+                       raw_ids=raw_ids, benchmark="semantickitti", convention="semantickitti", scene_info=info)
+
+
+class SemanticKittiDataset(VoxelDataset):
+    """Frames read from the raw files named in the manifest (manifest["raw_root"])."""
+
+    def load_scene(self, scene_id: str) -> dict:
+        record = self.manifest["scenes"][scene_id]
+        raw_root = Path(self.manifest["raw_root"])
+        points = read_points(raw_root / record["velodyne"])
+        if record["label"]:
+            label = read_labels(raw_root / record["label"], len(points))
+        else:
+            label = np.full(len(points), IGNORE_INDEX, dtype=np.int64)
+        check_scene_arrays(raw_root / record["velodyne"], points[:, :3], label, self.meta.num_classes)
+        return {"coord": points[:, :3], "label": label, "remission": points[:, 3]}

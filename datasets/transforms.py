@@ -1,0 +1,98 @@
+"""Random augmentations of one scene; every draw comes from the generator passed in.
+
+Geometry acts on xyz [P, 3] float32 metres; colour augmentations act on RGB [M, 3] float32 in 0..255.
+"""
+import numpy as np
+
+from lib.config.schema_data import AugmentConfig
+
+
+def rotation_matrix(ax: float, ay: float, az: float) -> np.ndarray:
+    """Rz @ Ry @ Rx for angles in radians -> float64 [3, 3]."""
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _uniform(rng: np.random.Generator, bounds: list[float]) -> float:
+    lo, hi = bounds
+    return float(rng.uniform(lo, hi)) if hi > lo else float(lo)
+
+
+def random_affine(cfg: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation (per-axis bounds), isotropic scale and flips as one matrix [3, 3], plus a
+    translation [3] in metres; applied as xyz @ matrix.T + translation about the scene centre."""
+    matrix = rotation_matrix(_uniform(rng, cfg.rotate_x), _uniform(rng, cfg.rotate_y), _uniform(rng, cfg.rotate_z))
+    matrix = matrix * _uniform(rng, cfg.scale)
+    flips = np.ones(3)
+    if rng.random() < cfg.flip_x_p:
+        flips[0] = -1.0
+    if rng.random() < cfg.flip_y_p:
+        flips[1] = -1.0
+    matrix = matrix * flips[:, None]  # mirror after rotating: flips act in the output frame
+    bound = np.asarray(cfg.translate, dtype=np.float64)
+    translation = rng.uniform(-1.0, 1.0, size=3) * bound
+    return matrix, translation
+
+
+def _trilinear(grid: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Sample grid [X, Y, Z, C] at fractional cell positions pos [P, 3] (inside the grid) -> [P, C]."""
+    base = np.floor(pos).astype(np.int64)
+    frac = (pos - base).astype(np.float32)
+    out = np.zeros((len(pos), grid.shape[3]), dtype=np.float32)
+    for dx in (0, 1):
+        wx = frac[:, 0] if dx else 1.0 - frac[:, 0]
+        for dy in (0, 1):
+            wy = frac[:, 1] if dy else 1.0 - frac[:, 1]
+            for dz in (0, 1):
+                wz = frac[:, 2] if dz else 1.0 - frac[:, 2]
+                corner = grid[base[:, 0] + dx, base[:, 1] + dy, base[:, 2] + dz]
+                out += corner * (wx * wy * wz)[:, None]
+    return out
+
+
+def elastic_distort(xyz: np.ndarray, granularity: float, magnitude: float, rng: np.random.Generator) -> np.ndarray:
+    """Displace points by smoothed Gaussian noise defined on a grid of spacing `granularity`
+    (metres), scaled by `magnitude`; smooth over a few cells, so shapes bend without tearing."""
+    from scipy.ndimage import uniform_filter1d
+
+    lo = xyz.min(axis=0)
+    cells = ((xyz.max(axis=0) - lo) / granularity).astype(np.int64) + 4
+    noise = rng.standard_normal((*cells, 3), dtype=np.float32)
+    for axis in range(3):
+        noise = uniform_filter1d(noise, size=3, axis=axis, mode="constant")
+    pos = (xyz - lo) / granularity + 1.0  # one cell of margin on each side
+    return xyz + _trilinear(noise, pos) * magnitude
+
+
+def auto_contrast(rgb: np.ndarray, rng: np.random.Generator, blend) -> np.ndarray:
+    """Blend colours with their per-channel min-max stretched version."""
+    lo = rgb.min(axis=0)
+    span = rgb.max(axis=0) - lo
+    span[span == 0] = 255.0
+    stretched = (rgb - lo) * (255.0 / span)
+    factor = rng.random() if blend is None else blend
+    return (1.0 - factor) * rgb + factor * stretched
+
+
+def augment_colors(rgb: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Chromatic auto-contrast, translation and jitter, each with its own probability."""
+    if rng.random() < cfg.autocontrast_p:
+        rgb = auto_contrast(rgb, rng, cfg.autocontrast_blend)
+    if rng.random() < cfg.color_translate_p:
+        rgb = rgb + (rng.random(3, dtype=np.float32) - 0.5) * (2.0 * 255.0 * cfg.color_translate_ratio)
+    if rng.random() < cfg.color_jitter_p:
+        rgb = rgb + rng.standard_normal(rgb.shape, dtype=np.float32) * (255.0 * cfg.color_jitter_std)
+    return np.clip(rgb, 0.0, 255.0).astype(np.float32)
+
+
+def dropout_mask(num_points: int, cfg: AugmentConfig, rng: np.random.Generator):
+    """Boolean keep-mask [P] removing `dropout_ratio` of the points, or None when not applied."""
+    if cfg.dropout_p <= 0 or rng.random() >= cfg.dropout_p:
+        return None
+    keep = rng.random(num_points) >= cfg.dropout_ratio
+    if not keep.any():
+        keep[rng.integers(num_points)] = True
+    return keep
