@@ -1,0 +1,112 @@
+"""Virtual RGB-D scan of a room: turns pieces (surfaces + solids) into coloured points.
+
+Mimics what a reconstructed indoor scan looks like: hidden faces are absent (points inside another
+object's solid are dropped), density is uneven (higher near a virtual camera path), large surfaces
+have holes, positions carry sensor noise and colours vary per instance and per point.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .primitives import Rect
+
+_STRUCTURE = ("wall", "floor", "ceiling")
+
+
+@dataclass
+class RoomScan:
+    """xyz float32 [P, 3] metres, rgb uint8 [P, 3], piece int64 [P] (index into `kinds`)."""
+
+    xyz: np.ndarray
+    rgb: np.ndarray
+    piece: np.ndarray
+    kinds: list
+
+
+def _on_boundary(surface, size) -> bool:
+    """True for a flat face lying in a room boundary plane (the back of a cabinet, a door's back)."""
+    if not isinstance(surface, Rect):
+        return False
+    o, u, v = (np.asarray(a, float) for a in (surface.origin, surface.u, surface.v))
+    for axis, planes in ((0, (0.0, size[0])), (1, (0.0, size[1])), (2, (0.0,))):
+        if abs(u[axis]) < 1e-9 and abs(v[axis]) < 1e-9 and min(abs(o[axis] - p) for p in planes) < 1e-6:
+            return True
+    return False
+
+
+def _camera_path(rng, lx, ly, spacing=0.2) -> np.ndarray:
+    """Closed loop [M, 3] about 1 m inside the walls at eye height, with a random wobble."""
+    cx, cy = lx / 2, ly / 2
+    rx, ry = max(lx / 2 - 1.0, 0.3), max(ly / 2 - 1.0, 0.3)
+    m = int(2 * np.pi * max(rx, ry) / spacing) + 8
+    phi = np.linspace(0, 2 * np.pi, m, endpoint=False)
+    wobble = 1.0 + 0.15 * np.sin(rng.integers(2, 5) * phi + rng.uniform(0, 2 * np.pi))
+    return np.stack([cx + rx * wobble * np.cos(phi), cy + ry * wobble * np.sin(phi),
+                     np.full(m, rng.uniform(1.3, 1.6))], axis=1)
+
+
+def _nearest_distance(points, path, chunk=20000) -> np.ndarray:
+    out = np.empty(len(points))
+    for s in range(0, len(points), chunk):
+        d2 = ((points[s:s + chunk, None, :] - path[None, :, :]) ** 2).sum(-1)
+        out[s:s + chunk] = np.sqrt(d2.min(1))
+    return out
+
+
+def scan_room(rng: np.random.Generator, pieces: list, size: tuple, num_points: int, colours: dict,
+              oversample: float = 3.0, noise: float = 0.005, holes: tuple = (2, 6)) -> RoomScan:
+    """Sample about `num_points` points (exactly that many when enough survive the culling).
+
+    size: (lx, ly, h) metres; colours: kind -> base RGB; noise: position std in metres;
+    holes: (min, max) count of holes cut into walls/floors/ceilings.
+    """
+    surfaces = []  # (surface, piece index, global solid index)
+    solids = []
+    for pi, piece in enumerate(pieces):
+        base = len(solids)
+        solids += piece.solids
+        for surface, solid in piece.surfaces:
+            if piece.kind in _STRUCTURE or not _on_boundary(surface, size):
+                surfaces.append((surface, pi, base + solid if solid >= 0 else -1))
+    areas = np.array([s.area for s, _, _ in surfaces])
+    density = oversample * num_points / areas.sum()
+    counts = rng.poisson(areas * density)
+    xyz, normal, piece_id, solid_id = [], [], [], []
+    for (surface, pi, si), n in zip(surfaces, counts):
+        p, nrm = surface.sample(rng, int(n))
+        xyz.append(p)
+        normal.append(nrm)
+        piece_id.append(np.full(int(n), pi))
+        solid_id.append(np.full(int(n), si))
+    xyz, normal = np.concatenate(xyz), np.concatenate(normal)
+    piece_id, solid_id = np.concatenate(piece_id), np.concatenate(solid_id)
+
+    keep = np.ones(len(xyz), bool)
+    cuts = np.array([p.cuts for p in pieces])[piece_id]
+    eps = 0.005
+    for si, (lo, hi) in enumerate(solids):
+        inside = np.all((xyz > lo + eps) & (xyz < hi - eps), axis=1)
+        keep &= ~(inside & (solid_id != si) & ~cuts)
+    lx, ly, _ = size
+    path = _camera_path(rng, lx, ly)
+    dist = _nearest_distance(xyz, path)
+    keep &= rng.random(len(xyz)) < 0.25 + 0.75 * np.exp(-0.5 * (dist / 1.5) ** 2)
+    structural = np.array([p.kind in _STRUCTURE for p in pieces])[piece_id]
+    candidates = np.flatnonzero(keep & structural)
+    for centre in xyz[rng.choice(candidates, int(rng.integers(holes[0], holes[1] + 1)))]:
+        radius = rng.uniform(0.2, 0.5)
+        keep &= ~(structural & (((xyz - centre) ** 2).sum(1) < radius ** 2))
+
+    idx = np.flatnonzero(keep)
+    if len(idx) > num_points:
+        idx = np.sort(rng.choice(idx, num_points, replace=False))
+    xyz, normal, piece_id = xyz[idx], normal[idx], piece_id[idx]
+    xyz = xyz + rng.normal(0.0, noise, xyz.shape)
+
+    base = np.array([colours[p.kind] for p in pieces], float)
+    base += rng.uniform(-10, 10, base.shape)  # per-instance variation
+    light = np.array([0.3, 0.2, 0.93])
+    shade = 0.85 + 0.15 * np.abs(normal @ (light / np.linalg.norm(light)))
+    rgb = base[piece_id] * shade[:, None] + rng.normal(0.0, 6.0, (len(idx), 3))
+    return RoomScan(xyz.astype(np.float32), np.clip(np.rint(rgb), 0, 255).astype(np.uint8),
+                    piece_id.astype(np.int64), [p.kind for p in pieces])
