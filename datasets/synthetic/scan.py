@@ -7,6 +7,7 @@ have holes, positions carry sensor noise and colours vary per instance and per p
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from .primitives import Rect
 
@@ -45,14 +46,6 @@ def _camera_path(rng, lx, ly, spacing=0.2) -> np.ndarray:
                      np.full(m, rng.uniform(1.3, 1.6))], axis=1)
 
 
-def _nearest_distance(points, path, chunk=20000) -> np.ndarray:
-    out = np.empty(len(points))
-    for s in range(0, len(points), chunk):
-        d2 = ((points[s:s + chunk, None, :] - path[None, :, :]) ** 2).sum(-1)
-        out[s:s + chunk] = np.sqrt(d2.min(1))
-    return out
-
-
 def scan_room(rng: np.random.Generator, pieces: list, size: tuple, num_points: int, colours: dict,
               oversample: float = 3.0, noise: float = 0.005, holes: tuple = (2, 6)) -> RoomScan:
     """Sample about `num_points` points (exactly that many when enough survive the culling).
@@ -89,7 +82,7 @@ def scan_room(rng: np.random.Generator, pieces: list, size: tuple, num_points: i
         keep &= ~(inside & (solid_id != si) & ~cuts)
     lx, ly, _ = size
     path = _camera_path(rng, lx, ly)
-    dist = _nearest_distance(xyz, path)
+    dist = cKDTree(path).query(xyz)[0]
     keep &= rng.random(len(xyz)) < 0.25 + 0.75 * np.exp(-0.5 * (dist / 1.5) ** 2)
     structural = np.array([p.kind in _STRUCTURE for p in pieces])[piece_id]
     candidates = np.flatnonzero(keep & structural)
