@@ -19,27 +19,39 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class SeededItems(Dataset):
-    """Wraps a dataset whose __getitem__ draws from the global RNGs.
+    """Wraps a dataset so every item is drawn with the global RNGs seeded per item.
 
-    Keys are (index, seed) pairs from `ShardSampler`; the global RNG states are put back after the
+    Keys are (index, seed) pairs from `ShardSampler`; `item(index)` / `get_view(index, ...)` seed
+    from (base_seed, epoch 0, index) for inference. The global RNG states are put back after each
     item, so loading in the main process does not disturb the training stream (dropout etc.).
     """
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, base_seed: int = 0):
         self.dataset = dataset
+        self.base_seed = base_seed
 
     def __len__(self):
         return len(self.dataset)
 
     def __getitem__(self, key):
         index, seed = key
+        return self._seeded(seed, self.dataset.__getitem__, index)
+
+    def item(self, index: int):
+        return self._seeded(item_seed(self.base_seed, 0, index), self.dataset.__getitem__, index)
+
+    def get_view(self, index: int, *view):
+        return self._seeded(item_seed(self.base_seed, 0, index), self.dataset.get_view, index, *view)
+
+    @staticmethod
+    def _seeded(seed, fn, *args):
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
             random.seed(seed)
             np.random.seed(seed)
             torch.manual_seed(seed)
             try:
-                return self.dataset[index]
+                return fn(*args)
             finally:
                 random.setstate(py_state)
                 np.random.set_state(np_state)
@@ -91,7 +103,7 @@ def make_loader(dataset, batch_size: int, num_workers: int, collate_fn, rank: in
     generator is fixed, so creating an iterator never draws from the global torch RNG.
     """
     sampler = ShardSampler(len(dataset), rank, world, shuffle, seed)
-    return DataLoader(SeededItems(dataset), batch_size=batch_size, sampler=sampler,
+    return DataLoader(SeededItems(dataset, seed), batch_size=batch_size, sampler=sampler,
                       num_workers=num_workers, collate_fn=collate_fn,
                       drop_last=shuffle if drop_last is None else drop_last,
                       generator=torch.Generator().manual_seed(seed),

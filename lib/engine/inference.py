@@ -49,18 +49,18 @@ def validate(model, loader, make_input, evaluator, device, autocast=None) -> dic
 
 
 @torch.no_grad()
-def predict_scene(model, dataset, index: int, views: list, collate_fn, make_input, device):
+def predict_scene(model, items, index: int, views: list, collate_fn, make_input, device):
     """Class probabilities of every original point of scene `index`.
 
-    One plain view uses `dataset[index]`; otherwise each view comes from
-    `dataset.get_view(index, rotation_z, flip_x, scale)` and the per-point softmax
+    items: a `lib.engine.data.SeededItems`. One plain view uses `items.item(index)`; otherwise each
+    view comes from `items.get_view(index, rotation_z, flip_x, scale)` and the per-point softmax
     probabilities are averaged. Returns (first view's item, probs float32 [P, K] on `device`).
     """
     model.eval()
     plain = views == [(0.0, False, 1.0)]
     total, first = None, None
     for rotation_z, flip_x, scale in views:
-        item = dataset[index] if plain else dataset.get_view(index, rotation_z, flip_x, scale)
+        item = items.item(index) if plain else items.get_view(index, rotation_z, flip_x, scale)
         batch = collate_fn([item])
         logits, _ = split_output(model(make_input(batch, device)))
         inverse = batch["inverse"][0].to(device)

@@ -145,7 +145,7 @@ def run_profile(ctx):
 
 
 def _argv_for_workers(argv: list, run_dir: Path) -> list:
-    """main.py's argv without --nproc, with the run folder pinned so every rank agrees."""
+    """The script's argv without --nproc, with the run folder pinned so every rank agrees."""
     out, skip = [], False
     for a in argv:
         if skip:
@@ -164,8 +164,8 @@ def launch(cfg, args, build_dataset, build_model, collate_fn) -> int:
     """main.py's handoff. Returns the process exit code."""
     nproc = args.nproc if args.nproc is not None else cfg.dist.nproc
     if nproc > 1 and not D.launched_by_torchrun():
-        main_py = str(Path(__file__).resolve().parents[2] / "main.py")
-        return D.launch_local(main_py, _argv_for_workers(sys.argv[1:], args.output_dir), nproc,
+        script = os.path.abspath(sys.argv[0])  # main.py, or whatever script called launch()
+        return D.launch_local(script, _argv_for_workers(sys.argv[1:], args.output_dir), nproc,
                               cfg.dist.master_port)
     run(cfg, args.mode, args.output_dir, build_dataset, build_model, collate_fn,
         weights=args.weights, resume=args.resume)

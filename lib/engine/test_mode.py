@@ -8,6 +8,7 @@ import torch
 
 from lib import IGNORE_INDEX
 from lib.engine.checkpoint import load_checkpoint, model_state
+from lib.engine.data import SeededItems
 from lib.engine.dist import get_world_size, is_dist, is_main
 from lib.engine.inference import predict_scene, tta_views
 
@@ -41,9 +42,10 @@ def run_test(ctx):
     from lib.metrics import SegEvaluator
     evaluator = SegEvaluator.from_meta(meta, cfg.eval.convention, device)
     rows = []
+    items = SeededItems(dataset, cfg.seed)
     indices = range(ctx.rank, len(dataset), ctx.world)
     for i, index in enumerate(indices):
-        item, probs = predict_scene(model, dataset, index, views, ctx.collate_fn, ctx.make_input, device)
+        item, probs = predict_scene(model, items, index, views, ctx.collate_fn, ctx.make_input, device)
         pred = probs.argmax(dim=1)
         labels = item["point_labels"]
         has_labels = bool((labels != IGNORE_INDEX).any())
