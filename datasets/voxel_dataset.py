@@ -14,7 +14,8 @@ import torch.utils.data
 
 from datasets.errors import DataFormatError
 from datasets.meta import DatasetMeta
-from datasets.transforms import augment_colors, dropout_mask, elastic_distort, random_affine, rotation_matrix
+from datasets.transforms import (apply_affine, augment_colors, column_min_max, dropout_mask, elastic_distort,
+                                 random_affine, rotation_matrix)
 from datasets.voxelize import voxel_majority, voxel_mean, voxelize
 from lib import IGNORE_INDEX
 from lib.config.schema_data import DataConfig
@@ -88,8 +89,9 @@ class VoxelDataset(torch.utils.data.Dataset):
         points = np.asarray(scene["coord"], dtype=np.float32)
         labels = np.asarray(scene["label"], dtype=np.int64)
         matrix, translation = affine
-        centre = (points.min(axis=0) + points.max(axis=0)) / 2.0
-        xyz = ((points - centre) @ matrix.T.astype(np.float32) + translation.astype(np.float32)).astype(np.float32)
+        lo, hi = column_min_max(points)
+        centre = (lo + hi) / 2.0
+        xyz = apply_affine(points, matrix, translation - matrix @ centre)  # rotate about the centre
         if augment:
             aug = self.cfg.augment
             for granularity, magnitude in zip(aug.elastic_granularity, aug.elastic_magnitude):
@@ -106,8 +108,10 @@ class VoxelDataset(torch.utils.data.Dataset):
 
     def _features(self, scene, xyz, vox, quantization, rng) -> np.ndarray:
         def per_voxel(values):
-            values = np.asarray(values, dtype=np.float32).reshape(len(xyz), -1)
-            return values[vox.pick] if quantization == "random" else voxel_mean(vox, values)
+            values = np.asarray(values).reshape(len(xyz), -1)
+            if quantization == "random":
+                return values[vox.pick].astype(np.float32)
+            return voxel_mean(vox, values)
 
         columns = []
         for name in self.features:

@@ -24,7 +24,7 @@ class AugmentConfig:
     color_translate_p: float = 0.95  # probability of a random colour shift
     color_translate_ratio: float = 0.1  # colour shift bound as a fraction of the 0-255 range
     color_jitter_p: float = 0.95  # probability of per-point colour noise
-    color_jitter_std: float = 0.05  # colour noise std as a fraction of the 0-255 range
+    color_jitter_std: float = 0.05  # colour noise std as a fraction of the 0-255 range (uniform noise)
     dropout_p: float = 0.0  # probability of point dropout
     dropout_ratio: float = 0.2  # fraction of points removed when dropout applies
 

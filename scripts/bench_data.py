@@ -1,0 +1,111 @@
+"""Data-loading speed: load + augment + voxelize one 150k-point scene, beside a plain
+np.unique-based voxelization measured in the same run.
+
+python -m scripts.bench_data [--points 150000] [--repeats 30] [--json out.json]
+
+The scene is a real ScanNet scan (../shared/data/real) repeated with 1 cm jitter up to --points
+points, written to a temporary preprocessed folder and read through datasets.build_dataset, so
+the timing includes the .npy load. Prints median milliseconds per configuration and the ratio
+to the np.unique reference.
+"""
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from datasets import build_dataset, scannet, store
+from datasets.preprocessing import preprocess
+from lib.config.schema_data import DataConfig
+
+REAL_SCANNET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "scannet"
+
+
+def make_scene(out: Path, num_points: int) -> Path:
+    """A preprocessed folder holding one scene of `num_points` points built from a real scan."""
+    raw = out / "raw_pre"
+    preprocess("scannet", REAL_SCANNET, raw, workers=1, progress=False)
+    scene_id = sorted(store.read_manifest(raw)["scenes"])[0]
+    coord = np.load(store.scene_dir(raw, scene_id) / "coord.npy")
+    color = np.load(store.scene_dir(raw, scene_id) / "color.npy")
+    label = np.load(store.scene_dir(raw, scene_id) / "label.npy")
+    rng = np.random.default_rng(0)
+    take = np.arange(num_points) % len(coord)
+    coord = coord[take] + rng.normal(0, 0.01, (num_points, 3)).astype(np.float32) * (np.arange(num_points) >= len(coord))[:, None]
+    root = out / "bench"
+    valid = label[take][label[take] >= 0]
+    record = {"split": "train", "points": num_points, "ignored": int(num_points - len(valid)),
+              "class_counts": np.bincount(valid, minlength=len(scannet.CLASS_NAMES)).tolist()}
+    store.write_scene(root, "bench_scene", {"coord": coord.astype(np.float32), "color": color[take],
+                                            "label": label[take]}, record)
+    store.write_json_atomic(root / store.MANIFEST, {"dataset": "scannet", "num_classes": 20,
+                                                    "class_names": scannet.CLASS_NAMES,
+                                                    "scenes": {"bench_scene": record}, "skipped": {}})
+    return root
+
+
+def unique_reference(root: Path, voxel_size: float, rng: np.random.Generator) -> None:
+    """The plain way: np.unique over integer rows, then one random point per voxel."""
+    coord = np.asarray(np.load(store.scene_dir(root, "bench_scene") / "coord.npy", mmap_mode="r"))
+    color = np.load(store.scene_dir(root, "bench_scene") / "color.npy", mmap_mode="r")
+    grid = np.floor(coord / voxel_size).astype(np.int64)
+    _, first, inverse = np.unique(grid, axis=0, return_index=True, return_inverse=True)
+    np.asarray(color)[first].astype(np.float32)
+    del rng, inverse
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn(0)
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn(i + 1)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--points", type=int, default=150_000)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--voxel-size", type=float, default=0.02)
+    parser.add_argument("--json", default="", help="write the results here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_scene(Path(tmp), args.points)
+        cfg = DataConfig(dataset="scannet", root=str(root), voxel_size=args.voxel_size, splits={"train": ["train"]})
+        train = build_dataset(cfg, "train")
+        cfg_elastic = DataConfig(dataset="scannet", root=str(root), voxel_size=args.voxel_size)
+        cfg_elastic.augment.elastic_p = 1.0
+        elastic = build_dataset(cfg_elastic, "train")
+        evaluation = build_dataset(cfg, "train")
+        evaluation.augment, evaluation.quantization = False, "mean"
+
+        def rows_of(ds):
+            return lambda i: (ds.set_epoch(i), ds[0])
+
+        rng = np.random.default_rng(0)
+        results = {"reference np.unique voxelization (load + unique + pick)":
+                   median_ms(lambda i: unique_reference(root, args.voxel_size, rng), args.repeats),
+                   "train item: load + augment + voxelize (random)": median_ms(rows_of(train), args.repeats),
+                   "train item + elastic distortion (2 passes)": median_ms(rows_of(elastic), args.repeats),
+                   "eval item: load + voxelize (mean, majority label)": median_ms(rows_of(evaluation), args.repeats),
+                   "get_view (rotate, flip, scale; mean)":
+                   median_ms(lambda i: evaluation.get_view(0, 0.7, True, 1.1), args.repeats)}
+    reference = next(iter(results.values()))
+    print(f"{args.points} points, voxel {args.voxel_size} m, median of {args.repeats}")
+    print(f"{'configuration':56s} {'ms':>8s} {'/ reference':>12s}")
+    for name, ms in results.items():
+        print(f"{name:56s} {ms:8.2f} {ms / reference:12.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "points": args.points, "voxel_size": args.voxel_size, "repeats": args.repeats,
+            "results": [{"name": n, "median_ms": ms, "ratio_to_reference": ms / reference} for n, ms in results.items()],
+        }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
