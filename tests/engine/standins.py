@@ -78,9 +78,10 @@ def collate(items):
 
 
 class ToyNet(nn.Module):
-    """Per-voxel MLP on x.feats (a SparseTensor or a plain tensor); optional aux loss and dropout."""
+    """Per-voxel MLP on x.feats (a SparseTensor or a plain tensor); optional aux loss, dropout,
+    and NaN logits on the training forwards numbered in `nan_at` (1-based)."""
 
-    def __init__(self, in_channels, num_classes, hidden=16, aux=False, dropout=0.0, bn=False):
+    def __init__(self, in_channels, num_classes, hidden=16, aux=False, dropout=0.0, bn=False, nan_at=()):
         super().__init__()
         layers = [nn.Linear(in_channels, hidden)]
         if bn:
@@ -88,10 +89,16 @@ class ToyNet(nn.Module):
         layers += [nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)]
         self.net = nn.Sequential(*layers)
         self.aux = aux
+        self.nan_at = set(nan_at)
+        self.train_forwards = 0
 
     def forward(self, x):
         feats = getattr(x, "feats", x)
         logits = self.net(feats)
+        if self.training:
+            self.train_forwards += 1
+            if self.train_forwards in self.nan_at:
+                logits = logits * float("nan")
         if self.aux:
             return {"logits": logits, "aux_losses": {"l2": 1e-3 * (logits ** 2).mean()}}
         return logits

@@ -1,0 +1,112 @@
+"""The training loop on stand-ins: an interrupted run resumed from `last` repeats the
+uninterrupted run's losses exactly; non-finite steps are skipped and bounded; auxiliary losses,
+gradient accumulation and the writer's closing on every exit path."""
+import math
+
+import pytest
+import torch
+
+import standin_main
+import standins as S
+from lib.engine import train_mode
+from lib.engine.launch import RunContext, sparse_input
+from lib.engine.trainer import NonFiniteLossError
+
+COMMON = ["train.iterations=12", "train.ckpt_every=4", "model.args={'dropout': 0.3}",
+          "train.ema.enabled=True", "train.scheduler.warmup_iters=3", "train.optimizer.nesterov=True"]
+
+
+def train(run_dir, overrides=(), resume=False):
+    cfg = standin_main.config(list(overrides))
+    ctx = RunContext(cfg, "train", run_dir, torch.device("cpu"), 0, 1, S.build_dataset, S.build_model,
+                     S.collate, sparse_input("torch"), "", resume, {})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _, trainer = train_mode.run_train(ctx)
+    return trainer, dict(trainer.hooks[0].losses)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_repeats_the_uninterrupted_losses(tmp_path, workers):
+    common = COMMON + [f"data.num_workers={workers}"]
+    full, full_losses = train(tmp_path / "full", common)
+    # Killed after iteration 6; the last checkpoint is from iteration 4, so 5 and 6 are redone.
+    _, first = train(tmp_path / "cut", common + ["train.stop_at=6"])
+    assert sorted(first) == list(range(1, 7))
+    resumed, second = train(tmp_path / "cut", common, resume=True)
+    assert sorted(second) == list(range(5, 13))
+    assert all(math.isfinite(v) for v in full_losses.values())
+    assert {**{i: first[i] for i in range(1, 5)}, **second} == full_losses  # bit for bit
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert torch.equal(full.ema.module.net[0].weight, resumed.ema.module.net[0].weight)
+
+
+class RecordingWriter:
+    instances = []
+
+    def __init__(self, logdir):
+        self.closed = False
+        RecordingWriter.instances.append(self)
+
+    def add_scalar(self, *args):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+def test_interrupt_in_a_hook_closes_the_writer_and_resumes(tmp_path, monkeypatch):
+    import tensorboardX
+
+    class Interrupt(train_mode.StopAtHook):
+        def after_step(self, trainer):
+            if trainer.iteration >= self.stop_at:
+                raise KeyboardInterrupt
+
+    _, full_losses = train(tmp_path / "full", COMMON)
+    monkeypatch.setattr(tensorboardX, "SummaryWriter", RecordingWriter)
+    monkeypatch.setattr(train_mode, "StopAtHook", Interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "cut", COMMON + ["train.stop_at=7"])
+    assert RecordingWriter.instances[-1].closed
+    monkeypatch.undo()
+    _, second = train(tmp_path / "cut", COMMON, resume=True)
+    assert second == {i: full_losses[i] for i in range(5, 13)}
+
+
+def test_non_finite_steps_are_skipped_then_bounded(tmp_path):
+    trainer, losses = train(tmp_path / "a", ["train.iterations=6", "model.args={'nan_at': [3, 4]}",
+                                             "train.max_bad_steps=3"])
+    assert [i for i, v in losses.items() if math.isnan(v)] == [3, 4]
+    assert trainer.skipped_total == 2 and trainer.completed
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    with pytest.raises(NonFiniteLossError, match=r"3 consecutive steps \(up to iteration 5\)"):
+        train(tmp_path / "b", ["train.iterations=6", "model.args={'nan_at': [3, 4, 5]}",
+                               "train.max_bad_steps=3"])
+
+
+def test_aux_losses_are_added_and_logged(tmp_path):
+    trainer, _ = train(tmp_path / "a", ["train.iterations=2", "model.args={'aux': True}",
+                                        "train.loss.aux_weight=2.0"])
+    info = trainer.step_info
+    assert info["aux/l2"] > 0
+    assert info["loss"] == pytest.approx(info["ce"] + 2.0 * info["aux/l2"], rel=1e-6)
+
+
+def test_accumulating_two_batches_of_one_equals_one_batch_of_two(tmp_path):
+    # Every stand-in scene has 39 labelled voxels, so the mean over two scenes is the mean of means.
+    a, _ = train(tmp_path / "a", ["train.iterations=4", "data.batch_size=2"])
+    b, _ = train(tmp_path / "b", ["train.iterations=4", "data.batch_size=1", "train.accum_steps=2"])
+    for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.allclose(x, y, atol=1e-6), name
+
+
+def test_clipping_bounds_the_update(tmp_path):
+    trainer, _ = train(tmp_path / "a", ["train.iterations=1", "train.clip_grad_norm=1e-3",
+                                        "train.optimizer.momentum=0.0", "train.optimizer.weight_decay=0.0",
+                                        "train.scheduler.name='constant'"])
+    torch.manual_seed(0)  # run_train seeds with cfg.seed before building: the same initial weights
+    before = S.build_model(standin_main.config([]).model, 4, 3)
+    moved = torch.cat([(p.detach() - q.detach()).flatten() for p, q in zip(trainer.model.parameters(), before.parameters())])
+    assert trainer.step_info["grad_norm"] > 1e-3
+    assert float(moved.norm()) == pytest.approx(0.1 * 1e-3, rel=1e-4)  # lr * max_norm
