@@ -6,7 +6,7 @@ Scene i of the generator goes to sequence 00 (train), 08 (val) or 11 (test, no l
 scenes.SPLIT_CYCLE; frames of one sequence are consecutive poses of a car driving along one street.
 
 The street runs along +x: road (40) at z = 0, optional parking strips (44), raised sidewalks (48),
-terrain (72), buildings (50), fences (51), trees (trunk 71 + crown 70), bushes (70), poles (80) with
+terrain (72), a dashed centre line (lane-marking 60), buildings (50), fences (51), trees (trunk 71 + crown 70), bushes (70), poles (80) with
 traffic signs (81), parked cars (10) and moving cars (252), people (30); cars and people carry
 instance ids. It is generated in 20 m segments, each from its own random stream, so a frame only
 depends on (seed, sequence, frame). The sensor is an HDL-64E-like spinning LiDAR 1.73 m above the
@@ -34,6 +34,7 @@ STEP = 1.0  # metres driven between frames
 REMISSION = {40: 0.22, 44: 0.2, 48: 0.3, 72: 0.38, 50: 0.3, 51: 0.28, 70: 0.45, 71: 0.33, 80: 0.3,
              81: 0.85, 10: 0.4, 252: 0.4, 30: 0.25}
 LANE_MARKING_REMISSION = 0.8
+LANE_MARKING = 60  # dashed centre line painted on the road
 
 
 @dataclass(frozen=True)
@@ -220,13 +221,17 @@ def sweep(solids: list[Solid], rng: np.random.Generator, azimuth_steps: int = 20
 
 
 def make_frame(seed: int, seq: str, frame: int, azimuth_steps: int = 2000):
-    """(points float32 [P, 4], labels uint32 [P]) of `frame` in sequence `seq`, lane markings included."""
+    """(points float32 [P, 4], labels uint32 [P]) of `frame` in sequence `seq`.
+
+    Road returns on the dashed centre line become lane-marking (60) with a high remission.
+    """
     rng = scene_rng(seed, "semantickitti", int(seq), 2, frame)
     points, labels = sweep(frame_solids(seed, seq, frame), rng, azimuth_steps)
     world_x = points[:, 0] + STEP * frame
     world_y = points[:, 1] + sensor_position(seed, seq, frame)[1]
     marking = ((labels & 0xFFFF) == 40) & (np.abs(world_y) < 0.08) & (np.mod(world_x, 6.0) < 3.0)
     points[marking, 3] = LANE_MARKING_REMISSION
+    labels[marking] = LANE_MARKING
     return points, labels
 
 
@@ -237,7 +242,7 @@ def frame_of(index: int) -> tuple[str, int]:
 
 
 def generate(out_dir, num_scenes: int, seed: int = 0, azimuth_steps: int = 2000) -> Path:
-    """Write `num_scenes` frames; a frame whose files exist is skipped."""
+    """Write `num_scenes` frames; only missing files are written."""
     out = Path(out_dir)
     for index in range(num_scenes):
         seq, frame = frame_of(index)
@@ -247,7 +252,8 @@ def generate(out_dir, num_scenes: int, seed: int = 0, azimuth_steps: int = 2000)
         if bin_path.is_file() and (test or label_path.is_file()):
             continue
         points, labels = make_frame(seed, seq, frame, azimuth_steps)
-        if not test:
+        if not test and not label_path.is_file():
             atomic_write(label_path, lambda tmp: labels.astype("<u4").tofile(tmp))
-        atomic_write(bin_path, lambda tmp: points.astype("<f4").tofile(tmp))
+        if not bin_path.is_file():
+            atomic_write(bin_path, lambda tmp: points.astype("<f4").tofile(tmp))
     return out

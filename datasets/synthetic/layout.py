@@ -104,7 +104,8 @@ class Layout:
 def chair_frames(table: Frame, count: int, rng: np.random.Generator, size: float = 0.46) -> list:
     """Up to `count` chair frames around `table`, each backed away from it (inside its surround)."""
     slots = []
-    for a in np.linspace(0, table.width, max(2, int(table.width // 0.7)) + 2)[1:-1]:
+    per_side = max(1, int(table.width // 0.6))  # chair centres at least 0.6 m apart
+    for a in (np.arange(per_side) + 0.5) * table.width / per_side:
         slots.append((a, -1.0))  # behind the table's back edge, facing +n
         slots.append((a, table.depth + 1.0))  # beyond its front edge, facing -n
     order = rng.permutation(len(slots))[:count]

@@ -60,7 +60,7 @@ def _write_ply(path: Path, xyz, rgb, label=None):
 
 
 def generate(out_dir, num_scenes: int, seed: int = 0, points_per_scene: int = 30000) -> Path:
-    """Write `num_scenes` rooms (split by index, see scenes.SPLIT_CYCLE); complete scenes are skipped."""
+    """Write `num_scenes` rooms (split by index, see scenes.SPLIT_CYCLE); only missing files are written."""
     out = Path(out_dir)
     names = {split: [] for split in dict.fromkeys(SPLIT_CYCLE)}
     for index in range(num_scenes):
@@ -71,9 +71,10 @@ def generate(out_dir, num_scenes: int, seed: int = 0, points_per_scene: int = 30
         if mesh.is_file() and (split == "test" or labels.is_file()):
             continue
         xyz, rgb, label = make_scene(seed, index, points_per_scene)
-        if split != "test":
+        if split != "test" and not labels.is_file():
             _write_ply(labels, xyz, rgb, label)
-        _write_ply(mesh, xyz, rgb)
+        if not mesh.is_file():
+            _write_ply(mesh, xyz, rgb)
     for split, scene_names in names.items():
         atomic_write_text(out / f"scannetv2_{split}.txt", "".join(f"{n}\n" for n in scene_names))
     return out
