@@ -139,9 +139,9 @@ class VoxelDataset(torch.utils.data.Dataset):
                 cache = json.load(f)
         known = cache.get(key, {})
         missing = [s for s in self.scene_ids if s not in known]
+        position = {s: i for i, s in enumerate(self.scene_ids)}
         for scene_id in missing:
-            coord = np.asarray(self.load_scene(scene_id)["coord"], dtype=np.float32)
-            known[scene_id] = int(len(voxelize(coord, self.cfg.voxel_size).starts))
+            known[scene_id] = int(len(self.get_view(position[scene_id])["coords"]))
         if missing:
             cache[key] = known
             tmp = cache_path.with_name(f"{cache_path.name}.tmp{os.getpid()}")

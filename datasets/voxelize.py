@@ -25,9 +25,9 @@ class Voxels:
 
 
 def voxelize(xyz: np.ndarray, voxel_size: float, rng: Optional[np.random.Generator] = None) -> Voxels:
-    """Group points xyz [P, 3] (metres) into voxels of edge `voxel_size`, the grid anchored at the
-    cloud's minimum corner (so voxel coordinates start at 0). Column-contiguous xyz (an [3, P] array
-    transposed, as apply_affine returns) is fastest.
+    """Group points xyz [P, 3] (metres) into the cells floor(xyz / voxel_size), shifted so that the
+    lowest occupied cell along each axis is 0. Column-contiguous xyz (an [3, P] array transposed,
+    as apply_affine returns) is fastest.
 
     With `rng`, each voxel's representative point is drawn uniformly among its points (training);
     without, it is the first point of the voxel in sort order (used only for bookkeeping in mean mode).
@@ -35,11 +35,13 @@ def voxelize(xyz: np.ndarray, voxel_size: float, rng: Optional[np.random.Generat
     if len(xyz) == 0:
         raise ValueError("cannot voxelize an empty point cloud")
     # column-wise work (an axis-0 reduction of [P, 3] is ~20x slower here); truncating the
-    # non-negative offsets from the minimum is floor() at a fraction of its cost
+    # non-negative offsets from the lowest occupied cell is floor() at a fraction of its cost
+    scale = np.float32(1.0 / voxel_size)
     grid = []
     for i in range(3):
-        column = xyz[:, i]
-        grid.append(((column - column.min()) * np.float32(1.0 / voxel_size)).astype(np.int64))
+        scaled = xyz[:, i] * scale
+        scaled -= np.floor(scaled.min())
+        grid.append(scaled.astype(np.int64))
     extent = [int(g.max()) + 1 for g in grid]
     key = (grid[0] * extent[1] + grid[1]) * extent[2] + grid[2]
     order = np.argsort(key)  # quicksort: the order inside a voxel does not matter

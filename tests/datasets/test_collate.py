@@ -1,0 +1,90 @@
+"""Collate: batch column and offsets; the voxel cap defers or packs, never silently drops."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from datasets.collate import LimitedCollate, VoxelBudgetBatchSampler, collate_fn
+
+
+def _item(name, voxels, points=7):
+    rng = np.random.default_rng(voxels)
+    return {"coords": rng.integers(0, 50, (voxels, 3)).astype(np.int32),
+            "feats": rng.random((voxels, 3)).astype(np.float32), "labels": rng.integers(0, 5, voxels),
+            "inverse": rng.integers(0, voxels, points), "point_labels": rng.integers(0, 5, points),
+            "points": rng.random((points, 3)).astype(np.float32), "scene": name}
+
+
+def test_collate_layout():
+    items = [_item("a", 4), _item("b", 6), _item("c", 1)]
+    batch = collate_fn(items)
+    assert batch["coords"].dtype == torch.int32 and batch["coords"].shape == (11, 4)
+    assert batch["offsets"].tolist() == [0, 4, 10, 11]
+    for b, it in enumerate(items):
+        rows = slice(batch["offsets"][b], batch["offsets"][b + 1])
+        assert torch.all(batch["coords"][rows, 0] == b)
+        np.testing.assert_array_equal(batch["coords"][rows, 1:].numpy(), it["coords"])
+        np.testing.assert_array_equal(batch["feats"][rows].numpy(), it["feats"])
+        np.testing.assert_array_equal(batch["inverse"][b].numpy(), it["inverse"])
+    assert batch["labels"].dtype == torch.int64 and batch["scene"] == ["a", "b", "c"]
+
+
+def test_limited_collate_defers_overflow_to_next_batch():
+    collate = LimitedCollate(12)
+    with pytest.warns(UserWarning, match="deferring scene"):
+        first = collate([_item("a", 5), _item("b", 5), _item("c", 5)])
+    assert first["scene"] == ["a", "b"] and first["deferred"] == ["c"] and first["carried"] == []
+    second = collate([_item("d", 5)])
+    assert second["scene"] == ["c", "d"] and second["carried"] == ["c"] and second["deferred"] == []
+    with pytest.warns(UserWarning, match="alone has 20 voxels"):
+        alone = collate([_item("big", 20), _item("e", 1)])
+    assert alone["scene"] == ["big"] and alone["deferred"] == ["e"]
+    assert len(alone["coords"]) == 20
+
+
+def test_no_cap_keeps_everything():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batch = LimitedCollate(0)([_item("a", 500), _item("b", 500)])
+    assert batch["scene"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("world", [1, 3])
+def test_budget_sampler_covers_every_scene_once_per_epoch(world):
+    rng = np.random.default_rng(0)
+    counts = rng.integers(10, 100, 50)
+    counts[7] = 400  # above the cap: alone
+    limit = 200
+    with pytest.warns(UserWarning, match="scene index 7"):
+        samplers = [VoxelBudgetBatchSampler(counts, limit, rank=r, world=world, seed=3) for r in range(world)]
+    for epoch in (0, 1):
+        seen = []
+        for s in samplers:
+            s.set_epoch(epoch)
+            batches = list(s)
+            assert len(batches) == len(samplers[0])  # equal steps on every rank
+            for batch in batches:
+                assert counts[batch].sum() <= limit or len(batch) == 1
+        for r, s in enumerate(samplers):
+            packed = s._pack(np.random.default_rng([3, epoch]).permutation(50)[r::world])
+            seen += [i for b in packed for i in b]
+        assert sorted(seen) == list(range(50))
+    samplers[0].set_epoch(0)
+    e0 = list(samplers[0])
+    samplers[0].set_epoch(1)
+    assert list(samplers[0]) != e0
+
+
+def test_budget_sampler_with_dataset(scannet_root):
+    import datasets
+    from lib.config.schema_data import DataConfig
+
+    ds = datasets.build_dataset(DataConfig(dataset="scannet", root=str(scannet_root), voxel_size=0.05), "train")
+    counts = ds.voxel_counts()
+    assert len(counts) == len(ds) and counts.min() > 0
+    assert counts[0] == len(ds.get_view(0)["coords"])  # un-augmented count
+    sampler = VoxelBudgetBatchSampler(counts, int(counts.max() * 2), max_batch_size=3)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate_fn)
+    scenes = [s for batch in loader for s in batch["scene"]]
+    assert sorted(scenes) == sorted(ds.scene_ids)
