@@ -9,6 +9,7 @@ both sides, so that `key(c + o) == key(c) + delta(o)` holds exactly for every of
 import torch
 
 PAD = 4096  # largest neighbour reach (radius * dilation * stride) any layer may use, in voxels
+ORIGIN_ALIGN = 4096  # engines that need non-negative grids shift by a multiple of every stride
 
 
 class KeyCoder:

@@ -22,10 +22,15 @@ class SparseContext:
         self._engine = None
         self.engine_state = {}  # adapters keep their own per-input caches here, keyed by engine name
 
+    @property
+    def base_stride(self) -> int:
+        """Stride of the input this context was made for (the finest coordinates it knows)."""
+        return min(self._sets)
+
     def coord_set(self, stride: int) -> CoordSet:
         """Coordinate set at `stride`; coarser ones are derived from the finest by repeated k2s2 downsampling."""
         if stride not in self._sets:
-            base = min(self._sets)
+            base = self.base_stride
             if stride <= base or stride % base or (stride // base) & (stride // base - 1):
                 raise KeyError(f"no coordinates at stride {stride} in this context (known: {sorted(self._sets)})")
             self.down_map(stride // 2)

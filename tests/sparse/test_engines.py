@@ -1,0 +1,122 @@
+"""Every engine agrees with the torch engine (itself proven against dense conv3d) on the same
+canonical weights: spconv forward (its CPU wheel has no backward), MinkowskiEngine forward and
+backward, torchsparse forward and backward on CUDA. Each skips with the reason when absent."""
+
+import importlib.util
+
+import pytest
+import torch
+
+from lib.sparse import SparseTensor, resolve_engine
+from lib.sparse import nn as snn
+from lib.sparse.engines import why_not
+from tests.sparse.dense_ref import random_coords
+
+
+def _skip_unless(engine, device="cpu", training=False):
+    reason = why_not(engine, device, training)
+    if reason is not None:
+        pytest.skip(f"{engine} engine unavailable: {reason}")
+
+
+def _network(dtype):
+    torch.manual_seed(0)
+    layers = [snn.SubMConv3d(4, 6, 3), snn.SubMConv3d(6, 6, 5, dilation=2), snn.SubMConv3d(6, 6, 1),
+              snn.DepthwiseConv3d(6, 3), snn.DownConv3d(6, 5), snn.SubMConv3d(5, 5, 3),
+              snn.DownConv3d(5, 5), snn.UpConv3d(5, 5), snn.UpConv3d(5, 3)]
+    return [layer.to(dtype) for layer in layers]
+
+
+def _run(engine, layers, coords, feats, stride, backward):
+    """Outputs of every layer, and (when backward) the feature and weight gradients."""
+    for layer in layers:
+        layer.zero_grad()
+    f = feats.clone().requires_grad_(backward)
+    x = SparseTensor(f, coords, stride=stride, engine=engine)
+    outs = []
+    with torch.set_grad_enabled(backward):
+        for layer in layers:
+            x = layer(x)
+            outs.append(x.feats)
+        if not backward:
+            return outs, None, None
+        # a fixed, non-uniform upstream gradient on every layer's output
+        loss = sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype, device=o.device).view_as(o)).sum()
+                   for o in outs)
+        loss.backward()
+    return outs, f.grad, [layer.weight.grad for layer in layers]
+
+
+def _compare(engine, device, dtype, backward, tol):
+    coords = random_coords(3, 12, 2, 0.25, seed=11)
+    coords[:, 1] -= 10  # negative coordinates too
+    coords = coords.to(device)
+    feats = torch.randn(len(coords), 4, dtype=dtype, device=device)
+    layers = [layer.to(device) for layer in _network(dtype)]
+    ref = _run("torch", layers, coords, feats, 2, backward)
+    ref = (ref[0], ref[1], None if ref[2] is None else [g.clone() for g in ref[2]])
+    got = _run(engine, layers, coords, feats, 2, backward)
+    for i, (a, b) in enumerate(zip(ref[0], got[0])):
+        torch.testing.assert_close(b, a, atol=tol, rtol=tol, msg=lambda m: f"layer {i}: {m}")
+    if backward:
+        torch.testing.assert_close(got[1], ref[1], atol=tol, rtol=tol)
+        for i, (a, b) in enumerate(zip(ref[2], got[2])):
+            torch.testing.assert_close(b, a, atol=tol, rtol=tol, msg=lambda m: f"weight grad {i}: {m}")
+
+
+def test_spconv_forward_matches_torch_engine():
+    _skip_unless("spconv")
+    _compare("spconv", "cpu", torch.float32, backward=False, tol=1e-4)
+
+
+def test_spconv_cpu_forward_is_repeatable():
+    """spconv 2.3.8's CPU kernels race on several threads; the adapter runs them on one."""
+    _skip_unless("spconv")
+    coords = random_coords(2, 8, 1, 0.4, seed=1)
+    layer = snn.SubMConv3d(1, 1, 3)
+    with torch.no_grad():
+        for _ in range(10):
+            f = torch.randn(len(coords), 1)
+            a = layer(SparseTensor(f, coords, engine="torch")).feats
+            b = layer(SparseTensor(f, coords, engine="spconv")).feats
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_spconv_cannot_train_on_cpu():
+    if importlib.util.find_spec("spconv") is None:
+        pytest.skip("spconv is not installed")
+    with pytest.raises(RuntimeError, match="backward needs CUDA"):
+        resolve_engine("spconv", "cpu", training=True)
+    assert resolve_engine("auto", "cpu", training=True) != "spconv"
+
+
+def test_minkowski_forward_and_backward_match_torch_engine():
+    _skip_unless("minkowski", training=True)
+    _compare("minkowski", "cpu", torch.float64, backward=True, tol=1e-9)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torchsparse runs on CUDA only and no GPU is visible")
+def test_torchsparse_matches_torch_engine_on_cuda():
+    _skip_unless("torchsparse", "cuda", training=True)
+    _compare("torchsparse", "cuda", torch.float32, backward=True, tol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU is visible")
+@pytest.mark.parametrize("engine", ["torch", "spconv", "minkowski"])
+def test_engines_on_cuda_match_torch_engine(engine):
+    _skip_unless(engine, "cuda", training=engine != "spconv")
+    _compare(engine, "cuda", torch.float32, backward=True, tol=1e-3)
+
+
+def test_state_dict_moves_between_engines():
+    """One checkpoint, two engines, same result: the weight layout is the canonical one everywhere."""
+    _skip_unless("minkowski")
+    coords = random_coords(1, 10, 1, 0.3, seed=3)
+    feats = torch.randn(len(coords), 4, dtype=torch.float64)
+    a = torch.nn.Sequential(snn.SubMConv3d(4, 8), snn.ReLU(), snn.SubMConv3d(8, 2)).double()
+    b = torch.nn.Sequential(snn.SubMConv3d(4, 8), snn.ReLU(), snn.SubMConv3d(8, 2)).double()
+    b.load_state_dict(a.state_dict())
+    with torch.no_grad():
+        ya = a(SparseTensor(feats, coords, engine="torch")).feats
+        yb = b(SparseTensor(feats, coords, engine="minkowski")).feats
+    torch.testing.assert_close(yb, ya)
