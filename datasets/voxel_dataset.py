@@ -13,6 +13,7 @@ import numpy as np
 import torch.utils.data
 
 from datasets.errors import DataFormatError
+from datasets.heap import retain_freed_memory
 from datasets.meta import DatasetMeta
 from datasets.transforms import (apply_affine, augment_colors, column_min_max, dropout_mask, elastic_distort,
                                  random_affine, rotation_matrix)
@@ -85,8 +86,9 @@ class VoxelDataset(torch.utils.data.Dataset):
                                quantization="mean")
 
     def _make_item(self, scene_id, scene, affine, rng, augment: bool, quantization: Optional[str] = None) -> dict:
+        retain_freed_memory()  # once per process (also in each DataLoader worker)
         quantization = quantization or self.quantization
-        points = np.asarray(scene["coord"], dtype=np.float32)
+        points = np.array(scene["coord"], dtype=np.float32)  # a copy: the stored arrays are read-only maps
         labels = np.asarray(scene["label"], dtype=np.int64)
         matrix, translation = affine
         lo, hi = column_min_max(points)

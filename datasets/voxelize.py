@@ -42,24 +42,38 @@ def voxelize(xyz: np.ndarray, voxel_size: float, rng: Optional[np.random.Generat
         scaled = xyz[:, i] * scale
         scaled -= np.floor(scaled.min())
         grid.append(scaled.astype(np.int64))
+        del scaled
     extent = [int(g.max()) + 1 for g in grid]
-    key = (grid[0] * extent[1] + grid[1]) * extent[2] + grid[2]
+    key = grid[0]  # reuse the buffers: every array allocated here costs page faults
+    key *= extent[1]
+    key += grid[1]
+    key *= extent[2]
+    key += grid[2]
     order = np.argsort(key)  # quicksort: the order inside a voxel does not matter
     sorted_key = key[order]
     new_voxel = np.empty(len(key), dtype=bool)
     new_voxel[0] = True
     np.not_equal(sorted_key[1:], sorted_key[:-1], out=new_voxel[1:])
     starts = np.flatnonzero(new_voxel)
-    counts = np.diff(np.append(starts, len(key)))
+    counts = np.diff(starts, append=len(key))
+    voxel_of_sorted = np.cumsum(new_voxel, out=sorted_key)  # sorted_key is not needed any more
+    voxel_of_sorted -= 1
     inverse = np.empty(len(key), dtype=np.int64)
-    inverse[order] = np.cumsum(new_voxel) - 1
-    if rng is not None:
-        offset = (rng.random(len(starts)) * counts).astype(np.int64)
-        pick = order[starts + offset]
-    else:
-        pick = order[starts]
+    inverse[order] = voxel_of_sorted
     first = order[starts]
-    coords = np.stack([g[first] for g in grid], axis=1).astype(np.int32)
+    if rng is not None:
+        offset = rng.random(len(starts))
+        offset *= counts
+        pick = order[starts + offset.astype(np.int64)]
+    else:
+        pick = first
+    # decode the cell from the sorted key instead of gathering from the grid columns
+    cell = key[first]
+    coords = np.empty((len(starts), 3), dtype=np.int32)
+    coords[:, 2] = cell % extent[2]
+    cell //= extent[2]
+    coords[:, 1] = cell % extent[1]
+    coords[:, 0] = cell // extent[1]
     return Voxels(coords, inverse, order, starts, counts, pick)
 
 
