@@ -244,7 +244,7 @@ class _CpuMeter:
 
     def enter(self, name: str) -> None:
         if self.active:
-            rf = torch.autograd.profiler.record_function(self.PREFIX + name)
+            rf = torch.profiler.record_function(self.PREFIX + name)
             rf.__enter__()
             self._ranges.append(rf)
 
