@@ -14,6 +14,8 @@ Variants differ only in the block type, LAYERS (blocks per stage) and PLANES (st
 published figures are kept so parameter counts match the public models (Res16UNet34C with 3 input
 channels and 20 classes: 37,846,868 parameters, the ~37.8M quoted for MinkUNet34C).
 """
+import math
+
 import torch.nn as nn
 
 from lib.sparse import nn as snn
@@ -76,6 +78,15 @@ class Res16UNetBase(nn.Module):
 
         self.dropout = snn.Dropout(dropout)
         self.classifier = snn.Linear(inplanes, num_classes, bias=True)
+        self._init_conv_weights()
+
+    def _init_conv_weights(self):
+        # Kaiming-normal (fan_out, ReLU gain) as in the public MinkowskiEngine ResNet recipes, in
+        # place of the layers' uniform(+-1/sqrt(fan_in)) default. Weight layout [K, Cin, Cout].
+        for m in self.modules():
+            if isinstance(m, (snn.SubMConv3d, snn.DownConv3d, snn.UpConv3d)):
+                volume, _, cout = m.weight.shape
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / (volume * cout)))
 
     def forward(self, x):
         """x: SparseTensor, feats [N, in_channels], stride 1 -> logits [N, num_classes], rows as x."""

@@ -30,8 +30,8 @@ def test_builds_by_class_name_with_recipe_args():
     cfg = ModelConfig(name="Res16UNet14A", args={"bn_momentum": 0.05, "conv1_kernel_size": 5, "dropout": 0.1})
     model = build_model(cfg, in_channels=4, num_classes=7)
     assert type(model) is Res16UNet14A
-    assert model.dropout.p == pytest.approx(0.1)
-    assert model.classifier.bias.shape == (7,)
+    assert model.dropout.module.p == pytest.approx(0.1)
+    assert model.classifier.module.bias.shape == (7,)
 
 
 def test_accepts_any_object_with_name_and_args():
@@ -43,7 +43,7 @@ def test_accepts_any_object_with_name_and_args():
 def test_every_published_variant_is_registered_and_builds(name):
     assert name in MODELS
     model = _on_meta(name)
-    assert model.classifier.bias.shape == (20,)
+    assert model.classifier.module.bias.shape == (20,)
 
 
 def test_minkunet34c_is_res16unet34c():
@@ -90,7 +90,7 @@ def test_wrong_type_names_the_arg_and_the_expected_type(key, value, expected):
 def test_an_int_is_a_valid_float():
     # YAML reads `dropout: 0` as an int.
     model = build_model(ModelConfig(name="Res16UNet14A", args={"dropout": 0}), in_channels=3, num_classes=2)
-    assert model.dropout.p == 0
+    assert model.dropout.module.p == 0
 
 
 def test_dataset_supplied_args_are_refused_in_the_recipe():
