@@ -1,4 +1,5 @@
 """`build_dataset`: config + split name -> dataset with `meta`, generating synthetic data on demand."""
+import warnings
 from pathlib import Path
 
 from datasets import store
@@ -19,7 +20,7 @@ def synthetic_root(cfg: DataConfig) -> Path:
         from datasets.synthetic import generate
 
         generate(cfg.dataset, cache / "raw", cfg.synthetic_scenes, cfg.synthetic_seed)
-        preprocess(cfg.dataset, cache / "raw", processed, workers=1, strict=True, progress=False)
+        preprocess(cfg.dataset, cache / "raw", processed, workers=1, strict=cfg.strict, progress=False)
     return processed
 
 
@@ -48,6 +49,13 @@ def build_dataset(cfg: DataConfig, split: str, seed: int = 0, rank: int = 0):
     manifest = store.read_manifest(root)
     if manifest["dataset"] != cfg.dataset:
         raise DataFormatError(root / store.MANIFEST, f"holds dataset '{manifest['dataset']}', config asks for '{cfg.dataset}'")
+    skipped = manifest.get("skipped", {})
+    if skipped:
+        first = next(iter(skipped.items()))
+        message = f"{len(skipped)} scene(s) were skipped as bad input at preprocessing, first {first[0]}: {first[1]}"
+        if cfg.strict:
+            raise DataFormatError(root / store.MANIFEST, f"{message} (set data.strict=false to train without them)")
+        warnings.warn(f"{root / store.MANIFEST}: {message}")
     tags = _split_tags(cfg, module, split)
     scene_ids = [s for s, r in manifest["scenes"].items() if r["split"] in tags]
     if not scene_ids:

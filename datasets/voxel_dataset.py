@@ -23,6 +23,8 @@ from lib.config.schema_data import DataConfig
 
 # channels contributed by each feature name
 FEATURE_CHANNELS = {"rgb": 3, "xyz": 3, "remission": 1, "ones": 1}
+# rgb: colour / 255 - 0.5; xyz: the augmented point in metres, relative to the scene centre;
+# remission: as stored (0..1 in SemanticKITTI); ones: a constant 1
 
 
 class VoxelDataset(torch.utils.data.Dataset):
@@ -128,7 +130,7 @@ class VoxelDataset(torch.utils.data.Dataset):
                 columns.append(per_voxel(scene["remission"]))
             else:  # "ones", validated in check_features
                 columns.append(np.ones((len(vox.starts), 1), dtype=np.float32))
-        return np.concatenate(columns, axis=1).astype(np.float32)
+        return np.concatenate(columns, axis=1).astype(np.float32, copy=False)
 
     def voxel_counts(self) -> np.ndarray:
         """Voxels per scene at cfg.voxel_size without augmentation, int64 [len(self)]; cached in

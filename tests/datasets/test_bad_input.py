@@ -40,11 +40,20 @@ def test_missing_split_file(tmp_path):
 
 
 def test_missing_scene_folder(tmp_path):
+    import datasets
+
     raw = make_scannet_tree(tmp_path / "raw", {"scene0000_00": random_scene()},
                             {"train": ["scene0000_00", "scene0009_00"], "val": []})
     _fails("scannet", raw, tmp_path, "missing", "scene0009_00")
     manifest = _skip_counted("scannet", raw, tmp_path, "scene0009_00")
     assert list(manifest["scenes"]) == ["scene0000_00"]
+    # loading a manifest with skipped scenes: strict refuses, lenient warns and goes on
+    cfg = DataConfig(dataset="scannet", root=str(tmp_path / "out_lenient"))
+    with pytest.raises(DataFormatError, match="1 scene\\(s\\) were skipped .* scene0009_00"):
+        datasets.build_dataset(cfg, "train")
+    cfg.strict = False
+    with pytest.warns(UserWarning, match="1 scene"):
+        assert len(datasets.build_dataset(cfg, "train")) == 1
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])

@@ -29,12 +29,13 @@ def test_reproducible_and_distinct(scannet_root):
     assert not _same(base, _train(scannet_root, rank=1)[3])
     assert not _same(base, _train(scannet_root, seed=1)[3])
     # every (epoch, rank, index) has its own stream
-    draws = {(e, r, i): _train(scannet_root, rank=r).item_rng(i).random() if e == 0 else None
-             for e in (0,) for r in (0, 1) for i in range(len(ds))}
-    ds.set_epoch(5)
-    draws.update({(5, 0, i): ds.item_rng(i).random() for i in range(len(ds))})
-    values = [v for v in draws.values() if v is not None]
-    assert len(set(values)) == len(values)
+    first_draws = []
+    for rank in (0, 1):
+        for epoch in (0, 5):
+            ranked = _train(scannet_root, rank=rank)
+            ranked.set_epoch(epoch)
+            first_draws += [ranked.item_rng(i).random() for i in range(len(ranked))]
+    assert len(set(first_draws)) == len(first_draws) == 4 * len(ds)
 
 
 @needs_real_scannet
