@@ -100,7 +100,8 @@ def format_profile(report: dict) -> str:
     for n in names:
         i = inf.get(n, {}).get("peak_bytes")
         t = train.get(n, {})
-        lines.append(f"{n:<{width}}  {_mib(i):>10}  {_mib(t.get('peak_bytes')):>14}  {_mib(t.get('retained_bytes')):>12}")
+        lines.append(f"{n:<{width}}  {_mib(i):>10}  {_mib(t.get('peak_bytes')):>14}  "
+                     f"{_mib(t.get('retained_bytes')):>12}")
     lines.append("-" * len(head))
     tr = report["train"]
     infer_peak = report["inference"]["peak_bytes"] if report["inference"] else None

@@ -81,7 +81,8 @@ def main(argv=None) -> int:
     ref = rows[0]
     for row in rows:
         row["step_peak_ratio_to_first"] = row["train_step_peak_bytes"] / max(ref["train_step_peak_bytes"], 1)
-    head = f"{'model':<16} {'voxel m':>7} {'voxels':>8} {'infer MiB':>10} {'fwd MiB':>9} {'fwd+bwd MiB':>11} {'ratio':>6}"
+    head = (f"{'model':<16} {'voxel m':>7} {'voxels':>8} {'infer MiB':>10} {'fwd MiB':>9} "
+            f"{'fwd+bwd MiB':>11} {'ratio':>6}")
     print("\n" + head + "\n" + "-" * len(head))
     for row in rows:
         print(f"{row['model']:<16} {row['voxel_size_m']:>7g} {row['voxels']:>8d} "

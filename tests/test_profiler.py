@@ -35,7 +35,8 @@ def test_dense_model_peaks_match_the_activation_sizes(tmp_path):
     assert train["forward_retained_bytes"] == pytest.approx(hidden + logits, **close)
     # backward holds the gradient of the ReLU output and of the Linear output at once, plus what forward kept
     assert train["step_peak_bytes"] >= train["forward_retained_bytes"] + 2 * hidden
-    assert train["step_peak_bytes"] <= train["forward_retained_bytes"] + 2 * hidden + 4 * logits + 4 * r["parameters_bytes"]
+    slack = 4 * logits + 4 * r["parameters_bytes"]  # logit gradients, parameter gradients, matmul temporaries
+    assert train["step_peak_bytes"] <= train["forward_retained_bytes"] + 2 * hidden + slack
     assert r["parameters_bytes"] == sum(p.numel() for p in model.parameters()) * F32
     # the model is left as found: no gradients, training mode restored
     assert all(p.grad is None for p in model.parameters()) and model.training

@@ -16,7 +16,8 @@ def resolve_convention(convention: str, meta=None) -> str:
     if convention == "auto":
         convention = getattr(meta, "convention", None) or "standard"
     if convention not in CONVENTIONS:
-        raise ValueError(f"unknown evaluation convention {convention!r}; choose auto or one of {', '.join(CONVENTIONS)}")
+        raise ValueError(f"unknown evaluation convention {convention!r}; "
+                         f"choose auto or one of {', '.join(CONVENTIONS)}")
     return convention
 
 
@@ -82,7 +83,8 @@ class SegEvaluator:
         scores = self.compute()
         summary = scores.to_dict()
         summary["confusion_matrix"] = self.confusion.valid().tolist()
-        summary["confusion_matrix_layout"] = "rows = ground truth, columns = prediction, last column = invalid prediction"
+        summary["confusion_matrix_layout"] = ("rows = ground truth, columns = prediction, "
+                                              "last column = invalid prediction")
         with open(out_dir / "metrics.json", "w") as f:
             json.dump(summary, f, indent=1)
         if plots:
