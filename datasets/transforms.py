@@ -58,19 +58,26 @@ def random_affine(cfg: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndar
 
 
 def _trilinear(grid: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Sample grid [X, Y, Z, C] at fractional cell positions pos [P, 3] (inside the grid) -> [P, C]."""
-    base = np.floor(pos).astype(np.int64)
-    frac = (pos - base).astype(np.float32)
-    out = np.zeros((len(pos), grid.shape[3]), dtype=np.float32)
+    """Sample grid [X, Y, Z, C] at fractional cell positions pos [P, 3] (inside the grid, >= 0) -> [P, C].
+
+    Flat indices and one 1-D take per channel and corner: about twice as fast here as fancy
+    indexing of the 4-D grid."""
+    _, ny, nz, channels = grid.shape
+    flat = [np.ascontiguousarray(grid[..., c]).ravel() for c in range(channels)]
+    base = [pos[:, i].astype(np.int64) for i in range(3)]  # truncation = floor for pos >= 0
+    frac = [pos[:, i] - base[i] for i in range(3)]
+    index = (base[0] * ny + base[1]) * nz + base[2]
+    weights = [(1.0 - f, f) for f in frac]
+    out = np.zeros((channels, len(pos)), dtype=np.float32)
     for dx in (0, 1):
-        wx = frac[:, 0] if dx else 1.0 - frac[:, 0]
         for dy in (0, 1):
-            wy = frac[:, 1] if dy else 1.0 - frac[:, 1]
+            wxy = weights[0][dx] * weights[1][dy]
             for dz in (0, 1):
-                wz = frac[:, 2] if dz else 1.0 - frac[:, 2]
-                corner = grid[base[:, 0] + dx, base[:, 1] + dy, base[:, 2] + dz]
-                out += corner * (wx * wy * wz)[:, None]
-    return out
+                w = wxy * weights[2][dz]
+                corner = index + (dx * ny * nz + dy * nz + dz)
+                for c in range(channels):
+                    out[c] += flat[c].take(corner) * w
+    return out.T
 
 
 def elastic_distort(xyz: np.ndarray, granularity: float, magnitude: float, rng: np.random.Generator) -> np.ndarray:

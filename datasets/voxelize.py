@@ -78,18 +78,32 @@ def voxelize(xyz: np.ndarray, voxel_size: float, rng: Optional[np.random.Generat
 
 
 def voxel_mean(vox: Voxels, values: np.ndarray) -> np.ndarray:
-    """Mean of per-point `values` [P, C] over each voxel -> float32 [M, C]."""
-    sums = np.add.reduceat(values[vox.order].astype(np.float64), vox.starts, axis=0)
-    return (sums / vox.counts[:, None]).astype(np.float32)
+    """Mean of per-point `values` [P, C] over each voxel -> float32 [M, C] (column by column)."""
+    values = values.reshape(len(vox.inverse), -1)
+    out = np.empty((len(vox.starts), values.shape[1]), dtype=np.float32)
+    for c in range(values.shape[1]):
+        sums = np.add.reduceat(values[:, c].astype(np.float64)[vox.order], vox.starts)
+        out[:, c] = sums / vox.counts
+    return out
 
 
 def voxel_majority(vox: Voxels, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Most frequent valid label of each voxel (ties: the smallest class), IGNORE_INDEX when a voxel
-    holds no valid label. labels int [P] in [0, num_classes) or IGNORE_INDEX -> int64 [M]."""
-    valid = labels != IGNORE_INDEX
-    votes = np.bincount(
-        vox.inverse[valid] * num_classes + labels[valid], minlength=len(vox.starts) * num_classes
-    ).reshape(len(vox.starts), num_classes)
-    out = votes.argmax(axis=1).astype(np.int64)
-    out[votes.max(axis=1) == 0] = IGNORE_INDEX
+    holds no valid label. labels int [P] in [0, num_classes) or IGNORE_INDEX -> int64 [M].
+
+    Label-pure voxels (most of them) are read off directly; only mixed voxels are counted."""
+    ranked = np.where(labels == IGNORE_INDEX, num_classes, labels)[vox.order]  # ignore sorts last
+    low = np.minimum.reduceat(ranked, vox.starts)
+    high = np.maximum.reduceat(ranked, vox.starts)
+    out = low.astype(np.int64)
+    mixed = np.flatnonzero(low != high)
+    if len(mixed):
+        # points of mixed voxels, renumbered 0..len(mixed)-1, counted per (voxel, label)
+        sizes = vox.counts[mixed]
+        member = np.repeat(np.arange(len(mixed)), sizes)
+        rows = np.arange(len(member)) + np.repeat(vox.starts[mixed] - (np.cumsum(sizes) - sizes), sizes)
+        votes = np.bincount(member * (num_classes + 1) + ranked[rows], minlength=len(mixed) * (num_classes + 1))
+        votes = votes.reshape(len(mixed), num_classes + 1)[:, :num_classes]
+        out[mixed] = votes.argmax(axis=1)  # a mixed voxel holds at least one valid label
+    out[out == num_classes] = IGNORE_INDEX
     return out

@@ -33,7 +33,7 @@ class AugmentConfig:
 class DataConfig:
     dataset: Literal["scannet", "s3dis", "semantickitti"] = "scannet"  # which dataset module reads the data
     root: str = "data/scannet"  # preprocessed data (the output of scripts/preprocess.py)
-    raw_root: str = ""  # official-layout raw data, for documentation and preprocessing hints
+    raw_root: str = ""  # official-layout raw data (named in the hint when `root` is missing)
     synthetic: bool = False  # generate synthetic raw scenes + preprocess them into `cache_dir` on first use
     synthetic_scenes: int = 8  # number of synthetic scenes to generate
     synthetic_seed: int = 0  # seed of the synthetic scene generator (the same on every rank)
