@@ -12,7 +12,7 @@ MinkowskiEngine recipes:
 Skips are the stem output (stride 1) and the outputs of encoder stages 1-3 (strides 2, 4, 8).
 Variants differ only in the block type, LAYERS (blocks per stage) and PLANES (stage widths); the
 published figures are kept so parameter counts match the public models (Res16UNet34C with 3 input
-channels and 20 classes: 37,846,868 parameters, the ~37.8M quoted for MinkUNet34C).
+channels and 20 classes: 37,846,644 parameters, the ~37.8M quoted for MinkUNet34C).
 """
 import math
 
@@ -52,6 +52,7 @@ class Res16UNetBase(nn.Module):
             raise ValueError(f"conv1_kernel_size must be a positive odd int, got {conv1_kernel_size}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.in_channels = in_channels
         block, layers, planes = self.BLOCK, self.LAYERS, self.PLANES
         exp = block.expansion
 
@@ -90,6 +91,9 @@ class Res16UNetBase(nn.Module):
 
     def forward(self, x):
         """x: SparseTensor, feats [N, in_channels], stride 1 -> logits [N, num_classes], rows as x."""
+        if x.feats.shape[1] != self.in_channels:
+            raise ValueError(f"{type(self).__name__} was built for {self.in_channels} input channels "
+                             f"per voxel, got features of shape {tuple(x.feats.shape)}")
         out = self.stem(x)
         skips = [out]
         for down, encoder in zip(self.downs, self.encoders):

@@ -34,6 +34,14 @@ def test_builds_by_class_name_with_recipe_args():
     assert model.classifier.module.bias.shape == (7,)
 
 
+def test_recipe_args_reach_every_layer():
+    cfg = ModelConfig(name="Res16UNet14A", args={"bn_momentum": 0.3, "conv1_kernel_size": 5})
+    model = build_model(cfg, in_channels=4, num_classes=7)
+    momenta = {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)}
+    assert momenta == {0.3}
+    assert model.stem[0].weight.shape == (5 ** 3, 4, 32)  # [K, Cin, Cout]
+
+
 def test_accepts_any_object_with_name_and_args():
     model = build_model(SimpleNamespace(name="Res16UNet14A", args=None), in_channels=3, num_classes=2)
     assert type(model) is Res16UNet14A

@@ -33,5 +33,8 @@ def test_engine_matches_the_torch_engine(engine, model_and_reference):
     model, coords, feats, reference = model_and_reference
     with torch.no_grad():
         out = model(sparse_input(coords, feats, engine=engine))
-    scale = reference.abs().max()
-    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4 * scale.item())
+    # Tolerance against how much the logits vary from voxel to voxel (the class biases add a
+    # common offset that would hide differences from an absolute-scale tolerance).
+    spread = reference.std(0).mean().item()
+    assert spread > 1e-3
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-3 * spread)

@@ -2,6 +2,7 @@
 import torch
 
 from lib.sparse import SparseTensor
+from models.blocks import Bottleneck
 from models.res16unet import Res16UNetBase
 
 
@@ -11,6 +12,15 @@ class TinyUNet(Res16UNetBase):
     INIT_DIM = 8
     LAYERS = (1, 1, 1, 1, 1, 1, 1, 1)
     PLANES = (8, 16, 16, 16, 16, 16, 8, 8)
+
+
+class TinyBottleneckUNet(Res16UNetBase):
+    """Res16UNet50 shape (Bottleneck blocks, 4x expansion) with narrow stages."""
+
+    BLOCK = Bottleneck
+    INIT_DIM = 8
+    LAYERS = (1, 2, 1, 1, 1, 1, 1, 2)
+    PLANES = (4, 4, 8, 8, 8, 4, 4, 4)
 
 
 def random_cloud(n_per_scene, batch_size=1, extent=24, channels=3, seed=0):
