@@ -14,13 +14,20 @@ from lib.config.schema_data import DataConfig
 def synthetic_root(cfg: DataConfig) -> Path:
     """Generate (once) `cfg.synthetic_scenes` synthetic raw scenes and preprocess them; returns the
     preprocessed folder inside cfg.cache_dir. Both steps skip work already done."""
+    import fcntl
+
     cache = Path(cfg.cache_dir) / f"{cfg.dataset}-{cfg.synthetic_scenes}-seed{cfg.synthetic_seed}"
     processed = cache / "processed"
-    if not (processed / store.MANIFEST).is_file():
-        from datasets.synthetic import generate
+    if (processed / store.MANIFEST).is_file():
+        return processed
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # DDP ranks: one generates, the others wait and reuse
+        if not (processed / store.MANIFEST).is_file():
+            from datasets.synthetic import generate
 
-        generate(cfg.dataset, cache / "raw", cfg.synthetic_scenes, cfg.synthetic_seed)
-        preprocess(cfg.dataset, cache / "raw", processed, workers=1, strict=cfg.strict, progress=False)
+            generate(cfg.dataset, cache / "raw", cfg.synthetic_scenes, cfg.synthetic_seed)
+            preprocess(cfg.dataset, cache / "raw", processed, workers=1, strict=cfg.strict, progress=False)
     return processed
 
 

@@ -46,9 +46,14 @@ def write_scene(root: Path, scene_id: str, arrays: dict[str, np.ndarray], record
         np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
     with open(tmp / SCENE_JSON, "w") as f:
         json.dump(record, f)
-    if final.exists():  # an older incomplete copy without scene.json, or a concurrent writer
-        shutil.rmtree(final)
-    os.rename(tmp, final)
+    try:
+        os.rename(tmp, final)
+    except OSError:  # the folder exists: a concurrent writer finished first, or a foreign leftover
+        if (final / SCENE_JSON).is_file():
+            shutil.rmtree(tmp)
+        else:
+            shutil.rmtree(final)
+            os.rename(tmp, final)
 
 
 def remove_stale_tmp(root: Path) -> int:

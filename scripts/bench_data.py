@@ -5,11 +5,12 @@ python -m scripts.bench_data [--points 150000] [--repeats 30] [--json out.json]
 
 The scene is a real ScanNet scan (../shared/data/real) repeated with 1 cm jitter up to --points
 points, written to a temporary preprocessed folder and read through datasets.build_dataset, so
-the timing includes the .npy load. Prints median milliseconds per configuration and the ratio
-to the np.unique reference.
+the timing includes the .npy load. Prints median wall-clock and CPU milliseconds per
+configuration and their ratios to the np.unique reference.
 """
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -57,14 +58,17 @@ def unique_reference(root: Path, voxel_size: float) -> None:
     np.asarray(color)[first].astype(np.float32)
 
 
-def median_ms(fn, repeats: int) -> float:
+def median_ms(fn, repeats: int) -> tuple[float, float]:
+    """Median wall-clock and median process CPU milliseconds of fn(i) over `repeats` calls (after
+    one warm-up). CPU time leaves out the time this process waits for a core on a shared machine."""
     fn(0)
-    times = []
+    wall, cpu = [], []
     for i in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn(i + 1)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        wall.append((time.perf_counter() - start) * 1e3)
+        cpu.append((time.process_time() - start_cpu) * 1e3)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main(argv=None) -> None:
@@ -93,15 +97,18 @@ def main(argv=None) -> None:
                    "eval item: load + voxelize (mean, majority label)": median_ms(rows_of(evaluation), args.repeats),
                    "get_view (rotate, flip, scale; mean)":
                    median_ms(lambda i: evaluation.get_view(0, 0.7, True, 1.1), args.repeats)}
-    reference = next(iter(results.values()))
-    print(f"{args.points} points, voxel {args.voxel_size} m, median of {args.repeats}")
-    print(f"{'configuration':56s} {'ms':>8s} {'/ reference':>12s}")
-    for name, ms in results.items():
-        print(f"{name:56s} {ms:8.2f} {ms / reference:12.3f}")
+    ref_wall, ref_cpu = next(iter(results.values()))
+    load = os.getloadavg()[0]
+    print(f"{args.points} points, voxel {args.voxel_size} m, median of {args.repeats}, load average {load:.1f} "
+          f"on {os.cpu_count()} cores")
+    print(f"{'configuration':52s} {'wall ms':>8s} {'cpu ms':>8s} {'wall/ref':>9s} {'cpu/ref':>8s}")
+    for name, (wall, cpu) in results.items():
+        print(f"{name:52s} {wall:8.2f} {cpu:8.2f} {wall / ref_wall:9.3f} {cpu / ref_cpu:8.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "points": args.points, "voxel_size": args.voxel_size, "repeats": args.repeats,
-            "results": [{"name": n, "median_ms": ms, "ratio_to_reference": ms / reference} for n, ms in results.items()],
+            "points": args.points, "voxel_size": args.voxel_size, "repeats": args.repeats, "load_average": load,
+            "results": [{"name": n, "median_wall_ms": w, "median_cpu_ms": c, "wall_ratio_to_reference": w / ref_wall,
+                         "cpu_ratio_to_reference": c / ref_cpu} for n, (w, c) in results.items()],
         }, indent=1))
 
 
