@@ -6,6 +6,7 @@ import torch
 
 from lib.config import ConfigError, ModelConfig
 from models import MODELS, ModelConfigError, build_model
+from models.build import check_model_args
 from models.res16unet import Res16UNet14A, Res16UNet34C
 
 PUBLISHED_VARIANTS = [
@@ -117,3 +118,35 @@ def test_bad_values_of_the_right_type_are_refused():
         build_model(ModelConfig(name="Res16UNet14A", args={"conv1_kernel_size": 4}), 3, 20)
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.5"):
         build_model(ModelConfig(name="Res16UNet14A", args={"dropout": 1.5}), 3, 20)
+
+
+class _Declared:
+    """Stands in for a future model whose constructor uses the other supported annotations."""
+
+    def __init__(self, in_channels: int, num_classes: int, depth: int, widths: tuple[int, ...] = (8,),
+                 norm: str | None = None):
+        pass
+
+
+def test_required_args_must_be_given():
+    with pytest.raises(ModelConfigError, match=r"model\.args: _Declared needs depth"):
+        check_model_args(_Declared, {})
+
+
+@pytest.mark.parametrize("args", [
+    {"depth": 2, "widths": [8, 16]},  # YAML gives a list where a tuple is declared
+    {"depth": 2, "widths": (8,), "norm": None},
+    {"depth": 2, "norm": "bn"},
+])
+def test_sequences_and_optionals_that_fit(args):
+    check_model_args(_Declared, args)
+
+
+@pytest.mark.parametrize("args,message", [
+    ({"depth": 2, "widths": [8, 1.5]}, r"model\.args\.widths: expected tuple\[int, \.\.\.\], got list"),
+    ({"depth": 2, "widths": 8}, r"model\.args\.widths: expected tuple"),
+    ({"depth": 2, "norm": 3}, r"model\.args\.norm: expected str \| None, got int 3"),
+])
+def test_sequences_and_optionals_that_do_not_fit(args, message):
+    with pytest.raises(ModelConfigError, match=message):
+        check_model_args(_Declared, args)
