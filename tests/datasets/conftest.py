@@ -1,15 +1,11 @@
-"""Fixtures of the data-pipeline tests: the real scans, their preprocessed copies, PLY writers."""
+"""Fixtures of the data-pipeline tests: the real scans, preprocessed once per session."""
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
-REAL_SCANNET = REAL / "scannet"
-REAL_KITTI = REAL / "semantickitti"
-
-needs_real_scannet = pytest.mark.skipif(not REAL_SCANNET.is_dir(), reason=f"real ScanNet scans not found at {REAL_SCANNET}")
-needs_real_kitti = pytest.mark.skipif(not REAL_KITTI.is_dir(), reason=f"real SemanticKITTI frames not found at {REAL_KITTI}")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # data_helpers, whatever the import mode
+from data_helpers import REAL_KITTI, REAL_SCANNET  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -34,39 +30,3 @@ def kitti_root(tmp_path_factory):
     out = tmp_path_factory.mktemp("kitti_pre")
     preprocess("semantickitti", REAL_KITTI, out, workers=1, progress=False)
     return out
-
-
-def write_ply(path: Path, columns: dict, text: bool = False) -> None:
-    """A PLY with one 'vertex' element holding `columns` (name -> 1-D array), via plyfile."""
-    from plyfile import PlyData, PlyElement
-
-    n = len(next(iter(columns.values())))
-    data = np.empty(n, dtype=[(k, np.asarray(v).dtype) for k, v in columns.items()])
-    for k, v in columns.items():
-        data[k] = v
-    path.parent.mkdir(parents=True, exist_ok=True)
-    PlyData([PlyElement.describe(data, "vertex")], text=text).write(str(path))
-
-
-def make_scannet_tree(root: Path, scenes: dict, splits: dict = None) -> Path:
-    """Official-layout ScanNet tree: scenes = {scene: (xyz [P,3] float32, rgb [P,3] uint8, nyu40 [P])}."""
-    for name, (xyz, rgb, labels) in scenes.items():
-        folder = root / "scans" / name
-        cols = {"x": xyz[:, 0].astype(np.float32), "y": xyz[:, 1].astype(np.float32),
-                "z": xyz[:, 2].astype(np.float32), "red": rgb[:, 0], "green": rgb[:, 1], "blue": rgb[:, 2],
-                "alpha": np.full(len(xyz), 255, np.uint8)}
-        write_ply(folder / f"{name}_vh_clean_2.ply", cols)
-        if labels is not None:
-            write_ply(folder / f"{name}_vh_clean_2.labels.ply", dict(cols, label=np.asarray(labels, np.uint16)))
-    splits = splits or {"train": list(scenes), "val": []}
-    for split, names in splits.items():
-        (root / f"scannetv2_{split}.txt").write_text("".join(f"{n}\n" for n in names))
-    return root
-
-
-def random_scene(n: int = 200, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    xyz = rng.random((n, 3)).astype(np.float32) * 2
-    rgb = rng.integers(0, 256, (n, 3)).astype(np.uint8)
-    labels = rng.choice([0, 1, 2, 3, 5, 13, 39, 40], size=n).astype(np.uint16)
-    return xyz, rgb, labels

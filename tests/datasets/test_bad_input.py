@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import make_scannet_tree, random_scene, write_ply
+from data_helpers import make_scannet_tree, random_scene, write_ply
 from datasets.errors import DataFormatError, DatasetRootError
 from datasets.preprocessing import preprocess
 from lib.config.schema_data import DataConfig

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from conftest import make_scannet_tree, random_scene
+from data_helpers import make_scannet_tree, random_scene
 from datasets import store
 from datasets.preprocessing import preprocess
 

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 import datasets
-from conftest import needs_real_scannet
+from data_helpers import needs_real_scannet
 from lib.config.schema_data import DataConfig
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REAL_KITTI, REAL_SCANNET, needs_real_kitti, needs_real_scannet
+from data_helpers import REAL_KITTI, REAL_SCANNET, needs_real_kitti, needs_real_scannet
 from lib import IGNORE_INDEX
 from lib.config.schema_data import DataConfig
 
