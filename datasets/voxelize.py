@@ -37,43 +37,41 @@ def voxelize(xyz: np.ndarray, voxel_size: float, rng: Optional[np.random.Generat
     # column-wise work (an axis-0 reduction of [P, 3] is ~20x slower here); truncating the
     # non-negative offsets from the lowest occupied cell is floor() at a fraction of its cost
     scale = np.float32(1.0 / voxel_size)
+    scaled = [xyz[:, i] * scale for i in range(3)]
+    lows = [np.floor(c.min()) for c in scaled]
+    extent = [int(np.floor(c.max()) - low) + 1 for c, low in zip(scaled, lows)]
+    # int32 keys sort faster; fall back to int64 for grids of more than 2^31 cells
+    dtype = np.int32 if extent[0] * extent[1] * extent[2] < 2**31 else np.int64
     grid = []
-    for i in range(3):
-        scaled = xyz[:, i] * scale
-        scaled -= np.floor(scaled.min())
-        grid.append(scaled.astype(np.int64))
-        del scaled
-    extent = [int(g.max()) + 1 for g in grid]
+    for c, low in zip(scaled, lows):
+        c -= low
+        grid.append(c.astype(dtype))
+    del scaled
     key = grid[0]  # reuse the buffers: every array allocated here costs page faults
     key *= extent[1]
     key += grid[1]
     key *= extent[2]
     key += grid[2]
     order = np.argsort(key)  # quicksort: the order inside a voxel does not matter
-    sorted_key = key[order]
+    sorted_key = key.take(order)
     new_voxel = np.empty(len(key), dtype=bool)
     new_voxel[0] = True
     np.not_equal(sorted_key[1:], sorted_key[:-1], out=new_voxel[1:])
     starts = np.flatnonzero(new_voxel)
     counts = np.diff(starts, append=len(key))
-    voxel_of_sorted = np.cumsum(new_voxel, out=sorted_key)  # sorted_key is not needed any more
-    voxel_of_sorted -= 1
     inverse = np.empty(len(key), dtype=np.int64)
-    inverse[order] = voxel_of_sorted
-    first = order[starts]
+    inverse[order] = np.cumsum(new_voxel) - 1
+    first = order.take(starts)
     if rng is not None:
         offset = rng.random(len(starts))
         offset *= counts
-        pick = order[starts + offset.astype(np.int64)]
+        pick = order.take(starts + offset.astype(np.int64))
     else:
         pick = first
-    # decode the cell from the sorted key instead of gathering from the grid columns
-    cell = key[first]
     coords = np.empty((len(starts), 3), dtype=np.int32)
-    coords[:, 2] = cell % extent[2]
-    cell //= extent[2]
-    coords[:, 1] = cell % extent[1]
-    coords[:, 0] = cell // extent[1]
+    coords[:, 0] = key.take(first) // (extent[1] * extent[2])
+    coords[:, 1] = grid[1].take(first)
+    coords[:, 2] = grid[2].take(first)
     return Voxels(coords, inverse, order, starts, counts, pick)
 
 
