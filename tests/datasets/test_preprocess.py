@@ -55,3 +55,44 @@ def test_manifest_layout(tmp_path):
         assert {"split", "points", "class_counts", "ignored"} <= set(record)
         assert len(record["class_counts"]) == 20
         assert sum(record["class_counts"]) + record["ignored"] == record["points"]
+
+
+def test_unlabelled_test_scenes(tmp_path):
+    import datasets
+    from data_helpers import write_ply
+    from lib.config.schema_data import DataConfig
+
+    raw = _tree(tmp_path, n=1)
+    xyz, rgb, _ = random_scene(80, seed=9)
+    write_ply(raw / "scans_test" / "scene0800_00" / "scene0800_00_vh_clean_2.ply",
+              {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "red": rgb[:, 0], "green": rgb[:, 1], "blue": rgb[:, 2]})
+    (raw / "scannetv2_test.txt").write_text("scene0800_00\n")
+    record = preprocess("scannet", raw, tmp_path / "out", workers=1, progress=False)["scenes"]["scene0800_00"]
+    assert record["split"] == "test" and record["class_counts"] == [0] * 20 and record["ignored"] == 80
+    test = datasets.build_dataset(DataConfig(dataset="scannet", root=str(tmp_path / "out")), "test")
+    assert np.all(test[0]["point_labels"] == -100) and len(test[0]["points"]) == 80
+
+
+def test_kitti_sequence_without_labels_and_cli(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    rng = np.random.default_rng(0)
+    for seq, frame in (("00", "000000"), ("00", "000001"), ("11", "000000")):
+        folder = tmp_path / "raw" / "sequences" / seq
+        (folder / "velodyne").mkdir(parents=True, exist_ok=True)
+        rng.random((500, 4)).astype(np.float32).tofile(folder / "velodyne" / f"{frame}.bin")
+        if seq == "00":
+            (folder / "labels").mkdir(exist_ok=True)
+            rng.choice(np.array([10, 40, 252 | (7 << 16)], np.uint32), 500).tofile(folder / "labels" / f"{frame}.label")
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-m", "scripts.preprocess", "semantickitti", "--input", str(tmp_path / "raw"),
+                          "--output", str(tmp_path / "out"), "--workers", "2"], cwd=root, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "3 scenes, 1500 points, 0 skipped" in run.stdout and "preprocess semantickitti" in run.stderr  # tqdm bar
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    test_frame = manifest["scenes"]["11_000000"]
+    assert test_frame["label"] is None and test_frame["ignored"] == 500 and test_frame["split"] == "11"
+    labelled = manifest["scenes"]["00_000001"]
+    assert sum(labelled["class_counts"]) == 500 and labelled["ignored"] == 0
