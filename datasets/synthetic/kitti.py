@@ -2,6 +2,7 @@
 
   OUT/sequences/NN/velodyne/FFFFFF.bin    float32 [P, 4]: x, y, z (metres, sensor frame), remission
   OUT/sequences/NN/labels/FFFFFF.label    uint32 [P]: raw semantic id | instance id << 16
+  OUT/sequences/NN/{calib,poses,times}.txt  as in the odometry release (poses: camera 0, 3x4 rows)
 Scene i of the generator goes to sequence 00 (train), 08 (val) or 11 (test, no labels) following
 scenes.SPLIT_CYCLE; frames of one sequence are consecutive poses of a car driving along one street.
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import raycast
-from .atomic import atomic_write
+from .atomic import atomic_write, atomic_write_text
 from .scenes import scene_rng, split_of
 
 SEQUENCE_OF_SPLIT = {"train": "00", "val": "08", "test": "11"}
@@ -241,11 +242,45 @@ def frame_of(index: int) -> tuple[str, int]:
     return SEQUENCE_OF_SPLIT[split], sum(split_of(j) == split for j in range(index))
 
 
+# velodyne -> camera-0 axes (x forward, y left, z up -> x right, y down, z forward); no offset here
+VELO_TO_CAM = np.array([[0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+_CAMERA = np.array([[718.856, 0.0, 607.1928], [0.0, 718.856, 185.2157], [0.0, 0.0, 1.0]])
+_BASELINE = 0.54  # metres between the stereo pairs
+
+
+def _row(values) -> str:
+    return " ".join(f"{v:.12e}" for v in np.ravel(values))
+
+
+def calib_text() -> str:
+    """calib.txt: projection matrices P0..P3 (3x4) and Tr (velodyne -> camera 0), one row each."""
+    lines = []
+    for k in range(4):
+        proj = np.concatenate([_CAMERA, np.zeros((3, 1))], axis=1)
+        if k % 2:  # P1, P3: right cameras of the stereo pairs
+            proj[0, 3] = -_CAMERA[0, 0] * _BASELINE
+        lines.append(f"P{k}: {_row(proj)}")
+    return "\n".join(lines + [f"Tr: {_row(VELO_TO_CAM)}"]) + "\n"
+
+
+def poses_text(num_frames: int) -> str:
+    """poses.txt: camera-0 pose of each frame in the first frame's camera-0 coordinates (3x4 rows)."""
+    rows = []
+    for frame in range(num_frames):
+        pose = np.eye(4)[:3]
+        pose[:, 3] = VELO_TO_CAM[:, :3] @ np.array([STEP * frame, 0.0, 0.0])  # straight ahead, no turn
+        rows.append(_row(pose))
+    return "".join(f"{r}\n" for r in rows)
+
+
 def generate(out_dir, num_scenes: int, seed: int = 0, azimuth_steps: int = 2000) -> Path:
-    """Write `num_scenes` frames; only missing files are written."""
+    """Write `num_scenes` frames plus calib.txt, poses.txt, times.txt per sequence; only missing
+    frame files are written (the small text files are rewritten when their content changes)."""
     out = Path(out_dir)
+    frames = {}
     for index in range(num_scenes):
         seq, frame = frame_of(index)
+        frames[seq] = frame + 1
         folder = out / "sequences" / seq
         bin_path, label_path = folder / "velodyne" / f"{frame:06d}.bin", folder / "labels" / f"{frame:06d}.label"
         test = split_of(index) == "test"
@@ -256,4 +291,9 @@ def generate(out_dir, num_scenes: int, seed: int = 0, azimuth_steps: int = 2000)
             atomic_write(label_path, lambda tmp: labels.astype("<u4").tofile(tmp))
         if not bin_path.is_file():
             atomic_write(bin_path, lambda tmp: points.astype("<f4").tofile(tmp))
+    for seq, count in frames.items():
+        folder = out / "sequences" / seq
+        atomic_write_text(folder / "calib.txt", calib_text())
+        atomic_write_text(folder / "poses.txt", poses_text(count))
+        atomic_write_text(folder / "times.txt", "".join(f"{0.1 * f:.6e}\n" for f in range(count)))
     return out

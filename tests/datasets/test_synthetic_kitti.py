@@ -33,7 +33,32 @@ def test_sequences_and_frames(kitti_dir):
     seqs = kitti_dir / "sequences"
     listing = {p.relative_to(seqs).as_posix() for p in seqs.rglob("*") if p.is_file()}
     train = {f"00/{d}/{f:06d}.{e}" for f in range(4) for d, e in (("velodyne", "bin"), ("labels", "label"))}
-    assert listing == train | {"08/velodyne/000000.bin", "08/labels/000000.label", "11/velodyne/000000.bin"}
+    extra = {f"{seq}/{name}.txt" for seq in ("00", "08", "11") for name in ("calib", "poses", "times")}
+    assert listing == train | extra | {"08/velodyne/000000.bin", "08/labels/000000.label", "11/velodyne/000000.bin"}
+    assert len((seqs / "00" / "poses.txt").read_text().splitlines()) == 4
+
+
+def _matrix(row: str) -> np.ndarray:
+    return np.vstack([np.array(row.split(), float).reshape(3, 4), [0, 0, 0, 1]])
+
+
+def test_poses_and_calib_register_consecutive_frames(kitti_dir):
+    """Poles and trunks of frame 3, moved into frame 0 by poses.txt and Tr, land on frame 0's cylinders."""
+    seq = kitti_dir / "sequences" / "00"
+    calib = dict(line.split(":", 1) for line in (seq / "calib.txt").read_text().splitlines())
+    assert set(calib) == {"P0", "P1", "P2", "P3", "Tr"}
+    tr = _matrix(calib["Tr"])
+    pose3 = _matrix((seq / "poses.txt").read_text().splitlines()[3])
+    points, labels = _read(kitti_dir, "00", 3)
+    sel = np.isin(labels & 0xFFFF, (71, 80))
+    assert sel.sum() > 20
+    homo = np.c_[points[sel, :3].astype(np.float64), np.ones(sel.sum())]
+    in_frame0 = (np.linalg.inv(tr) @ pose3 @ tr @ homo.T).T[:, :3]
+    cyl = _solids("00", 0, "vertical_cylinder", (71, 80))
+    axis = np.array([[c.params["cx"], c.params["cy"]] for c in cyl])
+    radius = np.array([c.params["r"] for c in cyl])
+    d = np.linalg.norm(in_frame0[:, None, :2] - axis[None], axis=2)
+    assert np.abs(d - radius[None]).min(1).max() < 0.1
 
 
 def test_files_read_back_with_official_dtypes(kitti_dir):
