@@ -1,4 +1,5 @@
 """Small random voxel clouds and a narrow Res16UNet for the model tests."""
+import numpy as np
 import torch
 
 from lib.sparse import SparseTensor
@@ -44,3 +45,21 @@ def random_cloud(n_per_scene, batch_size=1, extent=24, channels=3, seed=0):
 def sparse_input(coords, feats, engine="torch"):
     """A fresh stride-1 SparseTensor (its own context, so no kernel map is shared between calls)."""
     return SparseTensor(feats, coords, engine=engine)
+
+
+def real_scan_voxels(ply_path, voxel_size):
+    """Voxelise a real ScanNet `_vh_clean_2.ply`: one row per occupied voxel, batch 0.
+
+    Returns coords int32 [N, 4] (0, x, y, z) with x, y, z = floor(xyz / voxel_size) (metres in,
+    voxel units out) and feats float32 [N, 3]: the voxel's mean colour, scaled to [-0.5, 0.5].
+    """
+    from plyfile import PlyData
+
+    vertex = PlyData.read(str(ply_path))["vertex"]
+    xyz = torch.from_numpy(np.stack([vertex["x"], vertex["y"], vertex["z"]], 1).astype(np.float64))
+    rgb = torch.from_numpy(np.stack([vertex["red"], vertex["green"], vertex["blue"]], 1).astype(np.float32))
+    cells, inverse = torch.unique(torch.floor(xyz / voxel_size).long(), dim=0, return_inverse=True)
+    colour = torch.zeros(len(cells), 3).index_add_(0, inverse, rgb)
+    colour /= torch.bincount(inverse, minlength=len(cells)).unsqueeze(1)
+    coords = torch.cat([torch.zeros(len(cells), 1, dtype=torch.long), cells], 1).to(torch.int32)
+    return coords, colour / 255.0 - 0.5
