@@ -105,7 +105,8 @@ def auto_contrast(rgb: np.ndarray, rng: np.random.Generator, blend) -> np.ndarra
 
 
 def augment_colors(rgb: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Chromatic auto-contrast, translation and jitter, each with its own probability."""
+    """Chromatic auto-contrast, translation and jitter, each with its own probability; float32 [M, 3]
+    in 0..255 (the input array may be overwritten)."""
     if rng.random() < cfg.autocontrast_p:
         rgb = auto_contrast(rgb, rng, cfg.autocontrast_blend)
     if rng.random() < cfg.color_translate_p:
