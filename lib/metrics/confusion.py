@@ -34,9 +34,10 @@ class ConfusionMatrix:
         """Adds the points of one scene (or batch).
 
         Args:
-            pred: int [P] predicted class index per point.
+            pred: int [P] predicted class index per point (a tensor, or a numpy array).
             target: int [P] ground-truth class index per point (IGNORE_INDEX where unknown).
         """
+        pred, target = torch.as_tensor(pred), torch.as_tensor(target)
         if pred.shape != target.shape:
             raise ValueError(
                 f"ConfusionMatrix.update: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")

@@ -103,6 +103,12 @@ def test_updates_accumulate_and_reset_clears():
     assert ev.confusion.matrix.sum() == 0
 
 
+def test_numpy_inputs_count_like_tensors():
+    ev = SegEvaluator(["a", "b"])
+    ev.update(np.array([0, 1, 1]), np.array([0, 0, IGN]))
+    assert ev.confusion.valid().tolist() == [[1, 1, 0], [0, 0, 0]]
+
+
 def test_voxel_logits_reach_the_original_points_through_inverse():
     logits = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])  # voxel classes 0, 1, 0
     inverse = torch.tensor([2, 0, 1, 1, 0])
