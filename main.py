@@ -61,11 +61,18 @@ def main(argv: list[str] | None = None) -> int:
         args.output_dir = default_output_dir(str(config_path))
     # Heavy imports only once the command line is known good. main.py is where the generic engine
     # meets the dataset and model registries: lib/ never imports them itself.
+    import functools
+
     import datasets
     import models
+    from datasets.collate import LimitedCollate, collate_fn
     from lib.engine.launch import launch
+    # Items are seeded by the recipe's seed and not by rank, so a scene's augmentation does not
+    # depend on how many processes train (see lib/engine/data.py).
+    build_dataset = functools.partial(datasets.build_dataset, seed=cfg.seed)
+    collate = LimitedCollate(cfg.data.limit_numpoints) if cfg.data.limit_numpoints > 0 else collate_fn
     try:
-        return launch(cfg, args, build_dataset=datasets.build_dataset, build_model=models.build_model)
+        return launch(cfg, args, build_dataset=build_dataset, build_model=models.build_model, collate_fn=collate)
     except datasets.DatasetRootError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -67,6 +67,7 @@ class TrainConfig:
     test_split: str = "val"  # dataset split that --mode test predicts (and scores when it has labels)
     stop_at: int = 0  # end the run after this iteration as if killed (for resume tests); 0 = off
     progress: bool = True  # tqdm bar on rank 0
+    cpu_threads: int = 0  # torch intra-op threads per process on the CPU; 0 = torch default
 
 
 @dataclass

@@ -90,6 +90,8 @@ def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights
     from lib.config import config_to_dict, save_config
 
     device = D.pick_device(cfg.device)
+    if cfg.train.cpu_threads > 0:
+        torch.set_num_threads(cfg.train.cpu_threads)
     D.init_distributed(cfg.dist, device)
     rank, world = D.get_rank(), D.get_world_size()
     run_dir = Path(D.broadcast_object(str(run_dir)))  # ranks may have computed different timestamps
