@@ -1,8 +1,9 @@
 """main.py's command line: the options a user is promised, and config errors as one line."""
 import subprocess
 import sys
+from pathlib import Path
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_main(*args):
