@@ -10,10 +10,10 @@ def test_tiny_unet_overfits_a_tiny_cloud(tiny_model):
     coords, feats = random_cloud(300, extent=20, seed=6)
     xyz = coords[:, 1:]
     labels = ((xyz[:, 0] >= 10).long() * 2 + (xyz[:, 2] >= 10).long() + (feats[:, 0] > 0).long()) % 5
-    opt = torch.optim.Adam(tiny_model.parameters(), lr=2e-2)
+    opt = torch.optim.Adam(tiny_model.parameters(), lr=3e-2)
     tiny_model.train()
     losses = []
-    for _ in range(30):
+    for _ in range(24):
         opt.zero_grad()
         logits = tiny_model(sparse_input(coords, feats))
         loss = torch.nn.functional.cross_entropy(logits, labels)
@@ -21,5 +21,5 @@ def test_tiny_unet_overfits_a_tiny_cloud(tiny_model):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0]
-    # Measured on the last training pass: eval-mode BN statistics lag behind after 30 steps.
+    # Measured on the last training pass: eval-mode BN statistics lag behind after 24 steps.
     assert (logits.argmax(1) == labels).float().mean() > 0.95
