@@ -37,11 +37,14 @@ class KeyCoder:
                              f"extent {rx - 2 * PAD} x {ry - 2 * PAD} x {rz - 2 * PAD}")
         self.radix = (rx, ry, rz)
         # weights of the mixed-radix digits: key = b*wb + x*wx + y*wy + z
-        self.weights = torch.tensor([rx * ry * rz, ry * rz, rz, 1], dtype=torch.int64, device=coords.device)
+        self.weights = (rx * ry * rz, ry * rz, rz)
 
     def encode(self, coords: torch.Tensor) -> torch.Tensor:
         """[N, 4] int coordinates -> [N] int64 keys."""
-        return ((coords.to(torch.int64) - self.origin) * self.weights).sum(1)
+        c = coords.to(torch.int64) - self.origin
+        w = self.weights
+        # column by column: a reduction over a dimension of size 4 is slow in torch
+        return c[:, 0] * w[0] + c[:, 1] * w[1] + c[:, 2] * w[2] + c[:, 3]
 
     def decode(self, keys: torch.Tensor) -> torch.Tensor:
         """[N] int64 keys -> [N, 4] int32 coordinates."""
@@ -80,6 +83,17 @@ class CoordSet:
                 raise ValueError("coords hold duplicate rows; voxelize (unique) before building a SparseTensor")
         self.sorted_keys = sorted_keys
         self.order = order
+        # rows already in key order (what voxelizers produce): row index == sorted position
+        self.is_sorted = bool(torch.equal(order, torch.arange(order.numel(), device=order.device)))
+        self._inverse = None
+
+    @property
+    def inverse(self) -> torch.Tensor:
+        """[N] int64: sorted position of each row (order's inverse permutation)."""
+        if self._inverse is None:
+            self._inverse = torch.empty_like(self.order)
+            self._inverse[self.order] = torch.arange(len(self), device=self.order.device)
+        return self._inverse
 
     def __len__(self):
         return self.coords.shape[0]
@@ -95,11 +109,12 @@ class CoordSet:
 def downsample(fine: CoordSet, coder: KeyCoder, stride: int):
     """Parents of a stride-`stride` set at stride 2*stride: floor(c / 2s) * 2s per occupied row.
 
-    Returns (coarse CoordSet ordered by key, parent [N_fine] int64 row in coarse,
-    child [N_fine] int64 in 0..7 = kx*4 + ky*2 + kz, the position of the fine voxel in its 2x2x2 cell).
+    Returns (coarse CoordSet ordered by key, and per fine voxel in sorted-key order: parent [N_fine]
+    int64 row in coarse, child [N_fine] int64 in 0..7 = kx*4 + ky*2 + kz, its place in the 2x2x2 cell).
     """
     s2 = 2 * stride
-    c = fine.coords.to(torch.int64)
+    c = fine.coords if fine.is_sorted else fine.coords[fine.order]
+    c = c.to(torch.int64)
     xyz = c[:, 1:]
     parent_xyz = torch.div(xyz, s2, rounding_mode="floor") * s2
     rel = torch.div(xyz - parent_xyz, stride, rounding_mode="floor")

@@ -188,7 +188,11 @@ def neighbor_table(x: SparseTensor, kernel_size: int = 3, dilation: int = 1) -> 
     n = len(x)
     table = torch.full((n, kmap.volume), -1, dtype=torch.int64, device=x.device)
     table[:, kmap.center] = torch.arange(n, device=x.device)
+    order = kmap.in_order  # the map holds sorted positions; the table holds rows
     for k in range(kmap.volume):
         if k != kmap.center:
-            table[kmap.out_idx[k], k] = kmap.in_idx[k]
+            out, inp = kmap.out_idx[k], kmap.in_idx[k]
+            if order is not None:
+                out, inp = order[out], order[inp]
+            table[out, k] = inp
     return table

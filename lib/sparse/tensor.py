@@ -48,9 +48,10 @@ class SparseContext:
     def down_map(self, stride: int) -> KernelMap:
         """Map of the k2s2 convolution from stride `stride` to 2*stride (creates the coarse set)."""
         if stride not in self._down:
-            coarse, parent, child = downsample(self.coord_set(stride), self.coder, stride)
+            fine = self.coord_set(stride)
+            coarse, parent, child = downsample(fine, self.coder, stride)
             self._sets[2 * stride] = coarse
-            self._down[stride] = down_map(parent, child, len(coarse))
+            self._down[stride] = down_map(fine, coarse, parent, child)
         return self._down[stride]
 
     def engine(self, device: torch.device, training: bool):

@@ -41,7 +41,9 @@ class _State:
 
     def __init__(self, ME, device: torch.device):
         kind = ME.CoordinateMapType.CUDA if device.type == "cuda" else ME.CoordinateMapType.CPU
-        self.manager = ME.CoordinateManager(D=3, coordinate_map_type=kind)
+        # ME sets the process-wide OpenMP thread count to its num_threads (default: all cores);
+        # hand it torch's current count so using ME does not change how torch runs afterwards
+        self.manager = ME.CoordinateManager(D=3, num_threads=torch.get_num_threads(), coordinate_map_type=kind)
         self.maps = {}
 
     def key(self, ctx, stride: int):

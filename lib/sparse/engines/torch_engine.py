@@ -10,53 +10,85 @@ import torch
 from ..kernel_map import KernelMap
 
 
+def _scatter_add(dst: torch.Tensor, idx: torch.Tensor, src: torch.Tensor, kmap: KernelMap) -> None:
+    """dst[idx[p]] += src[p] for every p (idx may repeat)."""
+    if dst.device.type == "cpu" and dst.dtype in (torch.float32, torch.float64):
+        dst.addmm_(kmap.scatter_matrix(idx, dst.shape[0], dst.dtype), src)
+    else:
+        dst.index_add_(0, idx, src)  # CUDA: atomics, already fast
+
+
+def _positions(rows_tensor: torch.Tensor, order) -> torch.Tensor:
+    """Rows -> sorted-key positions (the map's index space); identity when rows are sorted."""
+    return rows_tensor.contiguous() if order is None else rows_tensor.index_select(0, order)
+
+
+def _max_pairs(kmap: KernelMap) -> int:
+    return max((i.numel() for k, i in enumerate(kmap.in_idx) if k != kmap.center), default=0)
+
+
 class _SparseConv(torch.autograd.Function):
-    """out[out_idx[k]] += feats[in_idx[k]] @ weight[k]; feats [N_in, Cin], weight [K, Cin, Cout]."""
+    """out[out_idx[k]] += feats[in_idx[k]] @ weight[k]; feats [N_in, Cin], weight [K, Cin, Cout].
+
+    Gathered rows and GEMM results go through two buffers reused by every offset, so one call
+    allocates O(max pairs per offset * C), never O(all pairs * C).
+    """
 
     @staticmethod
     def forward(ctx, feats, weight, kmap: KernelMap):
-        ctx.save_for_backward(feats, weight)
+        xs = _positions(feats, kmap.in_order)
+        ctx.save_for_backward(xs, weight)
         ctx.kmap = kmap
         if kmap.center is not None:
-            out = torch.mm(feats, weight[kmap.center])
+            out = torch.mm(xs, weight[kmap.center])
         else:
-            out = feats.new_zeros(kmap.n_out, weight.shape[2])
+            out = xs.new_zeros(kmap.n_out, weight.shape[2])
+        m_max = _max_pairs(kmap)
+        gathered = xs.new_empty(m_max, weight.shape[1])
+        product = xs.new_empty(m_max, weight.shape[2])
         for k in range(kmap.volume):
-            if k == kmap.center:
-                continue
             src = kmap.in_idx[k]
-            if src.numel() == 0:
+            if k == kmap.center or src.numel() == 0:
                 continue
-            out.index_add_(0, kmap.out_idx[k], torch.mm(feats.index_select(0, src), weight[k]))
-        return out
+            m = src.numel()
+            torch.index_select(xs, 0, src, out=gathered[:m])
+            torch.mm(gathered[:m], weight[k], out=product[:m])
+            _scatter_add(out, kmap.out_idx[k], product[:m], kmap)
+        return out if kmap.out_order is None else out.index_select(0, kmap.out_inverse)
 
     @staticmethod
     def backward(ctx, grad_out):
-        feats, weight = ctx.saved_tensors
+        xs, weight = ctx.saved_tensors
         kmap = ctx.kmap
-        grad_out = grad_out.contiguous()
+        gs = _positions(grad_out, kmap.out_order)
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = grad_w = None
+        cin, cout = weight.shape[1], weight.shape[2]
         if need_w:
             grad_w = torch.zeros_like(weight)
+            if kmap.center is not None:
+                torch.mm(xs.t(), gs, out=grad_w[kmap.center])
         if need_x:
             if kmap.center is not None:
-                grad_x = torch.mm(grad_out, weight[kmap.center].t())
+                grad_x = torch.mm(gs, weight[kmap.center].t())
             else:
-                grad_x = torch.zeros_like(feats)
-        if kmap.center is not None and need_w:
-            torch.mm(feats.t(), grad_out, out=grad_w[kmap.center])
+                grad_x = xs.new_zeros(kmap.n_in, cin)
+        m_max = _max_pairs(kmap)
+        g_rows, x_rows, product = gs.new_empty(m_max, cout), xs.new_empty(m_max, cin), xs.new_empty(m_max, cin)
         for k in range(kmap.volume):
-            if k == kmap.center:
-                continue
             src = kmap.in_idx[k]
-            if src.numel() == 0:
+            if k == kmap.center or src.numel() == 0:
                 continue
-            g = grad_out.index_select(0, kmap.out_idx[k])
+            m = src.numel()
+            g = torch.index_select(gs, 0, kmap.out_idx[k], out=g_rows[:m])
             if need_w:
-                torch.mm(feats.index_select(0, src).t(), g, out=grad_w[k])
+                x = torch.index_select(xs, 0, src, out=x_rows[:m])
+                torch.mm(x.t(), g, out=grad_w[k])
             if need_x:
-                grad_x.index_add_(0, src, torch.mm(g, weight[k].t()))
+                torch.mm(g, weight[k].t(), out=product[:m])
+                _scatter_add(grad_x, src, product[:m], kmap)
+        if need_x and kmap.in_order is not None:
+            grad_x = grad_x.index_select(0, kmap.in_inverse)
         return grad_x, grad_w, None
 
 
@@ -65,29 +97,33 @@ class _DepthwiseConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, feats, weight, kmap: KernelMap):
-        ctx.save_for_backward(feats, weight)
+        xs = _positions(feats, kmap.in_order)
+        ctx.save_for_backward(xs, weight)
         ctx.kmap = kmap
-        out = feats * weight[kmap.center]
+        out = xs * weight[kmap.center]
         for k in range(kmap.volume):
             if k == kmap.center or kmap.in_idx[k].numel() == 0:
                 continue
-            out.index_add_(0, kmap.out_idx[k], feats.index_select(0, kmap.in_idx[k]) * weight[k])
-        return out
+            _scatter_add(out, kmap.out_idx[k], xs.index_select(0, kmap.in_idx[k]).mul_(weight[k]), kmap)
+        return out if kmap.out_order is None else out.index_select(0, kmap.out_inverse)
 
     @staticmethod
     def backward(ctx, grad_out):
-        feats, weight = ctx.saved_tensors
+        xs, weight = ctx.saved_tensors
         kmap = ctx.kmap
-        grad_x = grad_out * weight[kmap.center]
+        gs = _positions(grad_out, kmap.out_order)
+        grad_x = gs * weight[kmap.center]
         grad_w = torch.zeros_like(weight)
-        grad_w[kmap.center] = (feats * grad_out).sum(0)
+        grad_w[kmap.center] = (xs * gs).sum(0)
         for k in range(kmap.volume):
             if k == kmap.center or kmap.in_idx[k].numel() == 0:
                 continue
             src = kmap.in_idx[k]
-            g = grad_out.index_select(0, kmap.out_idx[k])
-            grad_w[k] = (feats.index_select(0, src) * g).sum(0)
-            grad_x.index_add_(0, src, g * weight[k])
+            g = gs.index_select(0, kmap.out_idx[k])
+            grad_w[k] = (xs.index_select(0, src) * g).sum(0)
+            _scatter_add(grad_x, src, g.mul_(weight[k]), kmap)
+        if kmap.in_order is not None:
+            grad_x = grad_x.index_select(0, kmap.in_inverse)
         return grad_x, grad_w, None
 
 
