@@ -119,3 +119,19 @@ def test_depthwise_matches_grouped_conv3d(kernel, dilation, stride):
     rx, rw = _grads(ref, up, dfeats, w)
     torch.testing.assert_close(gx, rx)
     torch.testing.assert_close(gw, rw)
+
+
+@pytest.mark.parametrize("kernel,dilation", [(3, 1), (5, 1), (3, 2)])
+def test_sorted_rows_take_the_same_path_to_the_same_result(kernel, dilation):
+    """Rows in (batch, x, y, z) order (what voxelizers return) skip the row<->position permutation."""
+    coords = random_coords(2, GRID, 1, 0.3, seed=5)
+    order = torch.argsort(((coords[:, 0] * 64 + coords[:, 1]) * 64 + coords[:, 2]) * 64 + coords[:, 3])
+    coords = coords[order]
+    feats = _leaf(len(coords), 3, 6)
+    layer = snn.SubMConv3d(3, 4, kernel, dilation).double()
+    x = SparseTensor(feats, coords, engine="torch")
+    assert x.ctx.coord_set(1).is_sorted
+    out = layer(x).feats
+    dense = F.conv3d(densify(feats, coords, 1, GRID, 2), canonical_to_conv3d(layer.weight, kernel),
+                     padding=(kernel // 2) * dilation, dilation=dilation)
+    torch.testing.assert_close(out, sample(dense, coords, 1))
