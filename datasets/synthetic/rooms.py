@@ -78,10 +78,10 @@ class _Builder:
                 if cf is not None:
                     self.pieces.append(fu.curtain(cf, z1 + 0.05, self.rng))
 
-    def pictures(self, count, kind="picture", widths=(0.4, 0.9), required=True):
+    def pictures(self, count, kind="picture", widths=(0.6, 1.1), required=True):
         for k in range(count):
-            z0 = self.u(1.15, 1.5)
-            self.wall_thing(fu.wall_panel(kind, 0.03), self.u(*widths), z0, z0 + self.u(0.4, 0.7),
+            z0 = self.u(1.1, 1.4)
+            self.wall_thing(fu.wall_panel(kind, 0.04), self.u(*widths), z0, z0 + self.u(0.5, 0.8),
                             required=required and k == 0)
 
     def table_with_chairs(self, n_chairs, width=(1.2, 1.7), depth=(0.8, 1.0), misc=True):
@@ -154,8 +154,8 @@ def _studio(b: _Builder):
 
 
 def studio_room(rng: np.random.Generator, ceiling: bool = False):
-    """A studio flat of 6.5-9 x 5.5-7.5 m holding all 20 ScanNet benchmark classes."""
-    return _room(rng, ((6.5, 9.0), (5.5, 7.5), (2.5, 3.0)), _studio, ceiling)
+    """A studio flat of 6-8 x 5-6.5 m holding all 20 ScanNet benchmark classes."""
+    return _room(rng, ((6.0, 8.0), (5.0, 6.5), (2.5, 3.0)), _studio, ceiling)
 
 
 def _s3dis_common(b: _Builder, room_type: str):
