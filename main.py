@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
+    if args.mode == "test" and args.weights is None:
+        print("error: --mode test needs --weights <checkpoint>", file=sys.stderr)
+        return 2
     if args.output_dir is None:
         if args.resume:
             print("error: --resume needs --output-dir (the run folder to continue)", file=sys.stderr)
@@ -66,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     import datasets
     import models
     from datasets.collate import LimitedCollate, collate_fn
+    from lib.engine.checkpoint import CheckpointError
     from lib.engine.launch import launch
     # Items are seeded by the recipe's seed and not by rank, so a scene's augmentation does not
     # depend on how many processes train (see lib/engine/data.py).
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     collate = LimitedCollate(cfg.data.limit_numpoints) if cfg.data.limit_numpoints > 0 else collate_fn
     try:
         return launch(cfg, args, build_dataset=build_dataset, build_model=models.build_model, collate_fn=collate)
-    except datasets.DatasetRootError as exc:
+    except (datasets.DatasetRootError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

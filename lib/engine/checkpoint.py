@@ -34,18 +34,22 @@ def atomic_save(obj, path) -> None:
         raise
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or not one of ours (one-line message naming the file)."""
+
+
 def load_checkpoint(path, map_location="cpu") -> dict:
     """Read a checkpoint with weights_only=True; raises one line naming the file on failure."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupt file, or a pickle that is not weights-only
-        raise RuntimeError(f"{path}: cannot load as a weights-only checkpoint "
+        raise CheckpointError(f"{path}: cannot load as a weights-only checkpoint "
                            f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
     if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise RuntimeError(f"{path}: not a voxseg checkpoint (no 'model' entry)")
+        raise CheckpointError(f"{path}: not a voxseg checkpoint (no 'model' entry)")
     return ckpt
 
 

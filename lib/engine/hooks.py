@@ -73,6 +73,33 @@ class LoggingHook(HookBase):
             self.writer.close()
 
 
+class TrainMetricsHook(HookBase):
+    """Voxel-level mIoU / mAcc / allAcc of the training batches, accumulated over `every` steps,
+    summed over ranks, written as train/mIoU etc. (voxels, not original points: augmentation
+    changes the points, so this is a progress signal, not a benchmark number)."""
+
+    def __init__(self, class_names: list, every: int, writer, device):
+        from lib.metrics import ConfusionMatrix
+        self.class_names = list(class_names)
+        self.every = max(1, every)
+        self.writer = writer
+        self.confusion = ConfusionMatrix(len(self.class_names), device)
+
+    def after_step(self, trainer):
+        for pred, labels in trainer.step_preds:
+            self.confusion.update(pred, labels)
+        if trainer.iteration % self.every and trainer.iteration != trainer.max_iter:
+            return
+        from lib.metrics import compute_scores
+        self.confusion.all_reduce()
+        scores = compute_scores(self.confusion.valid(), "standard", self.class_names)
+        self.confusion.reset()
+        if is_main() and self.writer is not None:
+            for key, value in (("mIoU", scores.miou), ("mAcc", scores.macc), ("allAcc", scores.allacc)):
+                if not math.isnan(value):
+                    self.writer.add_scalar(f"train/{key}", value, trainer.iteration)
+
+
 class ValidationHook(HookBase):
     """Calls `validate() -> scores dict` every `every` steps and at the last step; keeps the best.
 

@@ -5,12 +5,12 @@ import logging
 import torch
 from torch import nn
 
-from lib.engine.checkpoint import (atomic_save, capture_rng, load_checkpoint, model_state,
-                                   restore_rng)
+from lib.engine.checkpoint import (CheckpointError, atomic_save, capture_rng, load_checkpoint,
+                                   model_state, restore_rng)
 from lib.engine.data import EpochStream, make_loader
 from lib.engine.dist import get_world_size, is_dist, is_main
 from lib.engine.ema import ModelEMA
-from lib.engine.hooks import CheckpointHook, LoggingHook, StopAtHook, ValidationHook
+from lib.engine.hooks import CheckpointHook, LoggingHook, StopAtHook, TrainMetricsHook, ValidationHook
 from lib.engine.inference import validate
 from lib.engine.losses import build_loss
 from lib.engine.optim import IterationScheduler, build_optimizer
@@ -100,7 +100,7 @@ def run_train(ctx):
             scaler.load_state_dict(ckpt["scaler"])
         if ema is not None:
             if not ckpt.get("ema"):
-                raise RuntimeError(f"{resume_path}: train.ema.enabled=true but the checkpoint has no EMA")
+                raise CheckpointError(f"{resume_path}: train.ema.enabled=true but the checkpoint has no EMA")
             ema.load_state_dict(ckpt["ema"])
         val_hook.best, val_hook.best_iteration = ckpt.get("best"), int(ckpt.get("best_iteration", 0))
         start_iter = int(ckpt["iteration"])
@@ -131,7 +131,8 @@ def run_train(ctx):
     val_hook.writer = writer
     logging_hook = LoggingHook(writer, cfg.train.log_every, cfg.train.progress)
     # Order matters: validation sets new_best before the checkpoint hook reads it.
-    trainer.hooks = [logging_hook, val_hook, CheckpointHook(save, cfg.train.ckpt_every)]
+    trainer.hooks = [logging_hook, TrainMetricsHook(meta.class_names, cfg.train.log_every, writer, device),
+                     val_hook, CheckpointHook(save, cfg.train.ckpt_every)]
     if cfg.train.stop_at > 0:
         trainer.hooks.append(StopAtHook(cfg.train.stop_at))
     trainer.train(start_iter)

@@ -40,7 +40,8 @@ class Trainer:
     """Runs `max_iter` optimizer steps from `start_iter`.
 
     After each step `self.step_info` holds floats: loss, lr, each loss term, data_time and
-    step_time (seconds), and `skipped` (True when the loss was non-finite and no update was made).
+    step_time (seconds), grad_norm, and `skipped` (True when the loss was non-finite and no update
+    was made); `self.step_preds` the (predicted class [N], label [N]) voxel pairs of the step.
     `self.stop_reason` set by a hook ends the loop after the current step.
     """
 
@@ -87,6 +88,7 @@ class Trainer:
         accum = max(1, self.cfg.accum_steps)
         loss_sum, terms_sum, data_time = 0.0, {}, 0.0
         bad = False
+        self.step_preds = []  # (voxel predictions, voxel labels) of each micro-batch, for train metrics
         start = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         for micro in range(accum):
@@ -101,6 +103,7 @@ class Trainer:
                 with self.autocast():
                     logits, aux = split_output(self.model(inputs))
                 loss, terms = self.criterion(logits, labels)
+                self.step_preds.append((logits.detach().argmax(dim=1), labels))
                 for name, value in aux.items():
                     loss = loss + self.cfg.loss.aux_weight * value.float()
                     terms[f"aux/{name}"] = value.detach().float()

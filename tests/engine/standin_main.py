@@ -7,10 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-import standins  # noqa: E402
+from tests.engine import standins  # noqa: E402
 from lib.config.schema import Config  # noqa: E402
 from lib.engine.launch import launch  # noqa: E402
 

@@ -60,14 +60,14 @@ class Arbitrary:
 def test_non_weights_only_pickle_is_refused_in_one_line(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": {}, "extra": Arbitrary()}, path)
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(C.CheckpointError) as info:
         C.load_checkpoint(path)
     message = str(info.value)
     assert str(path) in message and "weights-only" in message and "\n" not in message
 
 
 def test_missing_and_foreign_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+    with pytest.raises(C.CheckpointError, match="checkpoint not found"):
         C.load_checkpoint(tmp_path / "none.pth")
     torch.save({"state_dict": {}}, tmp_path / "other.pth")
     with pytest.raises(RuntimeError, match="no 'model' entry"):

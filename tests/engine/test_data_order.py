@@ -2,7 +2,7 @@
 the uninterrupted stream would draw next, item augmentation does not depend on the world size."""
 import torch
 
-import standins as S
+from tests.engine import standins as S
 from lib.engine.data import EpochStream, ShardSampler, make_loader
 
 

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-import standins as S
+from tests.engine import standins as S
 from lib.config.schema_eval import TTAConfig
 from lib.engine.data import SeededItems
 from lib.engine.ema import ModelEMA

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-import standin_main
-import standins as S
+from tests.engine import standin_main
+from tests.engine import standins as S
 from lib.engine import train_mode
 from lib.engine.launch import RunContext, sparse_input
 from lib.engine.trainer import NonFiniteLossError
