@@ -276,6 +276,8 @@ def poses_text(num_frames: int) -> str:
 def generate(out_dir, num_scenes: int, seed: int = 0, azimuth_steps: int = 2000) -> Path:
     """Write `num_scenes` frames plus calib.txt, poses.txt, times.txt per sequence; only missing
     frame files are written (the small text files are rewritten when their content changes)."""
+    if azimuth_steps < 16:
+        raise ValueError(f"azimuth_steps must be >= 16, got {azimuth_steps}")
     out = Path(out_dir)
     frames = {}
     for index in range(num_scenes):

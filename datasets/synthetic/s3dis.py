@@ -60,6 +60,8 @@ def make_room(seed: int, index: int, points_per_scene: int) -> list[tuple[str, s
 
 def generate(out_dir, num_scenes: int, seed: int = 0, points_per_scene: int = 30000) -> Path:
     """Write `num_scenes` rooms; a room whose <room>.txt exists (written last) is skipped."""
+    if points_per_scene < 1000:
+        raise ValueError(f"points_per_scene must be >= 1000, got {points_per_scene}")
     out = Path(out_dir)
     for index in range(num_scenes):
         area, room, _ = room_of(index)

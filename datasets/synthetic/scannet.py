@@ -61,6 +61,8 @@ def _write_ply(path: Path, xyz, rgb, label=None):
 
 def generate(out_dir, num_scenes: int, seed: int = 0, points_per_scene: int = 30000) -> Path:
     """Write `num_scenes` rooms (split by index, see scenes.SPLIT_CYCLE); only missing files are written."""
+    if points_per_scene < 1000:
+        raise ValueError(f"points_per_scene must be >= 1000, got {points_per_scene}")
     out = Path(out_dir)
     names = {split: [] for split in dict.fromkeys(SPLIT_CYCLE)}
     for index in range(num_scenes):

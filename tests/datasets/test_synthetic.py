@@ -165,6 +165,14 @@ def test_s3dis_deterministic(tmp_path, s3dis_dir):
     assert _tree_bytes(again) == _tree_bytes(s3dis_dir)
 
 
-def test_generate_rejects_unknown_kind(tmp_path):
-    with pytest.raises(ValueError, match="unknown synthetic kind 'nuscenes'"):
-        generate("nuscenes", tmp_path, 1)
+@pytest.mark.parametrize("kind, count, kwargs, message", [
+    ("nuscenes", 1, {}, "unknown synthetic kind 'nuscenes'"),
+    ("scannet", -1, {}, "num_scenes must be >= 0, got -1"),
+    ("scannet", 1, {"points_per_scene": 10}, "points_per_scene must be >= 1000, got 10"),
+    ("s3dis", 1, {"points_per_scene": 10}, "points_per_scene must be >= 1000, got 10"),
+    ("semantickitti", 1, {"azimuth_steps": 4}, "azimuth_steps must be >= 16, got 4"),
+])
+def test_generate_rejects_bad_arguments(tmp_path, kind, count, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        generate(kind, tmp_path, count, **kwargs)
+    assert not any(tmp_path.iterdir())  # nothing written
