@@ -8,12 +8,18 @@ C=32 and C=64. Per engine, the median over --repeats runs, in seconds, of:
   fwd_bwd_s  forward + backward (features and weights) with the map cached; null if impossible
 Prints a table and the torch/minkowski ratios of the same run; --json PATH writes them.
 
+On a shared machine whose load exceeds its cores, OpenMP threads that spin while waiting for a
+descheduled partner make every parallel op pay a scheduler time slice; the torch engine (many
+short ops) suffers far more than MinkowskiEngine. Compare there with --threads 1, or run with
+OMP_WAIT_POLICY=PASSIVE set in the environment. The load average is printed and recorded.
+
   python scripts/bench_sparse.py [--voxels 160000] [--repeats 5] [--json out.json] [--shuffle] [--threads N]
 """
 
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -116,8 +122,10 @@ def main(argv=None):
     coords = surface_cloud(args.voxels)
     if args.shuffle:
         coords = coords[torch.randperm(len(coords), generator=torch.Generator().manual_seed(1))]
+    load = os.getloadavg()[0]
     print(f"{len(coords)} voxels, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats}")
+          f"median of {args.repeats}, load average {load:.1f} on {os.cpu_count()} cores, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
 
     cases, reasons, skipped = {}, {}, {}
     for engine in args.engines:
@@ -158,6 +166,7 @@ def main(argv=None):
 
     if args.json:
         args.json.write_text(json.dumps({"voxels": len(coords), "threads": torch.get_num_threads(),
+                                         "load_average": load, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                                          "repeats": args.repeats, "results": results,
                                          "ratios_torch_over_minkowski": ratios, "skipped": skipped}, indent=2))
         print(f"wrote {args.json}")
