@@ -3,7 +3,8 @@
 A surface-like cloud (a room's floor, ceiling and walls plus a few spheres, sampled at voxel
 resolution: about 9 neighbours per voxel, rows in voxelizer order) of about --voxels voxels, at
 C=32 and C=64. Per engine, the median over --repeats runs, in seconds, of:
-  map_s      building the kernel map: (fresh input + forward) - (forward with the map cached)
+  map_s      building the kernel map: (fresh input + forward) - (forward with the map cached),
+             the median of the differences of back-to-back runs
   fwd_s      forward with the map cached, no autograd
   fwd_bwd_s  forward + backward (features and weights) with the map cached; null if impossible
 Prints a table and the torch/minkowski ratios of the same run; --json PATH writes them.
@@ -91,8 +92,10 @@ def engine_cases(engine: str, coords: torch.Tensor, channels: int):
 
 
 def run_interleaved(cases: dict, repeats: int) -> dict:
-    """Median seconds per (engine, channels, case). Engines take turns within each repeat, so a
-    burst of load from other processes on this shared machine hits all of them alike."""
+    """Median seconds per (engine, channels, case), plus "map": the median of the paired per-repeat
+    differences fresh - fwd (run back to back, so slow drifts in load cancel). Engines take turns
+    within each repeat, so a burst of load from other processes on this shared machine hits all
+    of them alike."""
     times = {key: {name: [] for name, fn in c.items() if fn is not None} for key, c in cases.items()}
     for rep in range(repeats + 1):  # repeat 0 is a warm-up: lazy imports, first allocations
         for key, c in cases.items():
@@ -103,7 +106,11 @@ def run_interleaved(cases: dict, repeats: int) -> dict:
                 fn()
                 if rep:
                     times[key][name].append(time.perf_counter() - t0)
-    return {key: {name: statistics.median(v) for name, v in t.items()} for key, t in times.items()}
+    medians = {}
+    for key, t in times.items():
+        medians[key] = {name: statistics.median(v) for name, v in t.items()}
+        medians[key]["map"] = max(statistics.median(a - b for a, b in zip(t["fresh"], t["fwd"])), 0.0)
+    return medians
 
 
 def main(argv=None):
@@ -138,7 +145,7 @@ def main(argv=None):
     medians = run_interleaved(cases, args.repeats)
     results = []
     for (engine, c), m in medians.items():
-        row = {"engine": engine, "channels": c, "map_s": max(m["fresh"] - m["fwd"], 0.0), "fwd_s": m["fwd"],
+        row = {"engine": engine, "channels": c, "map_s": m["map"], "fwd_s": m["fwd"],
                "fwd_bwd_s": m.get("fwd_bwd")}
         if reasons[(engine, c)]:
             row["fwd_bwd_reason"] = reasons[(engine, c)]

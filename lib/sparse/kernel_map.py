@@ -57,9 +57,6 @@ class KernelMap:
         return KernelMap(self.out_idx, self.in_idx, self.n_out, self.n_in, self.center, self.out_order,
                          self.in_order, self.out_inverse, self.in_inverse, self._csr)
 
-    def num_pairs(self) -> int:
-        return sum(self.n_in if i is None else i.numel() for i in self.in_idx)
-
     def scatter_matrix(self, idx: torch.Tensor, n_rows: int, dtype: torch.dtype) -> torch.Tensor:
         """Sparse CSR [n_rows, len(idx)] with a one at (idx[p], p): `dst.addmm_(S, src)` adds row p
         of src into row idx[p] of dst. On CPU this is several times faster than index_add_, and it
@@ -107,7 +104,7 @@ def submanifold_map(cs: CoordSet, coder: KeyCoder, stride: int, kernel_size: int
             t = sk + coder.delta(tuple(v * step for v in offsets[k]))
             pos = torch.searchsorted(sk, t).clamp_(max=n - 1)
             record(k, sk[pos] == t, pos)
-        return _in_rows(KernelMap(in_idx, out_idx, n, n, center=center), cs, cs)
+        return _attach_row_orders(KernelMap(in_idx, out_idx, n, n, center=center), cs, cs)
 
     # dilation 1: along z the neighbours at dz = +-1, +-2, ... of a key are the next / previous
     # keys of the sorted array when present (keys of one (b, x, y) column are consecutive and
@@ -131,7 +128,7 @@ def submanifold_map(cs: CoordSet, coder: KeyCoder, stride: int, kernel_size: int
                 record(k + r + dz, hit, clamped)
                 if abs(dz) < r:
                     pos = pos + hit if direction == 1 else pos - hit.long()
-    return _in_rows(KernelMap(in_idx, out_idx, n, n, center=center), cs, cs)
+    return _attach_row_orders(KernelMap(in_idx, out_idx, n, n, center=center), cs, cs)
 
 
 def down_map(fine: CoordSet, coarse: CoordSet, parent: torch.Tensor, child: torch.Tensor) -> KernelMap:
@@ -144,10 +141,10 @@ def down_map(fine: CoordSet, coarse: CoordSet, parent: torch.Tensor, child: torc
     counts = torch.bincount(child, minlength=8).tolist()
     in_idx = list(torch.split(by_child, counts))
     out_idx = [parent[i] for i in in_idx]
-    return _in_rows(KernelMap(in_idx, out_idx, len(fine), len(coarse)), fine, coarse)
+    return _attach_row_orders(KernelMap(in_idx, out_idx, len(fine), len(coarse)), fine, coarse)
 
 
-def _in_rows(kmap: KernelMap, cin: CoordSet, cout: CoordSet) -> KernelMap:
+def _attach_row_orders(kmap: KernelMap, cin: CoordSet, cout: CoordSet) -> KernelMap:
     """Attach the position <-> row permutations of unsorted coordinate sets."""
     if not cin.is_sorted:
         kmap.in_order, kmap.in_inverse = cin.order, cin.inverse

@@ -86,14 +86,6 @@ class SparseTensor:
         self.ctx = ctx
 
     @property
-    def F(self) -> torch.Tensor:
-        return self.feats
-
-    @property
-    def C(self) -> torch.Tensor:
-        return self.coords
-
-    @property
     def device(self) -> torch.device:
         return self.feats.device
 
