@@ -83,7 +83,8 @@ class SpconvEngine:
         threads = torch.get_num_threads()
         if feats.device.type == "cpu":
             # spconv 2.3.8's CPU kernels race when torch runs them on several threads: some rows come
-            # out wrong, differently on each run (tests/sparse/test_engines.py); one thread is exact
+            # out wrong, differently on each run (upstream traveller59/spconv#679; our
+            # test_spconv_cpu_forward_is_repeatable); on one thread they are exact
             torch.set_num_threads(1)
         try:
             out = module._conv_forward(torch.is_grad_enabled(), st, canonical_to_krsc(weight, kernel_size), None)
