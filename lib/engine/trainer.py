@@ -110,6 +110,10 @@ class Trainer:
                 # Every rank must agree to skip, or DDP's backward all-reduce would hang.
                 bad = all_reduce_max(float(not torch.isfinite(loss).item())) > 0
                 if bad:
+                    # Draw the step's remaining micro-batches anyway: a resumed run places the
+                    # stream at iteration * accum_steps batches.
+                    for _ in range(accum - micro - 1):
+                        next(self.stream)
                     break
                 scaled = loss / accum
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
@@ -122,7 +126,7 @@ class Trainer:
         else:
             self.bad_steps = 0
             grad_norm = self._update()
-        self.scheduler.step()
+        self.scheduler.step()  # the schedule follows the iteration count, skipped steps included
         self.step_info = {"loss": math.nan if bad else loss_sum, "lr": self.scheduler.get_lr(),
                           "data_time": data_time, "step_time": time.perf_counter() - start,
                           "grad_norm": grad_norm, "skipped": bad, **terms_sum}
