@@ -120,3 +120,19 @@ def test_state_dict_moves_between_engines():
         ya = a(SparseTensor(feats, coords, engine="torch")).feats
         yb = b(SparseTensor(feats, coords, engine="minkowski")).feats
     torch.testing.assert_close(yb, ya)
+
+
+@pytest.mark.parametrize("engine", ["spconv", "minkowski"])
+def test_upconv_without_a_down_pass_on_that_engine(engine):
+    """UpConv onto finer coordinates known in the ctx, with no DownConv run on this engine before."""
+    _skip_unless(engine)
+    fine = random_coords(2, 10, 1, 0.3, seed=9)
+    layer = snn.UpConv3d(3, 2)
+    outs = []
+    with torch.no_grad():
+        for name in ("torch", engine):
+            x = SparseTensor(torch.zeros(len(fine), 1), fine, engine=name)
+            coarse = x.ctx.coords(2)
+            feats = torch.arange(len(coarse) * 3, dtype=torch.float32).view(-1, 3).sin()
+            outs.append(layer(SparseTensor(feats, coarse, 2, x.ctx)).feats)
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
