@@ -2,6 +2,7 @@
 canonical weights: spconv forward (its CPU wheel has no backward), MinkowskiEngine forward and
 backward, torchsparse forward and backward on CUDA. Each skips with the reason when absent."""
 
+import copy
 import importlib.util
 
 import pytest
@@ -48,20 +49,21 @@ def _run(engine, layers, coords, feats, stride, backward):
 
 
 def _compare(engine, device, dtype, backward, tol):
+    """`engine` on `device` against the torch engine on CPU, same weights and inputs."""
     coords = random_coords(3, 12, 2, 0.25, seed=11)
     coords[:, 1] -= 10  # negative coordinates too
-    coords = coords.to(device)
-    feats = torch.randn(len(coords), 4, dtype=dtype, device=device)
-    layers = [layer.to(device) for layer in _network(dtype)]
+    feats = torch.randn(len(coords), 4, dtype=dtype)
+    layers = _network(dtype)
     ref = _run("torch", layers, coords, feats, 2, backward)
     ref = (ref[0], ref[1], None if ref[2] is None else [g.clone() for g in ref[2]])
-    got = _run(engine, layers, coords, feats, 2, backward)
+    moved = [copy.deepcopy(layer).to(device) for layer in layers]
+    got = _run(engine, moved, coords.to(device), feats.to(device), 2, backward)
     for i, (a, b) in enumerate(zip(ref[0], got[0])):
-        torch.testing.assert_close(b, a, atol=tol, rtol=tol, msg=lambda m: f"layer {i}: {m}")
+        torch.testing.assert_close(b.cpu(), a, atol=tol, rtol=tol, msg=lambda m: f"layer {i}: {m}")
     if backward:
-        torch.testing.assert_close(got[1], ref[1], atol=tol, rtol=tol)
+        torch.testing.assert_close(got[1].cpu(), ref[1], atol=tol, rtol=tol)
         for i, (a, b) in enumerate(zip(ref[2], got[2])):
-            torch.testing.assert_close(b, a, atol=tol, rtol=tol, msg=lambda m: f"weight grad {i}: {m}")
+            torch.testing.assert_close(b.cpu(), a, atol=tol, rtol=tol, msg=lambda m: f"weight grad {i}: {m}")
 
 
 def test_spconv_forward_matches_torch_engine():
