@@ -28,7 +28,7 @@ def test_overfit_one_real_scannet_scan(tmp_path):
     cfg = load_config("demo.yaml", [
         f"data.root={tmp_path / 'processed'}", "data.synthetic=false", "data.augment.enabled=false",
         "data.splits={'train': ['train'], 'val': ['train']}", "data.batch_size=1", "data.num_workers=0",
-        "data.voxel_size=0.05", "train.iterations=60", "train.val_every=0", "train.ckpt_every=0",
+        "data.voxel_size=0.07", "train.iterations=60", "train.val_every=0", "train.ckpt_every=0",
         "train.progress=false", "export.ply=false", "eval.plots=false"])
     summary = run(cfg, "train", tmp_path / "run", datasets.build_dataset, models.build_model, collate_fn)
     written = json.loads((tmp_path / "run" / "summary.json").read_text())
