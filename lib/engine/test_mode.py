@@ -4,6 +4,7 @@ lib/export. Scenes are shared round-robin among ranks; predictions are gathered 
 which alone writes."""
 import logging
 
+import numpy as np
 import torch
 
 from lib import IGNORE_INDEX
@@ -47,10 +48,11 @@ def run_test(ctx):
     for i, index in enumerate(indices):
         item, probs = predict_scene(model, items, index, views, ctx.collate_fn, ctx.make_input, device)
         pred = probs.argmax(dim=1)
-        labels = item["point_labels"]
+        # Items may hold numpy arrays or tensors (collate converts; here there is no collate).
+        labels = torch.as_tensor(np.asarray(item["point_labels"]), dtype=torch.int64)
         has_labels = bool((labels != IGNORE_INDEX).any())
         evaluator.update(pred, labels.to(device))
-        rows.append((item["scene"], item["points"].numpy(), pred.to(torch.int16).cpu().numpy(),
+        rows.append((item["scene"], np.asarray(item["points"]), pred.to(torch.int16).cpu().numpy(),
                      labels.numpy() if has_labels else None))
         if is_main() and (i + 1) % 10 == 0:
             log.info("predicted %d/%d scenes on rank 0", i + 1, len(indices))

@@ -58,23 +58,24 @@ class ToyScenes(torch.utils.data.Dataset):
         return self._item(index, coords[order], feats[order] * scale, labels[order], back[inverse])
 
     def _item(self, index, coords, feats, labels, inverse):
+        # numpy arrays, as the real datasets return them (collate makes tensors)
         points = np.repeat(coords.astype(np.float32), 2, axis=0)[: len(inverse)]
-        return {"coords": torch.from_numpy(np.ascontiguousarray(coords)),
-                "feats": torch.from_numpy(np.ascontiguousarray(feats)),
-                "labels": torch.from_numpy(np.ascontiguousarray(labels)).long(),
-                "inverse": torch.from_numpy(np.ascontiguousarray(inverse)).long(),
-                "point_labels": torch.from_numpy(self.scenes[index][2][self.scenes[index][3]]).long(),
-                "points": torch.from_numpy(points), "scene": f"scene{index:02d}"}
+        _, _, scene_labels, scene_inverse = self.scenes[index]
+        return {"coords": coords, "feats": np.asarray(feats, dtype=np.float32), "labels": labels.astype(np.int64),
+                "inverse": inverse.astype(np.int64), "point_labels": scene_labels[scene_inverse].astype(np.int64),
+                "points": points, "scene": f"scene{index:02d}"}
 
 
 def collate(items):
-    """The collate contract: batch column first, offsets [B + 1], per-scene lists."""
+    """The collate contract: batch column first, offsets [B + 1], per-scene lists of tensors."""
+    t = torch.as_tensor
     coords = [torch.cat([torch.full((len(it["coords"]), 1), b, dtype=torch.int32),
-                         it["coords"].int()], 1) for b, it in enumerate(items)]
+                         t(it["coords"]).int()], 1) for b, it in enumerate(items)]
     sizes = torch.tensor([0] + [len(it["coords"]) for it in items])
-    return {"coords": torch.cat(coords), "feats": torch.cat([it["feats"] for it in items]),
-            "labels": torch.cat([it["labels"] for it in items]), "offsets": sizes.cumsum(0),
-            **{k: [it[k] for it in items] for k in ("inverse", "point_labels", "points", "scene")}}
+    return {"coords": torch.cat(coords), "feats": torch.cat([t(it["feats"]) for it in items]),
+            "labels": torch.cat([t(it["labels"]) for it in items]), "offsets": sizes.cumsum(0),
+            **{k: [t(it[k]) for it in items] for k in ("inverse", "point_labels", "points")},
+            "scene": [it["scene"] for it in items]}
 
 
 class ToyNet(nn.Module):
