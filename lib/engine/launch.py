@@ -51,6 +51,14 @@ def sparse_input(engine: str):
     return make_input
 
 
+class _TqdmStream(logging.StreamHandler):
+    """Writes log lines through tqdm so they do not break a progress bar."""
+
+    def emit(self, record):
+        from tqdm import tqdm
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
 def setup_logging(run_dir: Path, rank: int) -> list:
     """Rank 0 logs INFO to stderr and <run>/log.txt; other ranks log warnings only.
     Returns the handlers added (removed again at the end of the run)."""
@@ -58,7 +66,7 @@ def setup_logging(run_dir: Path, rank: int) -> list:
     logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     logger.propagate = False
     fmt = logging.Formatter(f"%(asctime)s [rank {rank}] %(levelname)s %(message)s", "%H:%M:%S")
-    handlers = [logging.StreamHandler(sys.stderr)]
+    handlers = [_TqdmStream()]
     if rank == 0:
         handlers.append(logging.FileHandler(run_dir / "log.txt"))
     for h in handlers:

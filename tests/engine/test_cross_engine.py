@@ -1,5 +1,6 @@
 """A checkpoint written after training on the torch engine, read back weights-only, evaluates on
-every other installed engine with the same logits (one weight layout for all engines)."""
+every other installed engine with the same logits (one weight layout for all engines); the
+sparse BatchNorm converts to SyncBatchNorm."""
 import pytest
 import torch
 
