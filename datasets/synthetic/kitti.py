@@ -119,7 +119,7 @@ def segment_solids(seed: int, seq: str, s: int) -> list[Solid]:
         if rng.random() < 0.5:
             px, py = rng.uniform(x0 + 1, x1 - 1), side * (edge + 0.4)
             out.append(_cylinder(px, py, 0.15, rng.uniform(3.0, 6.0), rng.uniform(0.07, 0.12), 80))
-            if rng.random() < 0.6:  # sign plate facing the road, beside the pole
+            if rng.random() < 0.6:  # sign plate beside the pole, facing the traffic (thin along x)
                 out.append(_box(np.array([px - 0.03, py - side * 0.12, 2.0]),
                                 np.array([px + 0.03, py - side * 0.82, 2.7]), 81))
         for _ in range(int(rng.integers(0, 3))):
