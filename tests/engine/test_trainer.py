@@ -110,3 +110,28 @@ def test_clipping_bounds_the_update(tmp_path):
     moved = torch.cat([(p.detach() - q.detach()).flatten() for p, q in zip(trainer.model.parameters(), before.parameters())])
     assert trainer.step_info["grad_norm"] > 1e-3
     assert float(moved.norm()) == pytest.approx(0.1 * 1e-3, rel=1e-4)  # lr * max_norm
+
+
+def test_skipped_step_still_draws_all_its_micro_batches():
+    # Resume places the stream at iteration * accum_steps batches, skipped steps included.
+    from lib.engine.losses import SegmentationLoss
+    from lib.engine.optim import IterationScheduler
+    from lib.engine.trainer import Trainer
+
+    batch = S.collate([S.ToyScenes(n=1)[0]])
+
+    class CountingStream:
+        drawn = 0
+
+        def __next__(self):
+            self.drawn += 1
+            return batch
+
+    cfg = standin_main.config(["train.accum_steps=3"])
+    model = S.ToyNet(4, 3, nan_at=[4])  # the first micro-batch of step 2
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    stream = CountingStream()
+    trainer = Trainer(model, SegmentationLoss(), opt, IterationScheduler(opt, cfg.train.scheduler, 3), stream,
+                      S.plain_input, 3, cfg.train, torch.device("cpu"))
+    trainer.train()
+    assert trainer.skipped_total == 1 and stream.drawn == 9
