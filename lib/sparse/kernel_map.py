@@ -6,6 +6,7 @@ the k2s2 down/up convolutions), matching the weight layout [K, Cin, Cout].
 
 import itertools
 import warnings
+from typing import NamedTuple
 
 import torch
 
@@ -25,6 +26,20 @@ def kernel_offsets(kernel_size: int):
     else:
         raise ValueError(f"kernel_size must be odd (submanifold) or 2 (down/up), got {kernel_size}")
     return list(itertools.product(rng, rng, rng))
+
+
+class PairChunk(NamedTuple):
+    """The pairs of a KernelMap whose output row lies in rows [r0, r1), grouped by offset.
+
+    in_idx, out_idx: int64 [m] map positions of the pairs, offset by offset; segments: (k, start,
+    end) pair ranges of offset k; scatter: CSR [r1 - r0, m] with a one at (out_idx[p] - r0, p).
+    """
+    r0: int
+    r1: int
+    in_idx: torch.Tensor
+    out_idx: torch.Tensor
+    segments: list
+    scatter: torch.Tensor
 
 
 class KernelMap:
@@ -57,6 +72,18 @@ class KernelMap:
         return KernelMap(self.out_idx, self.in_idx, self.n_out, self.n_in, self.center, self.out_order,
                          self.in_order, self.out_inverse, self.in_inverse, self._csr)
 
+    def chunks(self, budget: int, dtype: torch.dtype) -> list:
+        """The non-centre pairs cut by output row into PairChunks of about `budget` pairs (cached).
+
+        A chunk's working buffers stay small (cache-resident) and its scatter-add is one sparse
+        product, so every output row is written once per chunk instead of once per offset.
+        """
+        # a map and its transposed() share this cache and the two index lists, in swapped roles
+        key = ("chunks", id(self.in_idx), id(self.out_idx), budget, dtype)
+        if key not in self._csr:
+            self._csr[key] = _cut_chunks(self, budget, dtype)
+        return self._csr[key]
+
     def scatter_matrix(self, idx: torch.Tensor, n_rows: int, dtype: torch.dtype) -> torch.Tensor:
         """Sparse CSR [n_rows, len(idx)] with a one at (idx[p], p): `dst.addmm_(S, src)` adds row p
         of src into row idx[p] of dst. On CPU this is several times faster than index_add_, and it
@@ -74,6 +101,54 @@ class KernelMap:
             self._csr[key] = torch.sparse_csr_tensor(crow.to(torch.int32), cols.to(torch.int32), ones,
                                                      size=(n_rows, m), check_invariants=False)
         return self._csr[key]
+
+
+def _cut_chunks(kmap: KernelMap, budget: int, dtype: torch.dtype) -> list:
+    ks, ins, outs = [], [], []
+    for k in range(kmap.volume):
+        if k == kmap.center or kmap.in_idx[k].numel() == 0:
+            continue
+        i, o = kmap.in_idx[k], kmap.out_idx[k]
+        if o.numel() > 1 and not bool((o[1:] >= o[:-1]).all()):
+            order = torch.argsort(o, stable=True)
+            i, o = i[order], o[order]
+        ks.append(k)
+        ins.append(i)
+        outs.append(o)
+    if not ks:
+        return []
+    per_row = sum(torch.bincount(o, minlength=kmap.n_out) for o in outs)
+    total = int(per_row.sum())
+    n_chunks = -(-total // budget)
+    # row bounds splitting the pairs evenly: chunk c ends at the first row whose cumulative count
+    # reaches c * total / n_chunks
+    targets = torch.arange(1, n_chunks, device=per_row.device) * total // n_chunks
+    bounds = torch.searchsorted(torch.cumsum(per_row, 0), targets, right=True)
+    bounds = torch.unique(torch.cat([bounds.new_zeros(1), bounds, bounds.new_full((1,), kmap.n_out)]))
+    cuts = torch.stack([torch.searchsorted(o, bounds) for o in outs]).tolist()
+    bounds = bounds.tolist()
+    chunks = []
+    for c in range(len(bounds) - 1):
+        r0, r1 = bounds[c], bounds[c + 1]
+        parts = [(k, i[a[c]:a[c + 1]], o[a[c]:a[c + 1]]) for k, i, o, a in zip(ks, ins, outs, cuts)]
+        parts = [p for p in parts if p[1].numel()]
+        if not parts:
+            continue
+        segments, start = [], 0
+        for k, i, _ in parts:
+            segments.append((k, start, start + i.numel()))
+            start += i.numel()
+        c_in = torch.cat([p[1] for p in parts])
+        c_out = torch.cat([p[2] for p in parts])
+        local = c_out - r0
+        crow = torch.zeros(r1 - r0 + 1, dtype=torch.int64, device=local.device)
+        torch.cumsum(torch.bincount(local, minlength=r1 - r0), 0, out=crow[1:])
+        cols = torch.argsort(local, stable=True)
+        scatter = torch.sparse_csr_tensor(crow.to(torch.int32), cols.to(torch.int32),
+                                          torch.ones(start, dtype=dtype, device=local.device),
+                                          size=(r1 - r0, start), check_invariants=False)
+        chunks.append(PairChunk(r0, r1, c_in, c_out, segments, scatter))
+    return chunks
 
 
 def submanifold_map(cs: CoordSet, coder: KeyCoder, stride: int, kernel_size: int, dilation: int) -> KernelMap:

@@ -1,8 +1,10 @@
-"""The pure-PyTorch engine: gather -> GEMM -> scatter-add per kernel offset (CPU and CUDA).
+"""The pure-PyTorch engine: gather -> GEMM -> scatter-add over the kernel map's pairs (CPU and CUDA).
 
-No [N, K, C] tensor is ever built: each offset gathers only its own pair rows. The autograd
-Functions save the inputs and the map, not the gathered copies, and the backward pass runs the
-same pairs transposed.
+On CPU the pairs go in chunks of consecutive output rows (KernelMap.chunks): one gather, one GEMM
+per offset and one sparse CSR product per chunk, all on cache-sized buffers. Elsewhere they go
+offset by offset with index_add_. No [N, K, C] tensor is ever built: the working buffers hold one
+chunk (or one offset) of pairs. The autograd Functions save the inputs and the map, not the
+gathered copies, and the backward pass runs the same pairs transposed.
 """
 
 import torch
@@ -10,12 +12,21 @@ import torch
 from ..kernel_map import KernelMap
 
 
+# pairs per chunk of the CPU path: working buffers of PAIRS_PER_CHUNK * C floats that stay in cache
+PAIRS_PER_CHUNK = 16384
+
+
 def _scatter_add(dst: torch.Tensor, idx: torch.Tensor, src: torch.Tensor, kmap: KernelMap) -> None:
     """dst[idx[p]] += src[p] for every p (idx may repeat)."""
-    if dst.device.type == "cpu" and dst.dtype in (torch.float32, torch.float64):
+    if _chunked(dst):
         dst.addmm_(kmap.scatter_matrix(idx, dst.shape[0], dst.dtype), src)
     else:
         dst.index_add_(0, idx, src)  # CUDA: atomics, already fast
+
+
+def _chunked(t: torch.Tensor) -> bool:
+    """CPU float tensors take the chunked path (sparse CSR products run there through MKL)."""
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
 
 
 def _positions(rows_tensor: torch.Tensor, order) -> torch.Tensor:
@@ -27,11 +38,80 @@ def _max_pairs(kmap: KernelMap) -> int:
     return max((i.numel() for k, i in enumerate(kmap.in_idx) if k != kmap.center), default=0)
 
 
+def _conv_chunked(out: torch.Tensor, xs: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> None:
+    """out += the non-centre pairs, chunk by chunk: gather, one GEMM per offset, one CSR product."""
+    chunks = kmap.chunks(PAIRS_PER_CHUNK, xs.dtype)
+    m_max = max((c.in_idx.numel() for c in chunks), default=0)
+    gathered = xs.new_empty(m_max, weight.shape[1])
+    product = xs.new_empty(m_max, weight.shape[2])
+    for c in chunks:
+        m = c.in_idx.numel()
+        torch.index_select(xs, 0, c.in_idx, out=gathered[:m])
+        for k, a, b in c.segments:
+            torch.mm(gathered[a:b], weight[k], out=product[a:b])
+        out[c.r0:c.r1].addmm_(c.scatter, product[:m])
+
+
+def _conv_per_offset(out: torch.Tensor, xs: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> None:
+    """out += the non-centre pairs, offset by offset through two reused buffers (CUDA, other dtypes)."""
+    m_max = _max_pairs(kmap)
+    gathered = xs.new_empty(m_max, weight.shape[1])
+    product = xs.new_empty(m_max, weight.shape[2])
+    for k in range(kmap.volume):
+        src = kmap.in_idx[k]
+        if k == kmap.center or src.numel() == 0:
+            continue
+        m = src.numel()
+        torch.index_select(xs, 0, src, out=gathered[:m])
+        torch.mm(gathered[:m], weight[k], out=product[:m])
+        out.index_add_(0, kmap.out_idx[k], product[:m])
+
+
+def _backward_chunked(grad_x, grad_w, xs, gs, weight, kmap: KernelMap) -> None:
+    """Non-centre pairs of the backward pass, chunked by input row (the transposed map's outputs):
+    grad_x[i] += gs[o] @ W[k]^T and grad_w[k] += xs[i]^T @ gs[o] share one gather of gs."""
+    chunks = kmap.transposed().chunks(PAIRS_PER_CHUNK, xs.dtype)
+    m_max = max((c.in_idx.numel() for c in chunks), default=0)
+    g_rows = gs.new_empty(m_max, gs.shape[1])
+    x_rows = xs.new_empty(m_max, xs.shape[1]) if grad_w is not None else None
+    product = xs.new_empty(m_max, xs.shape[1]) if grad_x is not None else None
+    for c in chunks:
+        m = c.in_idx.numel()
+        torch.index_select(gs, 0, c.in_idx, out=g_rows[:m])
+        if grad_w is not None:
+            torch.index_select(xs, 0, c.out_idx, out=x_rows[:m])
+        for k, a, b in c.segments:
+            if grad_w is not None:
+                grad_w[k].addmm_(x_rows[a:b].t(), g_rows[a:b])
+            if grad_x is not None:
+                torch.mm(g_rows[a:b], weight[k].t(), out=product[a:b])
+        if grad_x is not None:
+            grad_x[c.r0:c.r1].addmm_(c.scatter, product[:m])
+
+
+def _backward_per_offset(grad_x, grad_w, xs, gs, weight, kmap: KernelMap) -> None:
+    """Non-centre pairs of the backward pass, offset by offset (CUDA, other dtypes)."""
+    m_max = _max_pairs(kmap)
+    g_rows, x_rows = gs.new_empty(m_max, gs.shape[1]), xs.new_empty(m_max, xs.shape[1])
+    product = xs.new_empty(m_max, xs.shape[1])
+    for k in range(kmap.volume):
+        src = kmap.in_idx[k]
+        if k == kmap.center or src.numel() == 0:
+            continue
+        m = src.numel()
+        g = torch.index_select(gs, 0, kmap.out_idx[k], out=g_rows[:m])
+        if grad_w is not None:
+            torch.mm(torch.index_select(xs, 0, src, out=x_rows[:m]).t(), g, out=grad_w[k])
+        if grad_x is not None:
+            torch.mm(g, weight[k].t(), out=product[:m])
+            grad_x.index_add_(0, src, product[:m])
+
+
 class _SparseConv(torch.autograd.Function):
     """out[out_idx[k]] += feats[in_idx[k]] @ weight[k]; feats [N_in, Cin], weight [K, Cin, Cout].
 
-    Gathered rows and GEMM results go through two buffers reused by every offset, so one call
-    allocates O(max pairs per offset * C), never O(all pairs * C).
+    Gathered rows and GEMM results go through working buffers of at most one chunk (CPU) or one
+    offset (elsewhere) of pairs, never O(all pairs * C).
     """
 
     @staticmethod
@@ -43,17 +123,7 @@ class _SparseConv(torch.autograd.Function):
             out = torch.mm(xs, weight[kmap.center])
         else:
             out = xs.new_zeros(kmap.n_out, weight.shape[2])
-        m_max = _max_pairs(kmap)
-        gathered = xs.new_empty(m_max, weight.shape[1])
-        product = xs.new_empty(m_max, weight.shape[2])
-        for k in range(kmap.volume):
-            src = kmap.in_idx[k]
-            if k == kmap.center or src.numel() == 0:
-                continue
-            m = src.numel()
-            torch.index_select(xs, 0, src, out=gathered[:m])
-            torch.mm(gathered[:m], weight[k], out=product[:m])
-            _scatter_add(out, kmap.out_idx[k], product[:m], kmap)
+        (_conv_chunked if _chunked(xs) else _conv_per_offset)(out, xs, weight, kmap)
         return out if kmap.out_order is None else out.index_select(0, kmap.out_inverse)
 
     @staticmethod
@@ -61,33 +131,18 @@ class _SparseConv(torch.autograd.Function):
         xs, weight = ctx.saved_tensors
         kmap = ctx.kmap
         gs = _positions(grad_out, kmap.out_order)
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = grad_w = None
-        cin, cout = weight.shape[1], weight.shape[2]
-        if need_w:
+        if ctx.needs_input_grad[1]:
             grad_w = torch.zeros_like(weight)
             if kmap.center is not None:
                 torch.mm(xs.t(), gs, out=grad_w[kmap.center])
-        if need_x:
+        if ctx.needs_input_grad[0]:
             if kmap.center is not None:
                 grad_x = torch.mm(gs, weight[kmap.center].t())
             else:
-                grad_x = xs.new_zeros(kmap.n_in, cin)
-        m_max = _max_pairs(kmap)
-        g_rows, x_rows, product = gs.new_empty(m_max, cout), xs.new_empty(m_max, cin), xs.new_empty(m_max, cin)
-        for k in range(kmap.volume):
-            src = kmap.in_idx[k]
-            if k == kmap.center or src.numel() == 0:
-                continue
-            m = src.numel()
-            g = torch.index_select(gs, 0, kmap.out_idx[k], out=g_rows[:m])
-            if need_w:
-                x = torch.index_select(xs, 0, src, out=x_rows[:m])
-                torch.mm(x.t(), g, out=grad_w[k])
-            if need_x:
-                torch.mm(g, weight[k].t(), out=product[:m])
-                _scatter_add(grad_x, src, product[:m], kmap)
-        if need_x and kmap.in_order is not None:
+                grad_x = xs.new_zeros(kmap.n_in, weight.shape[1])
+        (_backward_chunked if _chunked(xs) else _backward_per_offset)(grad_x, grad_w, xs, gs, weight, kmap)
+        if grad_x is not None and kmap.in_order is not None:
             grad_x = grad_x.index_select(0, kmap.in_inverse)
         return grad_x, grad_w, None
 

@@ -1,0 +1,79 @@
+"""The torch engine's CPU path cut into many pair chunks: the chunks partition the kernel map, and
+convolutions through tiny chunks still equal torch's dense conv3d (float64), forward and gradients."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lib.sparse import SparseTensor
+from lib.sparse import nn as snn
+from lib.sparse.engines import torch_engine
+from tests.sparse.dense_ref import canonical_to_conv3d, canonical_to_conv_transpose3d, densify, random_coords, sample
+
+GRID = 8
+
+
+@pytest.fixture
+def tiny_chunks(monkeypatch):
+    # 5 pairs per chunk: every chunk boundary case (rows split, offsets absent from a chunk) occurs
+    monkeypatch.setattr(torch_engine, "PAIRS_PER_CHUNK", 5)
+
+
+def _leaf(n, c, seed):
+    return torch.randn(n, c, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)).requires_grad_()
+
+
+def _assert_same_value_and_grads(out, ref, leaves, ref_leaves):
+    torch.testing.assert_close(out, ref)
+    up = torch.randn_like(ref)
+    for g, r in zip(torch.autograd.grad(out, leaves, up), torch.autograd.grad(ref, ref_leaves, up)):
+        torch.testing.assert_close(g, r)
+
+
+def test_chunks_partition_the_pairs_by_output_row():
+    coords = random_coords(2, GRID, 1, 0.3, seed=3)
+    kmap = SparseTensor(torch.zeros(len(coords), 1), coords).ctx.kernel_map(1, 3, 1)
+    chunks = kmap.chunks(7, torch.float32)
+    assert len(chunks) > 10
+    seen = []
+    for c in chunks:
+        assert c.out_idx.min() >= c.r0 and c.out_idx.max() < c.r1
+        dense = c.scatter.to_dense()
+        assert torch.equal(dense.sum(1), torch.bincount(c.out_idx - c.r0, minlength=c.r1 - c.r0).float())
+        for k, a, b in c.segments:
+            seen += [(k, i, o) for i, o in zip(c.in_idx[a:b].tolist(), c.out_idx[a:b].tolist())]
+            assert torch.equal(dense[c.out_idx[a:b] - c.r0, torch.arange(a, b)], torch.ones(b - a))
+    expect = [(k, i, o) for k in range(kmap.volume) if k != kmap.center
+              for i, o in zip(kmap.in_idx[k].tolist(), kmap.out_idx[k].tolist())]
+    assert sorted(seen) == sorted(expect)
+    assert kmap.chunks(7, torch.float32) is chunks
+
+
+@pytest.mark.parametrize("kernel,dilation,stride", [(3, 1, 1), (3, 2, 2), (5, 1, 1)])
+def test_submanifold_in_tiny_chunks_matches_conv3d(tiny_chunks, kernel, dilation, stride):
+    coords = random_coords(2, GRID, stride, 0.3, seed=kernel + dilation)
+    feats = _leaf(len(coords), 3, 1)
+    layer = snn.SubMConv3d(3, 4, kernel, dilation).double()
+    out = layer(SparseTensor(feats, coords, stride=stride, engine="torch")).feats
+    dfeats = feats.detach().clone().requires_grad_()
+    w = layer.weight.detach().clone().requires_grad_()
+    dense = F.conv3d(densify(dfeats, coords, stride, GRID, 2), canonical_to_conv3d(w, kernel),
+                     padding=(kernel // 2) * dilation, dilation=dilation)
+    _assert_same_value_and_grads(out, sample(dense, coords, stride), (feats, layer.weight), (dfeats, w))
+
+
+def test_down_and_up_in_tiny_chunks_match_dense(tiny_chunks):
+    fine = random_coords(2, 2 * GRID, 1, 0.1, seed=9)
+    feats = _leaf(len(fine), 3, 2)
+    down, up = snn.DownConv3d(3, 4).double(), snn.UpConv3d(4, 2).double()
+    y = down(SparseTensor(feats, fine, engine="torch"))
+    z = up(y)
+    dfeats = feats.detach().clone().requires_grad_()
+    wd = down.weight.detach().clone().requires_grad_()
+    wu = up.weight.detach().clone().requires_grad_()
+    dense_y = F.conv3d(densify(dfeats, fine, 1, 2 * GRID, 2), canonical_to_conv3d(wd, 2), stride=2)
+    # keep only the occupied coarse cells, as the sparse down conv does, before going back up
+    mask = densify(torch.ones(len(y), 1, dtype=torch.float64), y.coords, 2, GRID, 2)
+    dense_z = F.conv_transpose3d(dense_y * mask, canonical_to_conv_transpose3d(wu), stride=2)
+    _assert_same_value_and_grads(z.feats, sample(dense_z, fine, 1), (feats, down.weight, up.weight),
+                                 (dfeats, wd, wu))
