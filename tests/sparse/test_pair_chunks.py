@@ -15,8 +15,8 @@ GRID = 8
 
 @pytest.fixture
 def tiny_chunks(monkeypatch):
-    # 5 pairs per chunk: every chunk boundary case (rows split, offsets absent from a chunk) occurs
-    monkeypatch.setattr(torch_engine, "PAIRS_PER_CHUNK", 5)
+    # about 50 pairs per chunk at 3-5 channels: many chunks, most offsets absent from some of them
+    monkeypatch.setattr(torch_engine, "CHUNK_ELEMENTS", 200)
 
 
 def _leaf(n, c, seed):
@@ -54,7 +54,9 @@ def test_submanifold_in_tiny_chunks_matches_conv3d(tiny_chunks, kernel, dilation
     coords = random_coords(2, GRID, stride, 0.3, seed=kernel + dilation)
     feats = _leaf(len(coords), 3, 1)
     layer = snn.SubMConv3d(3, 4, kernel, dilation).double()
-    out = layer(SparseTensor(feats, coords, stride=stride, engine="torch")).feats
+    x = SparseTensor(feats, coords, stride=stride, engine="torch")
+    out = layer(x).feats
+    assert len(torch_engine._chunks(x.ctx.kernel_map(stride, kernel, dilation), layer.weight)) > 5
     dfeats = feats.detach().clone().requires_grad_()
     w = layer.weight.detach().clone().requires_grad_()
     dense = F.conv3d(densify(dfeats, coords, stride, GRID, 2), canonical_to_conv3d(w, kernel),
