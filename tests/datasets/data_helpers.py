@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
+from tests.conftest import REAL_DATA as REAL
+
 REAL_SCANNET = REAL / "scannet"
 REAL_KITTI = REAL / "semantickitti"
 

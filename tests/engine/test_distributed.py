@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 SCRIPT = ROOT / "tests" / "engine" / "standin_main.py"
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import REAL_DATA
+from tests.conftest import REAL_DATA
 
 SCENE = "scene0000_00"
 
