@@ -7,6 +7,8 @@ chunk (or one offset) of pairs. The autograd Functions save the inputs and the m
 gathered copies, and the backward pass runs the same pairs transposed.
 """
 
+import contextlib
+
 import torch
 
 from ..kernel_map import KernelMap
@@ -34,6 +36,21 @@ def _chunks(kmap: KernelMap, weight: torch.Tensor) -> list:
     return kmap.chunks(max(1, CHUNK_ELEMENTS // max(weight.shape[1], weight.shape[2])), weight.dtype)
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Run the chunk loop's thousands of small ops on one thread: with more, every op's parallel
+    region waits for its partner threads, which on a loaded machine means a scheduler time slice
+    per op (measured 10-30x slower with 2 threads at load 2 on 2 cores)."""
+    n = torch.get_num_threads()
+    if n > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if n > 1:
+            torch.set_num_threads(n)
+
+
 def _positions(rows_tensor: torch.Tensor, order) -> torch.Tensor:
     """Rows -> sorted-key positions (the map's index space); identity when rows are sorted."""
     return rows_tensor.contiguous() if order is None else rows_tensor.index_select(0, order)
@@ -49,12 +66,13 @@ def _conv_chunked(out: torch.Tensor, xs: torch.Tensor, weight: torch.Tensor, kma
     m_max = max((c.in_idx.numel() for c in chunks), default=0)
     gathered = xs.new_empty(m_max, weight.shape[1])
     product = xs.new_empty(m_max, weight.shape[2])
-    for c in chunks:
-        m = c.in_idx.numel()
-        torch.index_select(xs, 0, c.in_idx, out=gathered[:m])
-        for k, a, b in c.segments:
-            torch.mm(gathered[a:b], weight[k], out=product[a:b])
-        out[c.r0:c.r1].addmm_(c.scatter, product[:m])
+    with _one_thread():
+        for c in chunks:
+            m = c.in_idx.numel()
+            torch.index_select(xs, 0, c.in_idx, out=gathered[:m])
+            for k, a, b in c.segments:
+                torch.mm(gathered[a:b], weight[k], out=product[a:b])
+            out[c.r0:c.r1].addmm_(c.scatter, product[:m])
 
 
 def _conv_per_offset(out: torch.Tensor, xs: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> None:
@@ -80,18 +98,19 @@ def _backward_chunked(grad_x, grad_w, xs, gs, weight, kmap: KernelMap) -> None:
     g_rows = gs.new_empty(m_max, gs.shape[1])
     x_rows = xs.new_empty(m_max, xs.shape[1]) if grad_w is not None else None
     product = xs.new_empty(m_max, xs.shape[1]) if grad_x is not None else None
-    for c in chunks:
-        m = c.in_idx.numel()
-        torch.index_select(gs, 0, c.in_idx, out=g_rows[:m])
-        if grad_w is not None:
-            torch.index_select(xs, 0, c.out_idx, out=x_rows[:m])
-        for k, a, b in c.segments:
+    with _one_thread():
+        for c in chunks:
+            m = c.in_idx.numel()
+            torch.index_select(gs, 0, c.in_idx, out=g_rows[:m])
             if grad_w is not None:
-                grad_w[k].addmm_(x_rows[a:b].t(), g_rows[a:b])
+                torch.index_select(xs, 0, c.out_idx, out=x_rows[:m])
+            for k, a, b in c.segments:
+                if grad_w is not None:
+                    grad_w[k].addmm_(x_rows[a:b].t(), g_rows[a:b])
+                if grad_x is not None:
+                    torch.mm(g_rows[a:b], weight[k].t(), out=product[a:b])
             if grad_x is not None:
-                torch.mm(g_rows[a:b], weight[k].t(), out=product[a:b])
-        if grad_x is not None:
-            grad_x[c.r0:c.r1].addmm_(c.scatter, product[:m])
+                grad_x[c.r0:c.r1].addmm_(c.scatter, product[:m])
 
 
 def _backward_per_offset(grad_x, grad_w, xs, gs, weight, kmap: KernelMap) -> None:
