@@ -74,9 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     # Items are seeded by the recipe's seed and not by rank, so a scene's augmentation does not
     # depend on how many processes train (see lib/engine/data.py).
     build_dataset = functools.partial(datasets.build_dataset, seed=cfg.seed)
-    collate = LimitedCollate(cfg.data.limit_numpoints) if cfg.data.limit_numpoints > 0 else collate_fn
+    # The voxel cap guards training batches only: evaluation must see every scene, so it never defers.
+    train_collate = LimitedCollate(cfg.data.limit_numpoints) if cfg.data.limit_numpoints > 0 else None
     try:
-        return launch(cfg, args, build_dataset=build_dataset, build_model=models.build_model, collate_fn=collate)
+        return launch(cfg, args, build_dataset=build_dataset, build_model=models.build_model,
+                      collate_fn=collate_fn, train_collate_fn=train_collate)
     except (datasets.DatasetRootError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -5,21 +5,20 @@ float32 [N, C], labels int64 [N], offsets int64 [B + 1] (voxel rows of scene b: 
 and per-scene lists inverse / point_labels / points (torch tensors) and scene (str).
 
 Overflow, i.e. a batch with more than `limit_numpoints` voxels, is never dropped silently:
-1. `VoxelBudgetBatchSampler` (preferred) packs each rank's shuffled scenes into batches whose
-   un-augmented voxel counts (dataset.voxel_counts()) fit the cap; every scene is in exactly one
-   batch per epoch. A scene alone above the cap gets a batch of its own (a warning names it).
-2. `LimitedCollate(limit)` guards any loader: when a batch is over the cap (augmentation can grow
-   a scene), the scenes past the cap are deferred to the next batch that this collate object (one
-   per worker process) builds, and named in batch["deferred"]; scenes joining a batch that way are
-   named in batch["carried"]. Scenes still deferred when a worker ends its epoch are lost for that
-   epoch only, and were announced by a warning when deferred.
+1. The trainer packs each rank's scenes into batches whose un-augmented voxel counts
+   (dataset.voxel_counts()) fit the cap (lib/engine/voxel_budget.py): every scene is in exactly
+   one batch per epoch.
+2. `LimitedCollate(limit)` guards any loader: when a batch is still over the cap (augmentation can
+   grow a scene), the scenes past the cap are deferred to the next batch that this collate object
+   (one per worker process) builds, and named in batch["deferred"]; scenes joining a batch that way
+   are named in batch["carried"]. Scenes still deferred when a worker ends its epoch are lost for
+   that epoch only, and were announced by a warning when deferred.
 """
 import warnings
 from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
 
 
 def collate_fn(items: Sequence[dict]) -> dict:
@@ -80,61 +79,3 @@ class LimitedCollate:
         batch["deferred"] = [it["scene"] for it in self.pending]
         batch["carried"] = carried
         return batch
-
-
-class VoxelBudgetBatchSampler(Sampler):
-    """Batches of dataset indices whose voxel counts sum to at most `limit_numpoints`.
-
-    Each epoch: a permutation from (seed, epoch) (or 0..n-1 when shuffle is False) is dealt to the
-    ranks round-robin (rank r takes positions r, r + world, ...), then each rank packs its share
-    in order, closing a batch when the next scene would pass the cap or the batch holds
-    `max_batch_size` scenes. Every rank computes every rank's packing and pads its list by
-    repeating its own first batches, so all ranks take the same number of steps (DDP).
-    """
-
-    def __init__(self, voxel_counts: Sequence[int], limit_numpoints: int, max_batch_size: int = 0,
-                 rank: int = 0, world: int = 1, shuffle: bool = True, seed: int = 0):
-        if len(voxel_counts) == 0:
-            raise ValueError("VoxelBudgetBatchSampler: the dataset is empty")
-        if limit_numpoints <= 0:
-            raise ValueError("VoxelBudgetBatchSampler: limit_numpoints must be positive")
-        self.counts = np.asarray(voxel_counts, dtype=np.int64)
-        self.limit, self.max_batch = int(limit_numpoints), int(max_batch_size)
-        self.rank, self.world, self.shuffle, self.seed = rank, world, shuffle, seed
-        self.epoch = 0
-        for index in np.flatnonzero(self.counts > self.limit):
-            warnings.warn(f"limit_numpoints={self.limit}: scene index {index} has {self.counts[index]} voxels; "
-                          "it gets a batch of its own")
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def _pack(self, indices: np.ndarray) -> list[list[int]]:
-        batches, batch, total = [], [], 0
-        for index in indices.tolist():
-            size = int(self.counts[index])
-            full = self.max_batch > 0 and len(batch) >= self.max_batch
-            if batch and (total + size > self.limit or full):
-                batches.append(batch)
-                batch, total = [], 0
-            batch.append(index)
-            total += size
-        if batch:
-            batches.append(batch)
-        return batches
-
-    def _batches(self) -> list[list[int]]:
-        n = len(self.counts)
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
-        packed = [self._pack(order[r::self.world]) for r in range(self.world)]
-        steps = max(len(p) for p in packed)
-        mine = packed[self.rank]
-        if not mine:  # fewer scenes than ranks: borrow a scene so this rank can still step
-            mine = [[int(order[self.rank % n])]]
-        return [mine[i % len(mine)] for i in range(steps)]
-
-    def __len__(self) -> int:
-        return len(self._batches())
-
-    def __iter__(self):
-        return iter(self._batches())

@@ -95,33 +95,60 @@ class ShardSampler(Sampler):
             yield index, item_seed(self.seed, self.epoch, index)
 
 
+class KeyedBatches(Sampler):
+    """Batches of (index, seed) keys from a batch sampler of dataset indices that has
+    `set_epoch(epoch)` (e.g. `VoxelBudgetBatchSampler`); `start` skips that many batches (resume)."""
+
+    def __init__(self, batches, seed: int = 0):
+        self.batches, self.seed = batches, seed
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0):
+        self.epoch, self.start = epoch, start
+        self.batches.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.batches) - self.start
+
+    def __iter__(self):
+        for i, batch in enumerate(self.batches):
+            if i >= self.start:
+                yield [(index, item_seed(self.seed, self.epoch, index)) for index in batch]
+
+
 def make_loader(dataset, batch_size: int, num_workers: int, collate_fn, rank: int = 0,
-                world: int = 1, shuffle: bool = True, seed: int = 0, drop_last: bool = None) -> DataLoader:
-    """A DataLoader over `SeededItems(dataset)` with a `ShardSampler`.
+                world: int = 1, shuffle: bool = True, seed: int = 0, drop_last: bool = None,
+                batch_sampler=None) -> DataLoader:
+    """A DataLoader over `SeededItems(dataset)` with a `ShardSampler`, or with `batch_sampler`
+    (indices per batch, already sharded for this rank) when one is given.
 
     drop_last defaults to `shuffle` so training steps always see full batches. The loader's own
     generator is fixed, so creating an iterator never draws from the global torch RNG.
     """
+    generator = torch.Generator().manual_seed(seed)
+    if batch_sampler is not None:
+        return DataLoader(SeededItems(dataset, seed), batch_sampler=KeyedBatches(batch_sampler, seed),
+                          num_workers=num_workers, collate_fn=collate_fn, generator=generator)
     sampler = ShardSampler(len(dataset), rank, world, shuffle, seed)
     return DataLoader(SeededItems(dataset, seed), batch_size=batch_size, sampler=sampler,
                       num_workers=num_workers, collate_fn=collate_fn,
                       drop_last=shuffle if drop_last is None else drop_last,
-                      generator=torch.Generator().manual_seed(seed),
-                      persistent_workers=False)
+                      generator=generator, persistent_workers=False)
 
 
 class EpochStream:
     """Endless batches from a training loader, epoch after epoch.
 
     Before each epoch it calls set_epoch on the sampler and, when it has one, on the dataset.
-    `position(step)` / `seek(step)` map a global step count to (epoch, batch in epoch), so a
-    resumed run continues with the very batch the interrupted run would have drawn next.
+    `seek(step)` maps a global batch count to (epoch, batch in epoch), so a resumed run continues
+    with the very batch the interrupted run would have drawn next. The batch count of an epoch may
+    vary by epoch (voxel-budget packing); `steps_in(epochs)` sums it.
     """
 
     def __init__(self, loader: DataLoader):
         self.loader = loader
-        self.steps_per_epoch = len(loader.sampler) // loader.batch_size if loader.drop_last \
-            else -(-len(loader.sampler) // loader.batch_size)
+        self.steps_per_epoch = self._steps(0)  # of the first epoch
         if self.steps_per_epoch == 0:
             raise ValueError(f"training set has {len(loader.sampler)} scenes per process, fewer than "
                              f"the batch size {loader.batch_size}")
@@ -129,15 +156,31 @@ class EpochStream:
         self._iter = None
         self._pending_start = 0
 
+    def _set_epoch(self, epoch: int, start_batch: int):
+        if isinstance(self.loader.batch_sampler, KeyedBatches):
+            self.loader.batch_sampler.set_epoch(epoch, start=start_batch)
+        else:
+            self.loader.sampler.set_epoch(epoch, start=start_batch * self.loader.batch_size)
+
+    def _steps(self, epoch: int) -> int:
+        self._set_epoch(epoch, 0)
+        return len(self.loader.batch_sampler)
+
+    def steps_in(self, epochs: int) -> int:
+        """Batches in the first `epochs` epochs."""
+        return sum(self._steps(e) for e in range(epochs))
+
     def seek(self, batches_done: int):
         """Position the stream after `batches_done` batches (0 = the very beginning)."""
-        self.epoch, within = divmod(batches_done, self.steps_per_epoch)
-        self._pending_start = within
+        epoch = 0
+        while batches_done >= self._steps(epoch):
+            batches_done -= self._steps(epoch)
+            epoch += 1
+        self.epoch, self._pending_start = epoch, batches_done
         self._iter = None
 
     def _open_epoch(self):
-        sampler = self.loader.sampler
-        sampler.set_epoch(self.epoch, start=self._pending_start * self.loader.batch_size)
+        self._set_epoch(self.epoch, self._pending_start)
         inner = getattr(self.loader.dataset, "dataset", None)
         if hasattr(inner, "set_epoch"):
             inner.set_epoch(self.epoch)

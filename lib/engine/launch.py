@@ -1,7 +1,8 @@
 """Entry of the engine: process setup (device, process group, seeds, run folder, log file),
 the run modes, and `<run>/summary.json`.
 
-main.py calls `launch(cfg, args, build_dataset=..., build_model=..., collate_fn=...)`; with
+main.py calls `launch(cfg, args, build_dataset=..., build_model=..., collate_fn=..., train_collate_fn=...)`
+(the training loader's collate may enforce a voxel cap; evaluation never defers a scene); with
 `--nproc N` (or dist.nproc > 1) outside torchrun it re-runs main.py in N processes through
 torch.distributed.run.
 """
@@ -40,6 +41,7 @@ class RunContext:
     weights: str = ""
     resume: bool = False
     config_dict: dict = None
+    train_collate_fn: Callable = None  # the training loader's collate; None: collate_fn
 
 
 def sparse_input(engine: str):
@@ -92,7 +94,7 @@ def summary_metrics(scores) -> dict:
 
 
 def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights="", resume=False,
-        make_input=None) -> dict:
+        make_input=None, train_collate_fn=None) -> dict:
     """Run one mode in this process (already one of N under torchrun, or alone).
     Returns the summary dict (also written to <run>/summary.json by rank 0)."""
     from lib.config import config_to_dict, save_config
@@ -115,7 +117,7 @@ def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights
             save_config(cfg, run_dir / "config.yaml")
         ctx = RunContext(cfg, mode, run_dir, device, rank, world, build_dataset, build_model,
                          collate_fn, make_input or sparse_input(cfg.engine), str(weights or ""),
-                         resume, config_to_dict(cfg))
+                         resume, config_to_dict(cfg), train_collate_fn)
         log.info("%s run in %s: %d process(es), device %s, engine %s", mode, run_dir, world,
                  device, cfg.engine)
         start = time.perf_counter()
@@ -180,7 +182,7 @@ def _argv_for_workers(argv: list, run_dir: Path) -> list:
     return out + ["--output-dir", str(run_dir)]
 
 
-def launch(cfg, args, build_dataset, build_model, collate_fn) -> int:
+def launch(cfg, args, build_dataset, build_model, collate_fn, train_collate_fn=None) -> int:
     """main.py's handoff. Returns the process exit code."""
     nproc = args.nproc if args.nproc is not None else cfg.dist.nproc
     if nproc > 1 and not D.launched_by_torchrun():
@@ -188,5 +190,5 @@ def launch(cfg, args, build_dataset, build_model, collate_fn) -> int:
         return D.launch_local(script, _argv_for_workers(sys.argv[1:], args.output_dir), nproc,
                               cfg.dist.master_port)
     run(cfg, args.mode, args.output_dir, build_dataset, build_model, collate_fn,
-        weights=args.weights, resume=args.resume)
+        weights=args.weights, resume=args.resume, train_collate_fn=train_collate_fn)
     return 0

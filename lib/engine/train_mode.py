@@ -8,6 +8,7 @@ from torch import nn
 from lib.engine.checkpoint import (CheckpointError, atomic_save, capture_rng, load_checkpoint,
                                    model_state, restore_rng)
 from lib.engine.data import EpochStream, make_loader
+from lib.engine.voxel_budget import VoxelBudgetBatchSampler
 from lib.engine.dist import get_world_size, is_dist, is_main
 from lib.engine.ema import ModelEMA
 from lib.engine.hooks import CheckpointHook, LoggingHook, StopAtHook, TrainMetricsHook, ValidationHook
@@ -67,13 +68,19 @@ def run_train(ctx):
     criterion = build_loss(cfg.train.loss, meta.num_classes).to(device)
     optimizer = build_optimizer(unwrap(model), cfg.train.optimizer)
 
-    loader = make_loader(train_set, cfg.data.batch_size, cfg.data.num_workers, ctx.collate_fn,
-                         ctx.rank, ctx.world, shuffle=True, seed=cfg.seed)
+    budget = None
+    if cfg.data.limit_numpoints > 0 and hasattr(train_set, "voxel_counts"):
+        # Pack scenes under the voxel cap instead of a fixed count per batch (no scene dropped).
+        budget = VoxelBudgetBatchSampler(train_set.voxel_counts(), cfg.data.limit_numpoints,
+                                         cfg.data.batch_size, ctx.rank, ctx.world, shuffle=True, seed=cfg.seed)
+    loader = make_loader(train_set, cfg.data.batch_size, cfg.data.num_workers,
+                         ctx.train_collate_fn or ctx.collate_fn, ctx.rank, ctx.world, shuffle=True,
+                         seed=cfg.seed, batch_sampler=budget)
     val_loader = make_loader(val_set, cfg.data.batch_size, cfg.data.num_workers, ctx.collate_fn,
                              ctx.rank, ctx.world, shuffle=False, seed=cfg.seed)
     stream = EpochStream(loader)
     accum = max(1, cfg.train.accum_steps)
-    max_iter = (cfg.train.epochs * stream.steps_per_epoch // accum if cfg.train.epochs > 0
+    max_iter = (stream.steps_in(cfg.train.epochs) // accum if cfg.train.epochs > 0
                 else cfg.train.iterations)
     scheduler = IterationScheduler(optimizer, cfg.train.scheduler, max_iter)
     use_scaler = cfg.train.amp == "fp16" and device.type == "cuda"

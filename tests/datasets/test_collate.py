@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.collate import LimitedCollate, VoxelBudgetBatchSampler, collate_fn
+from datasets.collate import LimitedCollate, collate_fn
+from lib.engine.voxel_budget import VoxelBudgetBatchSampler
 
 
 def _item(name, voxels, points=7):
@@ -50,32 +51,6 @@ def test_no_cap_keeps_everything():
         warnings.simplefilter("error")
         batch = LimitedCollate(0)([_item("a", 500), _item("b", 500)])
     assert batch["scene"] == ["a", "b"]
-
-
-@pytest.mark.parametrize("world", [1, 3])
-def test_budget_sampler_covers_every_scene_once_per_epoch(world):
-    rng = np.random.default_rng(0)
-    counts = rng.integers(10, 100, 50)
-    counts[7] = 400  # above the cap: alone
-    limit = 200
-    with pytest.warns(UserWarning, match="scene index 7"):
-        samplers = [VoxelBudgetBatchSampler(counts, limit, rank=r, world=world, seed=3) for r in range(world)]
-    for epoch in (0, 1):
-        seen = []
-        for s in samplers:
-            s.set_epoch(epoch)
-            batches = list(s)
-            assert len(batches) == len(samplers[0])  # equal steps on every rank
-            for batch in batches:
-                assert counts[batch].sum() <= limit or len(batch) == 1
-        for r, s in enumerate(samplers):
-            packed = s._pack(np.random.default_rng([3, epoch]).permutation(50)[r::world])
-            seen += [i for b in packed for i in b]
-        assert sorted(seen) == list(range(50))
-    samplers[0].set_epoch(0)
-    e0 = list(samplers[0])
-    samplers[0].set_epoch(1)
-    assert list(samplers[0]) != e0
 
 
 def test_budget_sampler_with_dataset(scannet_root):
