@@ -13,10 +13,16 @@ from tests.sparse.dense_ref import canonical_to_conv3d, canonical_to_conv_transp
 GRID = 8
 
 
-@pytest.fixture
-def tiny_chunks(monkeypatch):
-    # about 50 pairs per chunk at 3-5 channels: many chunks, most offsets absent from some of them
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def tiny_chunks(request, monkeypatch):
+    # about 50 pairs per chunk at 3-5 channels: many chunks, most offsets absent from some of them;
+    # with 2 torch threads the chunks are split between two Python threads (disjoint output rows,
+    # per-thread weight gradients summed), with 1 they run inline
     monkeypatch.setattr(torch_engine, "CHUNK_ELEMENTS", 200)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _leaf(n, c, seed):

@@ -7,7 +7,8 @@ chunk (or one offset) of pairs. The autograd Functions save the inputs and the m
 gathered copies, and the backward pass runs the same pairs transposed.
 """
 
-import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -36,19 +37,32 @@ def _chunks(kmap: KernelMap, weight: torch.Tensor) -> list:
     return kmap.chunks(max(1, CHUNK_ELEMENTS // max(weight.shape[1], weight.shape[2])), weight.dtype)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Run the chunk loop's thousands of small ops on one thread: with more, every op's parallel
-    region waits for its partner threads, which on a loaded machine means a scheduler time slice
-    per op (measured 10-30x slower with 2 threads at load 2 on 2 cores)."""
-    n = torch.get_num_threads()
-    if n > 1:
-        torch.set_num_threads(1)
+_pool = {"pid": None, "size": 0, "executor": None}
+
+
+def _run_split(fn, chunks: list) -> list:
+    """[fn(part) for each part of the chunks], the parts run by torch.get_num_threads() Python
+    threads while torch's own ops run single-threaded. Parallel ops would each wait for their
+    partner threads, which on a loaded machine costs a scheduler time slice per op (measured
+    10-30x slower with 2 threads at load 2 on 2 cores); here the threads meet once per call."""
+    n = min(torch.get_num_threads(), len(chunks))
+    if n <= 1:
+        return [fn(chunks)]
+    if _pool["pid"] != os.getpid() or _pool["size"] != n:  # a forked child has no pool threads
+        _pool.update(pid=os.getpid(), size=n, executor=ThreadPoolExecutor(n, thread_name_prefix="sparse-conv"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
-        yield
+        futures = [_pool["executor"].submit(_without_grad, fn, chunks[i::n]) for i in range(n)]
+        return [f.result() for f in futures]
     finally:
-        if n > 1:
-            torch.set_num_threads(n)
+        torch.set_num_threads(threads)
+
+
+def _without_grad(fn, part):
+    # grad mode is per thread: the pool threads do not inherit the autograd Function's no_grad
+    with torch.no_grad():
+        return fn(part)
 
 
 def _positions(rows_tensor: torch.Tensor, order) -> torch.Tensor:
@@ -62,17 +76,19 @@ def _max_pairs(kmap: KernelMap) -> int:
 
 def _conv_chunked(out: torch.Tensor, xs: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> None:
     """out += the non-centre pairs, chunk by chunk: gather, one GEMM per offset, one CSR product."""
-    chunks = _chunks(kmap, weight)
-    m_max = max((c.in_idx.numel() for c in chunks), default=0)
-    gathered = xs.new_empty(m_max, weight.shape[1])
-    product = xs.new_empty(m_max, weight.shape[2])
-    with _one_thread():
+    def run(chunks):
+        # chunks own disjoint output rows, so the threads never write the same row
+        m_max = max((c.in_idx.numel() for c in chunks), default=0)
+        gathered = xs.new_empty(m_max, weight.shape[1])
+        product = xs.new_empty(m_max, weight.shape[2])
         for c in chunks:
             m = c.in_idx.numel()
             torch.index_select(xs, 0, c.in_idx, out=gathered[:m])
             for k, a, b in c.segments:
                 torch.mm(gathered[a:b], weight[k], out=product[a:b])
             out[c.r0:c.r1].addmm_(c.scatter, product[:m])
+
+    _run_split(run, _chunks(kmap, weight))
 
 
 def _conv_per_offset(out: torch.Tensor, xs: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> None:
@@ -93,24 +109,30 @@ def _conv_per_offset(out: torch.Tensor, xs: torch.Tensor, weight: torch.Tensor, 
 def _backward_chunked(grad_x, grad_w, xs, gs, weight, kmap: KernelMap) -> None:
     """Non-centre pairs of the backward pass, chunked by input row (the transposed map's outputs):
     grad_x[i] += gs[o] @ W[k]^T and grad_w[k] += xs[i]^T @ gs[o] share one gather of gs."""
-    chunks = _chunks(kmap.transposed(), weight)
-    m_max = max((c.in_idx.numel() for c in chunks), default=0)
-    g_rows = gs.new_empty(m_max, gs.shape[1])
-    x_rows = xs.new_empty(m_max, xs.shape[1]) if grad_w is not None else None
-    product = xs.new_empty(m_max, xs.shape[1]) if grad_x is not None else None
-    with _one_thread():
+    def run(chunks):
+        # grad_x rows are disjoint between chunks; each thread sums its own weight gradient
+        m_max = max((c.in_idx.numel() for c in chunks), default=0)
+        g_rows = gs.new_empty(m_max, gs.shape[1])
+        x_rows = xs.new_empty(m_max, xs.shape[1])
+        product = xs.new_empty(m_max, xs.shape[1])
+        part_w = None if grad_w is None else torch.zeros_like(grad_w)
         for c in chunks:
             m = c.in_idx.numel()
             torch.index_select(gs, 0, c.in_idx, out=g_rows[:m])
-            if grad_w is not None:
+            if part_w is not None:
                 torch.index_select(xs, 0, c.out_idx, out=x_rows[:m])
             for k, a, b in c.segments:
-                if grad_w is not None:
-                    grad_w[k].addmm_(x_rows[a:b].t(), g_rows[a:b])
+                if part_w is not None:
+                    part_w[k].addmm_(x_rows[a:b].t(), g_rows[a:b])
                 if grad_x is not None:
                     torch.mm(g_rows[a:b], weight[k].t(), out=product[a:b])
             if grad_x is not None:
                 grad_x[c.r0:c.r1].addmm_(c.scatter, product[:m])
+        return part_w
+
+    for part_w in _run_split(run, _chunks(kmap.transposed(), weight)):
+        if part_w is not None:
+            grad_w += part_w
 
 
 def _backward_per_offset(grad_x, grad_w, xs, gs, weight, kmap: KernelMap) -> None:
