@@ -15,10 +15,10 @@ GRID = 8
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
 def tiny_chunks(request, monkeypatch):
-    # about 50 pairs per chunk at 3-5 channels: many chunks, most offsets absent from some of them;
+    # 50 pairs per chunk: many chunks, most offsets absent from some of them;
     # with 2 torch threads the chunks are split between two Python threads (disjoint output rows,
     # per-thread weight gradients summed), with 1 they run inline
-    monkeypatch.setattr(torch_engine, "CHUNK_ELEMENTS", 200)
+    monkeypatch.setattr(torch_engine, "PAIRS_PER_CHUNK", 50)
     threads = torch.get_num_threads()
     torch.set_num_threads(request.param)
     yield
