@@ -104,6 +104,7 @@ class KernelMap:
 
 
 def _cut_chunks(kmap: KernelMap, budget: int, dtype: torch.dtype) -> list:
+    """PairChunks of about `budget` pairs; rows split evenly by pair count, a row never split."""
     ks, ins, outs = [], [], []
     for k in range(kmap.volume):
         if k == kmap.center or kmap.in_idx[k].numel() == 0:

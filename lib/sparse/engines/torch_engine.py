@@ -23,14 +23,14 @@ PAIRS_PER_CHUNK = 16384
 
 def _scatter_add(dst: torch.Tensor, idx: torch.Tensor, src: torch.Tensor, kmap: KernelMap) -> None:
     """dst[idx[p]] += src[p] for every p (idx may repeat)."""
-    if _chunked(dst):
+    if _cpu_float(dst):
         dst.addmm_(kmap.scatter_matrix(idx, dst.shape[0], dst.dtype), src)
     else:
         dst.index_add_(0, idx, src)  # CUDA: atomics, already fast
 
 
-def _chunked(t: torch.Tensor) -> bool:
-    """CPU float tensors take the chunked path (sparse CSR products run there through MKL)."""
+def _cpu_float(t: torch.Tensor) -> bool:
+    """CPU float32/64: the paths built on sparse CSR products (run there through MKL)."""
     return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
 
 
@@ -170,7 +170,7 @@ class _SparseConv(torch.autograd.Function):
             out = torch.mm(xs, weight[kmap.center])
         else:
             out = xs.new_zeros(kmap.n_out, weight.shape[2])
-        (_conv_chunked if _chunked(xs) else _conv_per_offset)(out, xs, weight, kmap)
+        (_conv_chunked if _cpu_float(xs) else _conv_per_offset)(out, xs, weight, kmap)
         return out if kmap.out_order is None else out.index_select(0, kmap.out_inverse)
 
     @staticmethod
@@ -188,7 +188,7 @@ class _SparseConv(torch.autograd.Function):
                 grad_x = torch.mm(gs, weight[kmap.center].t())
             else:
                 grad_x = xs.new_zeros(kmap.n_in, weight.shape[1])
-        (_backward_chunked if _chunked(xs) else _backward_per_offset)(grad_x, grad_w, xs, gs, weight, kmap)
+        (_backward_chunked if _cpu_float(xs) else _backward_per_offset)(grad_x, grad_w, xs, gs, weight, kmap)
         if grad_x is not None and kmap.in_order is not None:
             grad_x = grad_x.index_select(0, kmap.in_inverse)
         return grad_x, grad_w, None
