@@ -50,6 +50,8 @@ def _run_split(fn, chunks: list) -> list:
     if n <= 1:
         return [fn(chunks)]
     if _pool["pid"] != os.getpid() or _pool["size"] != n:  # a forked child has no pool threads
+        if _pool["pid"] == os.getpid():
+            _pool["executor"].shutdown(wait=False)
         _pool.update(pid=os.getpid(), size=n, executor=ThreadPoolExecutor(n, thread_name_prefix="sparse-conv"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
