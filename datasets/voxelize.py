@@ -43,9 +43,13 @@ def voxelize(xyz: np.ndarray, voxel_size: float, rng: Optional[np.random.Generat
     # int32 keys sort faster; fall back to int64 for grids of more than 2^31 cells
     dtype = np.int32 if extent[0] * extent[1] * extent[2] < 2**31 else np.int64
     grid = []
-    for c, low in zip(scaled, lows):
+    for c, low, size in zip(scaled, lows, extent):
         c -= low
-        grid.append(c.astype(dtype))
+        cell = c.astype(dtype)
+        # float32 rounding can lift a point just below a cell boundary of the top cell to `size`,
+        # whose key would alias another cell: clamp it back into its true (top) cell
+        np.minimum(cell, size - 1, out=cell)
+        grid.append(cell)
     del scaled
     key = grid[0]  # reuse the buffers: every array allocated here costs page faults
     key *= extent[1]

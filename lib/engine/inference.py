@@ -2,6 +2,7 @@
 augmentation voting (class probabilities averaged per ORIGINAL point over the views)."""
 import contextlib
 import math
+from fractions import Fraction
 
 import torch
 
@@ -17,15 +18,20 @@ def tta_views(tta_cfg) -> list:
     """
     if not tta_cfg.enabled:
         return [(0.0, False, 1.0)]
-    views = []
-    for r in range(max(1, tta_cfg.rotations)):
-        angle = 2 * math.pi * r / max(1, tta_cfg.rotations)
+    views, seen = [], set()
+    rotations = max(1, tta_cfg.rotations)
+    for r in range(rotations):
         for flip in [None, *tta_cfg.flips]:
             if flip not in (None, "x", "y"):
                 raise ValueError(f"eval.tta.flips: unknown axis {flip!r} (x|y)")
-            extra = math.pi if flip == "y" else 0.0
+            # the view's rotation in exact turns: with an even rotation count a y-mirror lands on an
+            # x-mirror view already listed, which must not vote twice
+            turns = (Fraction(r, rotations) + (Fraction(1, 2) if flip == "y" else 0)) % 1
             for scale in tta_cfg.scales:
-                views.append((angle + extra, flip is not None, float(scale)))
+                key = (turns, flip is not None, float(scale))
+                if key not in seen:
+                    seen.add(key)
+                    views.append((2 * math.pi * float(turns), flip is not None, float(scale)))
     return views
 
 

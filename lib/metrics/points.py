@@ -44,6 +44,9 @@ def split_batch_points(voxel_values: torch.Tensor, offsets: torch.Tensor,
 def raw_to_class(raw: np.ndarray | torch.Tensor, raw_ids: Sequence[int]) -> torch.Tensor:
     """Official ids -> class indices (position in `raw_ids`); an id not in `raw_ids` -> IGNORE_INDEX.
 
+    For ids that map one-to-one onto classes (ScanNet NYU40). SemanticKITTI raw labels need
+    `label & 0xFFFF` and the official learning_map first (moving classes share a class).
+
     Used to score official files: the ScanNet rule (non-valid GT skipped, non-valid prediction a
     miss) follows because the confusion matrix skips IGNORE_INDEX ground truth and counts an
     IGNORE_INDEX prediction as a miss.

@@ -50,3 +50,13 @@ def test_mean_and_majority():
     assert out[vox.inverse[5]] == IGNORE_INDEX  # nothing valid
     labels = np.array([IGNORE_INDEX, IGNORE_INDEX, 2, 3, 3, 1])
     assert voxel_majority(vox, labels, 4)[vox.inverse[0]] == 2  # valid labels win over ignore
+
+
+def test_point_just_below_a_top_cell_boundary_keeps_its_own_voxel():
+    # z / 0.05 of the first point rounds up to the boundary 1000.0 in float32; the cells of the
+    # three points are (0, 0, 999), (0, 1, -1000), (0, 0, -1000): three different voxels
+    xyz = np.array([[0, 0, 49.999996], [0, 0.05, -49.99], [0, 0, -49.99]], dtype=np.float32)
+    vox = voxelize(xyz, 0.05)
+    assert len(set(vox.inverse.tolist())) == 3
+    coords = vox.coords[vox.inverse]
+    assert coords[0, 2] - coords[2, 2] == 1999 and coords[1, 1] - coords[2, 1] == 1

@@ -43,3 +43,12 @@ def test_ema_follows_its_recursion():
     assert torch.allclose(ema.module.weight, 0.81 * start + 0.19)
     warm = ModelEMA(model, decay=0.999)
     assert warm.current_decay() == 0.1  # (1 + 0) / (10 + 0)
+
+
+def test_tta_views_never_vote_twice():
+    # 4 rotations: a y-mirror is an x-mirror a half turn on, already among the x views
+    views = tta_views(TTAConfig(enabled=True, rotations=4, flips=["x", "y"], scales=[1.0]))
+    assert len(views) == 8 and len(set(views)) == 8
+    assert sorted(v for v in views if not v[1]) == [(2 * math.pi * r / 4, False, 1.0) for r in range(4)]
+    # 3 rotations: y-mirrors are new views
+    assert len(tta_views(TTAConfig(enabled=True, rotations=3, flips=["x", "y"], scales=[1.0]))) == 9
