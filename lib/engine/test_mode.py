@@ -1,7 +1,9 @@
 """`--mode test`: full-resolution predictions of every scene of `train.test_split` (optionally
 voted over test-time views), scored by the evaluator when labels exist, exported by
-lib/export. Scenes are shared round-robin among ranks; predictions are gathered to rank 0,
-which alone writes."""
+lib/export. Scenes are shared round-robin among ranks. Each scene's prediction files are written
+as soon as it is predicted, by the rank that predicted it (disjoint files), so memory stays at one
+scene whatever the split's size; confusion matrices are summed over ranks and rank 0 alone writes
+the scores, plots and summary."""
 import logging
 
 import numpy as np
@@ -10,19 +12,10 @@ import torch
 from lib import IGNORE_INDEX
 from lib.engine.checkpoint import load_checkpoint, model_state
 from lib.engine.data import SeededItems
-from lib.engine.dist import get_world_size, is_dist, is_main
+from lib.engine.dist import is_main
 from lib.engine.inference import predict_scene, tta_views
 
 log = logging.getLogger("voxseg")
-
-
-def _gather(rows: list) -> list:
-    """Every rank's list, concatenated on rank 0 (other ranks get [])."""
-    if not is_dist():
-        return rows
-    out = [None] * get_world_size() if is_main() else None
-    torch.distributed.gather_object(rows, out, dst=0)
-    return [r for part in out for r in part] if is_main() else []
 
 
 def run_test(ctx):
@@ -40,9 +33,10 @@ def run_test(ctx):
     log.info("testing %s on split %r: %d scenes, %d view(s) each", ctx.weights,
              cfg.train.test_split, len(dataset), len(views))
 
+    from lib.export import PredictionExporter
     from lib.metrics import SegEvaluator
+    exporter = PredictionExporter(cfg.export, meta, ctx.run_dir)  # fails before any prediction if misconfigured
     evaluator = SegEvaluator.from_meta(meta, cfg.eval.convention, device)
-    rows = []
     items = SeededItems(dataset, cfg.seed)
     indices = range(ctx.rank, len(dataset), ctx.world)
     for i, index in enumerate(indices):
@@ -52,18 +46,13 @@ def run_test(ctx):
         labels = torch.as_tensor(np.asarray(item["point_labels"]), dtype=torch.int64)
         has_labels = bool((labels != IGNORE_INDEX).any())
         evaluator.update(pred, labels.to(device))
-        rows.append((item["scene"], np.asarray(item["points"]), pred.to(torch.int16).cpu().numpy(),
-                     labels.numpy() if has_labels else None))
+        exporter.add(item["scene"], np.asarray(item["points"]), pred.cpu().numpy().astype(np.int64),
+                     labels.numpy() if has_labels else None)
         if is_main() and (i + 1) % 10 == 0:
             log.info("predicted %d/%d scenes on rank 0", i + 1, len(indices))
     evaluator.all_reduce()
-    rows = _gather(rows)
     if not is_main():
         return None
-    from lib.export import PredictionExporter
-    exporter = PredictionExporter(cfg.export, meta, ctx.run_dir)
-    for scene, points, pred, labels in rows:
-        exporter.add(scene, points, pred.astype("int64"), labels)
     if evaluator.confusion.valid().sum() == 0:
         log.info("split %r has no labels: predictions exported, nothing scored", cfg.train.test_split)
         return None
