@@ -16,7 +16,10 @@ def synthetic_root(cfg: DataConfig) -> Path:
     preprocessed folder inside cfg.cache_dir. Both steps skip work already done."""
     import fcntl
 
-    cache = Path(cfg.cache_dir) / f"{cfg.dataset}-{cfg.synthetic_scenes}-seed{cfg.synthetic_seed}"
+    from datasets.synthetic import GENERATOR_VERSION
+
+    name = f"{cfg.dataset}-{cfg.synthetic_scenes}-seed{cfg.synthetic_seed}-gen{GENERATOR_VERSION}"
+    cache = Path(cfg.cache_dir) / name
     processed = cache / "processed"
     if (processed / store.MANIFEST).is_file():
         return processed

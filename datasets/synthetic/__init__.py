@@ -8,6 +8,9 @@ Size knobs per kind: scannet / s3dis `points_per_scene`; semantickitti `azimuth_
 from pathlib import Path
 
 KINDS = ("scannet", "s3dis", "semantickitti")
+# Bump whenever a change alters the files written for a given seed: caches are keyed by it, so a
+# stale synthetic set from an older generator is never reused.
+GENERATOR_VERSION = 1
 
 
 def generate(kind: str, out_dir, num_scenes: int, seed: int = 0, **size_kwargs) -> Path:

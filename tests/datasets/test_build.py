@@ -19,6 +19,9 @@ def test_synthetic_generated_once_then_reused(tmp_path, monkeypatch):
     first = datasets.build_dataset(cfg, "all")
     second = datasets.build_dataset(cfg, "all")
     assert len(calls) == 1 and calls[0][0] == "scannet" and calls[0][2] == 2
+    monkeypatch.setattr(synthetic, "GENERATOR_VERSION", synthetic.GENERATOR_VERSION + 1)
+    datasets.build_dataset(cfg, "all")
+    assert len(calls) == 2  # a newer generator never reuses an older cache
     assert len(first) == len(second) == 2
     item = first[0]
     assert item["coords"].dtype == np.int32 and item["feats"].shape == (len(item["coords"]), 3)
