@@ -2,8 +2,8 @@
 
 A checkpoint is a dict of tensors and primitive containers only, so `torch.load(...,
 weights_only=True)` can read it:
-  {"model", "optimizer", "scheduler", "scaler", "ema", "iteration", "epoch", "rng", "config",
-   "best_metric", "format": 1}
+  {"format": FORMAT_VERSION, "model", "optimizer", "scheduler", "scaler", "ema", "iteration", "rng",
+   "config", "best", "best_iteration", "world_size"}
 """
 import os
 import random

@@ -5,8 +5,8 @@ import logging
 import torch
 from torch import nn
 
-from lib.engine.checkpoint import (CheckpointError, atomic_save, capture_rng, load_checkpoint,
-                                   model_state, restore_rng)
+from lib.engine.checkpoint import (FORMAT_VERSION, CheckpointError, atomic_save, capture_rng,
+                                   load_checkpoint, model_state, restore_rng)
 from lib.engine.data import EpochStream, make_loader
 from lib.engine.voxel_budget import VoxelBudgetBatchSampler
 from lib.engine.dist import get_world_size, is_dist, is_main
@@ -124,7 +124,7 @@ def run_train(ctx):
         if not is_main():
             return
         atomic_save({
-            "format": 1, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "format": FORMAT_VERSION, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
             "ema": ema.state_dict() if ema is not None else None, "iteration": trainer.iteration,
             "rng": rng, "config": ctx.config_dict, "best": val_hook.best,
