@@ -173,8 +173,8 @@ class EpochStream:
     def seek(self, batches_done: int):
         """Position the stream after `batches_done` batches (0 = the very beginning)."""
         epoch = 0
-        while batches_done >= self._steps(epoch):
-            batches_done -= self._steps(epoch)
+        while batches_done >= (steps := self._steps(epoch)):
+            batches_done -= steps
             epoch += 1
         self.epoch, self._pending_start = epoch, batches_done
         self._iter = None
