@@ -121,10 +121,8 @@ def build_dataclass(cls: type, data: dict, sources: dict, prefix: str = "", raws
         if key not in fields:
             dotted = prefix + key
             valid = [prefix + name for name in fields]
-            raise ConfigError(
-                f"unknown key '{dotted}' (from {_where(sources, dotted)})" + suggest(dotted, valid)
-                + ("" if suggest(dotted, valid) else f"; valid keys here: {', '.join(sorted(valid))}")
-            )
+            hint = suggest(dotted, valid) or f"; valid keys here: {', '.join(sorted(valid))}"
+            raise ConfigError(f"unknown key '{dotted}' (from {_where(sources, dotted)})" + hint)
     kwargs = {}
     for name, value in data.items():
         dotted = prefix + name
