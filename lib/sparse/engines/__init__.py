@@ -74,6 +74,16 @@ def resolve_engine(name: str, device, training: bool) -> str:
     return name
 
 
+def coarse_rows(ctx, stride: int, coords: torch.Tensor, engine: str) -> torch.Tensor:
+    """Row in ctx's stride-2s coordinate set of each output row of an engine's own k2s2 conv
+    (coords [M, 4] (batch, x, y, z) in finest-grid units); raises unless the two sets are equal."""
+    coarse = ctx.coord_set(2 * stride)
+    hit, rows = coarse.lookup(ctx.coder.encode(coords))
+    if not bool(hit.all()) or len(rows) != len(coarse):
+        raise RuntimeError(f"{engine}'s k2s2 output coordinates differ from floor(c / 2s) * 2s")
+    return rows
+
+
 _MODULES = {"torch": ("torch_engine", "TorchEngine"), "spconv": ("spconv_engine", "SpconvEngine"),
             "minkowski": ("minkowski_engine", "MinkowskiEngineAdapter"),
             "torchsparse": ("torchsparse_engine", "TorchsparseEngine")}

@@ -10,7 +10,7 @@ torch engine's kernel maps.
 import torch
 
 from ..coords import ORIGIN_ALIGN
-from . import torch_engine
+from . import coarse_rows, torch_engine
 
 
 def import_spconv():
@@ -99,29 +99,18 @@ class SpconvEngine:
                            indice_key=f"subm{x.stride}_{kernel_size}_{dilation}")
         return self._run(mod, state, x.feats, x.coords, x.stride, weight, kernel_size).features
 
-    def _down(self, state, feats, coords, stride, weight):
-        mod = self._module("SparseConv3d", weight.shape[1], weight.shape[2], 2, stride=2,
-                           indice_key=f"down{stride}")
-        out = self._run(mod, state, feats, coords, stride, weight, 2)
-        if stride not in state.coarse_rows:
-            # spconv orders its output rows its own way: find each in our coarse coordinate set
-            idx = out.indices.to(torch.int64)
-            xyz = idx[:, 1:] * (2 * stride) + state.origin.to(idx.device)
-            return out, xyz, idx
-        return out, None, None
-
     def down_conv(self, x, weight):
         state = self._state(x.ctx)
-        out, xyz, idx = self._down(state, x.feats, x.coords, x.stride, weight)
-        if xyz is not None:
-            coarse = x.ctx.coord_set(2 * x.stride)
-            hit, rows = coarse.lookup(x.ctx.coder.encode(torch.cat([idx[:, :1], xyz], 1)))
-            if not bool(hit.all()) or len(rows) != len(coarse):
-                raise RuntimeError("spconv's k2s2 output coordinates differ from floor(c / 2s) * 2s")
-            state.coarse_rows[x.stride] = rows
-        rows = state.coarse_rows[x.stride]
+        mod = self._module("SparseConv3d", weight.shape[1], weight.shape[2], 2, stride=2,
+                           indice_key=f"down{x.stride}")
+        out = self._run(mod, state, x.feats, x.coords, x.stride, weight, 2)
+        if x.stride not in state.coarse_rows:
+            # spconv orders its output rows its own way: find each in our coarse coordinate set
+            idx = out.indices.to(torch.int64)
+            xyz = idx[:, 1:] * (2 * x.stride) + state.origin.to(idx.device)
+            state.coarse_rows[x.stride] = coarse_rows(x.ctx, x.stride, torch.cat([idx[:, :1], xyz], 1), self.name)
         result = out.features.new_empty(out.features.shape)
-        result[rows] = out.features
+        result[state.coarse_rows[x.stride]] = out.features
         return result
 
     def up_conv(self, x, weight):

@@ -13,7 +13,7 @@ dilated and depthwise layers run on the torch engine's kernel maps (CUDA too).
 import torch
 
 from ..coords import ORIGIN_ALIGN
-from . import torch_engine
+from . import coarse_rows, torch_engine
 from .minkowski_engine import canonical_to_me
 
 
@@ -81,14 +81,9 @@ class TorchsparseEngine:
             # torchsparse orders the coarse rows its own way: find each in our coarse set
             c = out.coords.to(torch.int64)
             ours = torch.cat([c[:, :1], c[:, 1:] + state.origin.to(c.device)], 1)
-            coarse = x.ctx.coord_set(2 * x.stride)
-            hit, rows = coarse.lookup(x.ctx.coder.encode(ours))
-            if not bool(hit.all()) or len(rows) != len(coarse):
-                raise RuntimeError("torchsparse's k2s2 output coordinates differ from floor(c / 2s) * 2s")
-            state.coarse_rows[x.stride] = rows
-        rows = state.coarse_rows[x.stride]
+            state.coarse_rows[x.stride] = coarse_rows(x.ctx, x.stride, ours, self.name)
         result = out.feats.new_empty(out.feats.shape)
-        result[rows] = out.feats
+        result[state.coarse_rows[x.stride]] = out.feats
         return result
 
     def up_conv(self, x, weight):
