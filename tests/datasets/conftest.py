@@ -8,25 +8,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # data_helpers, whatev
 from data_helpers import REAL_KITTI, REAL_SCANNET  # noqa: E402
 
 
+def _preprocess_real(tmp_path_factory, name: str, raw: Path, what: str) -> Path:
+    """Preprocess the real `raw` tree of dataset `name` into a fresh temp folder (skip if absent)."""
+    if not raw.is_dir():
+        pytest.skip(f"real {what} not found at {raw}")
+    from datasets.preprocessing import preprocess
+
+    out = tmp_path_factory.mktemp(f"{name}_pre")
+    preprocess(name, raw, out, workers=1, progress=False)
+    return out
+
+
 @pytest.fixture(scope="session")
 def scannet_root(tmp_path_factory):
     """The 17 real ScanNet scans, preprocessed once per test session."""
-    if not REAL_SCANNET.is_dir():
-        pytest.skip(f"real ScanNet scans not found at {REAL_SCANNET}")
-    from datasets.preprocessing import preprocess
-
-    out = tmp_path_factory.mktemp("scannet_pre")
-    preprocess("scannet", REAL_SCANNET, out, workers=1, progress=False)
-    return out
+    return _preprocess_real(tmp_path_factory, "scannet", REAL_SCANNET, "ScanNet scans")
 
 
 @pytest.fixture(scope="session")
 def kitti_root(tmp_path_factory):
     """The 2 real SemanticKITTI frames, indexed once per test session."""
-    if not REAL_KITTI.is_dir():
-        pytest.skip(f"real SemanticKITTI frames not found at {REAL_KITTI}")
-    from datasets.preprocessing import preprocess
-
-    out = tmp_path_factory.mktemp("kitti_pre")
-    preprocess("semantickitti", REAL_KITTI, out, workers=1, progress=False)
-    return out
+    return _preprocess_real(tmp_path_factory, "semantickitti", REAL_KITTI, "SemanticKITTI frames")
