@@ -17,8 +17,12 @@ def _leaf(n, c, seed):
     return torch.randn(n, c, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)).requires_grad_()
 
 
-def _grads(out, upstream, *leaves):
-    return torch.autograd.grad(out, leaves, upstream)
+def _assert_matches(out, ref, leaves, ref_leaves):
+    """out == ref, and so are the gradients of the same upstream w.r.t. leaves and ref_leaves."""
+    torch.testing.assert_close(out, ref)
+    up = torch.randn_like(ref)
+    for g, r in zip(torch.autograd.grad(out, leaves, up), torch.autograd.grad(ref, ref_leaves, up)):
+        torch.testing.assert_close(g, r)
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3])
@@ -36,13 +40,7 @@ def test_submanifold_matches_conv3d(kernel, dilation, stride, batch):
     dense = F.conv3d(densify(dfeats, coords, stride, GRID, batch), canonical_to_conv3d(w, kernel),
                      layer.bias.detach(), padding=(kernel // 2) * dilation, dilation=dilation)
     ref = sample(dense, coords, stride)
-    torch.testing.assert_close(out, ref)
-
-    up = torch.randn_like(ref)
-    gx, gw = _grads(out, up, feats, layer.weight)
-    rx, rw = _grads(ref, up, dfeats, w)
-    torch.testing.assert_close(gx, rx)
-    torch.testing.assert_close(gw, rw)
+    _assert_matches(out, ref, (feats, layer.weight), (dfeats, w))
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3])
@@ -64,13 +62,7 @@ def test_downconv_matches_conv3d_k2s2(stride, batch):
     w = layer.weight.detach().clone().requires_grad_()
     dense = F.conv3d(densify(dfeats, coords, stride, 2 * GRID, batch), canonical_to_conv3d(w, 2), stride=2)
     ref = sample(dense, y.coords, 2 * stride)
-    torch.testing.assert_close(y.feats, ref)
-
-    up = torch.randn_like(ref)
-    gx, gw = _grads(y.feats, up, feats, layer.weight)
-    rx, rw = _grads(ref, up, dfeats, w)
-    torch.testing.assert_close(gx, rx)
-    torch.testing.assert_close(gw, rw)
+    _assert_matches(y.feats, ref, (feats, layer.weight), (dfeats, w))
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3])
@@ -89,13 +81,7 @@ def test_upconv_matches_conv_transpose3d(stride, batch):
     dense = F.conv_transpose3d(densify(dfeats, coarse_coords, 2 * stride, GRID, batch),
                                canonical_to_conv_transpose3d(w), stride=2)
     ref = sample(dense, fine, stride)
-    torch.testing.assert_close(y.feats, ref)
-
-    up = torch.randn_like(ref)
-    gx, gw = _grads(y.feats, up, feats, layer.weight)
-    rx, rw = _grads(ref, up, dfeats, w)
-    torch.testing.assert_close(gx, rx)
-    torch.testing.assert_close(gw, rw)
+    _assert_matches(y.feats, ref, (feats, layer.weight), (dfeats, w))
 
 
 @pytest.mark.parametrize("kernel,dilation,stride", [(3, 1, 1), (3, 2, 2), (5, 1, 1), (5, 3, 4)])
@@ -112,13 +98,7 @@ def test_depthwise_matches_grouped_conv3d(kernel, dilation, stride):
     dense = F.conv3d(densify(dfeats, coords, stride, GRID, batch), dense_w,
                      padding=(kernel // 2) * dilation, dilation=dilation, groups=ch)
     ref = sample(dense, coords, stride)
-    torch.testing.assert_close(out, ref)
-
-    up = torch.randn_like(ref)
-    gx, gw = _grads(out, up, feats, layer.weight)
-    rx, rw = _grads(ref, up, dfeats, w)
-    torch.testing.assert_close(gx, rx)
-    torch.testing.assert_close(gw, rw)
+    _assert_matches(out, ref, (feats, layer.weight), (dfeats, w))
 
 
 @pytest.mark.parametrize("kernel,dilation", [(3, 1), (5, 1), (3, 2)])
