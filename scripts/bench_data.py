@@ -30,19 +30,18 @@ def make_scene(out: Path, num_points: int) -> Path:
     raw = out / "raw_pre"
     preprocess("scannet", REAL_SCANNET, raw, workers=1, progress=False)
     scene_id = sorted(store.read_manifest(raw)["scenes"])[0]
-    coord = np.load(store.scene_dir(raw, scene_id) / "coord.npy")
-    color = np.load(store.scene_dir(raw, scene_id) / "color.npy")
-    label = np.load(store.scene_dir(raw, scene_id) / "label.npy")
+    coord, color, label = (store.load_array(raw, scene_id, name, mmap=False) for name in ("coord", "color", "label"))
     rng = np.random.default_rng(0)
     take = np.arange(num_points) % len(coord)
     coord = coord[take] + rng.normal(0, 0.01, (num_points, 3)).astype(np.float32) * (np.arange(num_points) >= len(coord))[:, None]
+    label = label[take]
     root = out / "bench"
-    valid = label[take][label[take] >= 0]
+    valid = label[label >= 0]
     record = {"split": "train", "points": num_points, "ignored": int(num_points - len(valid)),
               "class_counts": np.bincount(valid, minlength=len(scannet.CLASS_NAMES)).tolist()}
     store.write_scene(root, "bench_scene", {"coord": coord.astype(np.float32), "color": color[take],
-                                            "label": label[take]}, record)
-    store.write_json_atomic(root / store.MANIFEST, {"dataset": "scannet", "num_classes": 20,
+                                            "label": label}, record)
+    store.write_json_atomic(root / store.MANIFEST, {"dataset": "scannet", "num_classes": len(scannet.CLASS_NAMES),
                                                     "class_names": scannet.CLASS_NAMES,
                                                     "scenes": {"bench_scene": record}, "skipped": {}})
     return root
@@ -51,8 +50,8 @@ def make_scene(out: Path, num_points: int) -> Path:
 def unique_reference(root: Path, voxel_size: float) -> None:
     """The plain way: np.unique over integer rows (inverse map and first point per voxel), then
     that point's colour as the voxel feature."""
-    coord = np.load(store.scene_dir(root, "bench_scene") / "coord.npy", mmap_mode="r")
-    color = np.load(store.scene_dir(root, "bench_scene") / "color.npy", mmap_mode="r")
+    coord = store.load_array(root, "bench_scene", "coord")
+    color = store.load_array(root, "bench_scene", "color")
     grid = np.floor(np.asarray(coord) / voxel_size).astype(np.int64)
     _, first, _ = np.unique(grid, axis=0, return_index=True, return_inverse=True)
     np.asarray(color)[first].astype(np.float32)
