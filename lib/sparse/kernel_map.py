@@ -90,17 +90,21 @@ class KernelMap:
         runs on all threads."""
         key = (idx.data_ptr(), idx.numel(), n_rows, dtype)
         if key not in self._csr:
-            m = idx.numel()
-            ascending = m < 2 or bool((idx[1:] > idx[:-1]).all())
-            cols = torch.arange(m, device=idx.device) if ascending else torch.argsort(idx, stable=True)
-            counts = torch.bincount(idx, minlength=n_rows)
-            crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=idx.device)
-            torch.cumsum(counts, 0, out=crow[1:])
-            # int32 indices: smaller and what MKL's sparse kernels take natively
-            ones = torch.ones(m, dtype=dtype, device=idx.device)
-            self._csr[key] = torch.sparse_csr_tensor(crow.to(torch.int32), cols.to(torch.int32), ones,
-                                                     size=(n_rows, m), check_invariants=False)
+            self._csr[key] = _ones_csr(idx, n_rows, dtype)
         return self._csr[key]
+
+
+def _ones_csr(idx: torch.Tensor, n_rows: int, dtype: torch.dtype) -> torch.Tensor:
+    """Sparse CSR [n_rows, len(idx)] with a one at (idx[p], p)."""
+    m = idx.numel()
+    ascending = m < 2 or bool((idx[1:] >= idx[:-1]).all())
+    cols = torch.arange(m, device=idx.device) if ascending else torch.argsort(idx, stable=True)
+    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=idx.device)
+    torch.cumsum(torch.bincount(idx, minlength=n_rows), 0, out=crow[1:])
+    # int32 indices: smaller and what MKL's sparse kernels take natively
+    return torch.sparse_csr_tensor(crow.to(torch.int32), cols.to(torch.int32),
+                                   torch.ones(m, dtype=dtype, device=idx.device),
+                                   size=(n_rows, m), check_invariants=False)
 
 
 def _cut_chunks(kmap: KernelMap, budget: int, dtype: torch.dtype) -> list:
@@ -141,14 +145,7 @@ def _cut_chunks(kmap: KernelMap, budget: int, dtype: torch.dtype) -> list:
             start += i.numel()
         c_in = torch.cat([p[1] for p in parts])
         c_out = torch.cat([p[2] for p in parts])
-        local = c_out - r0
-        crow = torch.zeros(r1 - r0 + 1, dtype=torch.int64, device=local.device)
-        torch.cumsum(torch.bincount(local, minlength=r1 - r0), 0, out=crow[1:])
-        cols = torch.argsort(local, stable=True)
-        scatter = torch.sparse_csr_tensor(crow.to(torch.int32), cols.to(torch.int32),
-                                          torch.ones(start, dtype=dtype, device=local.device),
-                                          size=(r1 - r0, start), check_invariants=False)
-        chunks.append(PairChunk(r0, r1, c_in, c_out, segments, scatter))
+        chunks.append(PairChunk(r0, r1, c_in, c_out, segments, _ones_csr(c_out - r0, r1 - r0, dtype)))
     return chunks
 
 
