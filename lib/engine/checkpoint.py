@@ -16,15 +16,15 @@ import torch
 FORMAT_VERSION = 1
 
 
-def atomic_save(obj, path) -> None:
-    """torch.save `obj` to `path` through a temporary file in the same folder and os.replace,
+def atomic_write(path, write, mode: str = "wb") -> None:
+    """Call `write(f)` on a temporary file in `path`'s folder, then os.replace it onto `path`,
     so a reader (or a crash) never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -32,6 +32,11 @@ def atomic_save(obj, path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_save(obj, path) -> None:
+    """torch.save `obj` to `path` atomically (see `atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 class CheckpointError(RuntimeError):

@@ -11,7 +11,6 @@ import logging
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from lib.engine import dist as D
+from lib.engine.checkpoint import atomic_write
 
 log = logging.getLogger("voxseg")
 
@@ -79,10 +79,7 @@ def setup_logging(run_dir: Path, rank: int) -> list:
 
 def write_json(obj, path: Path) -> None:
     """JSON through a temporary file and os.replace (never half-written)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: json.dump(obj, f, indent=1), mode="w")
 
 
 def summary_metrics(scores) -> dict:
