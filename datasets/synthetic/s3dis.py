@@ -20,8 +20,6 @@ from .scenes import scene_rng
 CLASS_OF_KIND = {"ceiling": "ceiling", "floor": "floor", "wall": "wall", "beam": "beam", "column": "column",
                  "window": "window", "door": "door", "table": "table", "desk": "table", "chair": "chair",
                  "sofa": "sofa", "bookshelf": "bookcase", "board": "board", "stairs": "stairs"}
-CLASSES = ("ceiling", "floor", "wall", "beam", "column", "window", "door", "table", "chair", "sofa",
-           "bookcase", "board", "clutter")  # the 13 classes; "stairs" files count as clutter
 NUM_AREAS = 6
 ROOM_SPACING = 16.0  # metres between the origins of neighbouring rooms in an area
 
