@@ -35,3 +35,16 @@ def canonical_to_conv3d(weight: torch.Tensor, k: int) -> torch.Tensor:
 def canonical_to_conv_transpose3d(weight: torch.Tensor) -> torch.Tensor:
     """[8, Cin, Cout] -> conv_transpose3d weight [Cin, Cout, 2, 2, 2]."""
     return weight.permute(1, 2, 0).reshape(weight.shape[1], weight.shape[2], 2, 2, 2)
+
+
+def leaf(n: int, c: int, seed: int) -> torch.Tensor:
+    """Seeded float64 [n, c] features that require grad."""
+    return torch.randn(n, c, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)).requires_grad_()
+
+
+def assert_same_value_and_grads(out, ref, leaves, ref_leaves):
+    """out == ref, and so are the gradients of the same upstream w.r.t. leaves and ref_leaves."""
+    torch.testing.assert_close(out, ref)
+    up = torch.randn_like(ref)
+    for g, r in zip(torch.autograd.grad(out, leaves, up), torch.autograd.grad(ref, ref_leaves, up)):
+        torch.testing.assert_close(g, r)

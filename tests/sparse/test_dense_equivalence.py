@@ -7,22 +7,10 @@ import torch.nn.functional as F
 
 from lib.sparse import SparseTensor
 from lib.sparse import nn as snn
-from tests.sparse.dense_ref import (canonical_to_conv3d, canonical_to_conv_transpose3d, densify,
-                                    random_coords, sample)
+from tests.sparse.dense_ref import (assert_same_value_and_grads, canonical_to_conv3d,
+                                    canonical_to_conv_transpose3d, densify, leaf, random_coords, sample)
 
 GRID = 7
-
-
-def _leaf(n, c, seed):
-    return torch.randn(n, c, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)).requires_grad_()
-
-
-def _assert_matches(out, ref, leaves, ref_leaves):
-    """out == ref, and so are the gradients of the same upstream w.r.t. leaves and ref_leaves."""
-    torch.testing.assert_close(out, ref)
-    up = torch.randn_like(ref)
-    for g, r in zip(torch.autograd.grad(out, leaves, up), torch.autograd.grad(ref, ref_leaves, up)):
-        torch.testing.assert_close(g, r)
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3])
@@ -31,7 +19,7 @@ def _assert_matches(out, ref, leaves, ref_leaves):
 @pytest.mark.parametrize("kernel", [1, 3, 5])
 def test_submanifold_matches_conv3d(kernel, dilation, stride, batch):
     coords = random_coords(batch, GRID, stride, 0.3, seed=kernel * 100 + dilation * 10 + stride + batch)
-    feats = _leaf(len(coords), 3, 1)
+    feats = leaf(len(coords), 3, 1)
     layer = snn.SubMConv3d(3, 4, kernel, dilation, bias=True).double()
     out = layer(SparseTensor(feats, coords, stride=stride, engine="torch")).feats
 
@@ -40,14 +28,14 @@ def test_submanifold_matches_conv3d(kernel, dilation, stride, batch):
     dense = F.conv3d(densify(dfeats, coords, stride, GRID, batch), canonical_to_conv3d(w, kernel),
                      layer.bias.detach(), padding=(kernel // 2) * dilation, dilation=dilation)
     ref = sample(dense, coords, stride)
-    _assert_matches(out, ref, (feats, layer.weight), (dfeats, w))
+    assert_same_value_and_grads(out, ref, (feats, layer.weight), (dfeats, w))
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3])
 @pytest.mark.parametrize("stride", [1, 2, 4])
 def test_downconv_matches_conv3d_k2s2(stride, batch):
     coords = random_coords(batch, 2 * GRID, stride, 0.1, seed=stride + 7 * batch)
-    feats = _leaf(len(coords), 3, 2)
+    feats = leaf(len(coords), 3, 2)
     layer = snn.DownConv3d(3, 5).double()
     y = layer(SparseTensor(feats, coords, stride=stride, engine="torch"))
     assert y.stride == 2 * stride
@@ -62,7 +50,7 @@ def test_downconv_matches_conv3d_k2s2(stride, batch):
     w = layer.weight.detach().clone().requires_grad_()
     dense = F.conv3d(densify(dfeats, coords, stride, 2 * GRID, batch), canonical_to_conv3d(w, 2), stride=2)
     ref = sample(dense, y.coords, 2 * stride)
-    _assert_matches(y.feats, ref, (feats, layer.weight), (dfeats, w))
+    assert_same_value_and_grads(y.feats, ref, (feats, layer.weight), (dfeats, w))
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3])
@@ -71,7 +59,7 @@ def test_upconv_matches_conv_transpose3d(stride, batch):
     fine = random_coords(batch, 2 * GRID, stride, 0.1, seed=50 + stride + batch)
     x = SparseTensor(torch.zeros(len(fine), 1, dtype=torch.float64), fine, stride=stride, engine="torch")
     coarse_coords = x.ctx.coords(2 * stride)  # the coarse set the down path would produce
-    feats = _leaf(len(coarse_coords), 3, 3)
+    feats = leaf(len(coarse_coords), 3, 3)
     layer = snn.UpConv3d(3, 4).double()
     y = layer(SparseTensor(feats, coarse_coords, 2 * stride, x.ctx))
     assert y.stride == stride and torch.equal(y.coords, fine)
@@ -81,14 +69,14 @@ def test_upconv_matches_conv_transpose3d(stride, batch):
     dense = F.conv_transpose3d(densify(dfeats, coarse_coords, 2 * stride, GRID, batch),
                                canonical_to_conv_transpose3d(w), stride=2)
     ref = sample(dense, fine, stride)
-    _assert_matches(y.feats, ref, (feats, layer.weight), (dfeats, w))
+    assert_same_value_and_grads(y.feats, ref, (feats, layer.weight), (dfeats, w))
 
 
 @pytest.mark.parametrize("kernel,dilation,stride", [(3, 1, 1), (3, 2, 2), (5, 1, 1), (5, 3, 4)])
 def test_depthwise_matches_grouped_conv3d(kernel, dilation, stride):
     batch, ch = 2, 4
     coords = random_coords(batch, GRID, stride, 0.3, seed=kernel + dilation + stride)
-    feats = _leaf(len(coords), ch, 4)
+    feats = leaf(len(coords), ch, 4)
     layer = snn.DepthwiseConv3d(ch, kernel, dilation).double()
     out = layer(SparseTensor(feats, coords, stride=stride, engine="torch")).feats
 
@@ -98,7 +86,7 @@ def test_depthwise_matches_grouped_conv3d(kernel, dilation, stride):
     dense = F.conv3d(densify(dfeats, coords, stride, GRID, batch), dense_w,
                      padding=(kernel // 2) * dilation, dilation=dilation, groups=ch)
     ref = sample(dense, coords, stride)
-    _assert_matches(out, ref, (feats, layer.weight), (dfeats, w))
+    assert_same_value_and_grads(out, ref, (feats, layer.weight), (dfeats, w))
 
 
 @pytest.mark.parametrize("kernel,dilation", [(3, 1), (5, 1), (3, 2)])
@@ -107,7 +95,7 @@ def test_sorted_rows_take_the_same_path_to_the_same_result(kernel, dilation):
     coords = random_coords(2, GRID, 1, 0.3, seed=5)
     order = torch.argsort(((coords[:, 0] * 64 + coords[:, 1]) * 64 + coords[:, 2]) * 64 + coords[:, 3])
     coords = coords[order]
-    feats = _leaf(len(coords), 3, 6)
+    feats = leaf(len(coords), 3, 6)
     layer = snn.SubMConv3d(3, 4, kernel, dilation).double()
     x = SparseTensor(feats, coords, engine="torch")
     assert x.ctx.coord_set(1).is_sorted

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from lib.sparse import SparseTensor
 from lib.sparse import nn as snn
 from lib.sparse.engines import torch_engine
-from tests.sparse.dense_ref import canonical_to_conv3d, canonical_to_conv_transpose3d, densify, random_coords, sample
+from tests.sparse.dense_ref import (assert_same_value_and_grads, canonical_to_conv3d,
+                                    canonical_to_conv_transpose3d, densify, leaf, random_coords, sample)
 
 GRID = 8
 
@@ -23,17 +24,6 @@ def tiny_chunks(request, monkeypatch):
     torch.set_num_threads(request.param)
     yield
     torch.set_num_threads(threads)
-
-
-def _leaf(n, c, seed):
-    return torch.randn(n, c, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)).requires_grad_()
-
-
-def _assert_same_value_and_grads(out, ref, leaves, ref_leaves):
-    torch.testing.assert_close(out, ref)
-    up = torch.randn_like(ref)
-    for g, r in zip(torch.autograd.grad(out, leaves, up), torch.autograd.grad(ref, ref_leaves, up)):
-        torch.testing.assert_close(g, r)
 
 
 def test_chunks_partition_the_pairs_by_output_row():
@@ -58,7 +48,7 @@ def test_chunks_partition_the_pairs_by_output_row():
 @pytest.mark.parametrize("kernel,dilation,stride", [(3, 1, 1), (3, 2, 2), (5, 1, 1)])
 def test_submanifold_in_tiny_chunks_matches_conv3d(tiny_chunks, kernel, dilation, stride):
     coords = random_coords(2, GRID, stride, 0.3, seed=kernel + dilation)
-    feats = _leaf(len(coords), 3, 1)
+    feats = leaf(len(coords), 3, 1)
     layer = snn.SubMConv3d(3, 4, kernel, dilation).double()
     x = SparseTensor(feats, coords, stride=stride, engine="torch")
     out = layer(x).feats
@@ -67,12 +57,12 @@ def test_submanifold_in_tiny_chunks_matches_conv3d(tiny_chunks, kernel, dilation
     w = layer.weight.detach().clone().requires_grad_()
     dense = F.conv3d(densify(dfeats, coords, stride, GRID, 2), canonical_to_conv3d(w, kernel),
                      padding=(kernel // 2) * dilation, dilation=dilation)
-    _assert_same_value_and_grads(out, sample(dense, coords, stride), (feats, layer.weight), (dfeats, w))
+    assert_same_value_and_grads(out, sample(dense, coords, stride), (feats, layer.weight), (dfeats, w))
 
 
 def test_down_and_up_in_tiny_chunks_match_dense(tiny_chunks):
     fine = random_coords(2, 2 * GRID, 1, 0.1, seed=9)
-    feats = _leaf(len(fine), 3, 2)
+    feats = leaf(len(fine), 3, 2)
     down, up = snn.DownConv3d(3, 4).double(), snn.UpConv3d(4, 2).double()
     y = down(SparseTensor(feats, fine, engine="torch"))
     z = up(y)
@@ -83,5 +73,5 @@ def test_down_and_up_in_tiny_chunks_match_dense(tiny_chunks):
     # keep only the occupied coarse cells, as the sparse down conv does, before going back up
     mask = densify(torch.ones(len(y), 1, dtype=torch.float64), y.coords, 2, GRID, 2)
     dense_z = F.conv_transpose3d(dense_y * mask, canonical_to_conv_transpose3d(wu), stride=2)
-    _assert_same_value_and_grads(z.feats, sample(dense_z, fine, 1), (feats, down.weight, up.weight),
+    assert_same_value_and_grads(z.feats, sample(dense_z, fine, 1), (feats, down.weight, up.weight),
                                  (dfeats, wd, wu))
