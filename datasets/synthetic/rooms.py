@@ -22,7 +22,6 @@ COLOURS = {
     "misc": (128, 128, 128), "beam": (190, 180, 160), "column": (170, 160, 150), "board": (250, 250, 245),
     "stairs": (110, 110, 110),
 }
-STRUCTURE = ("wall", "floor", "ceiling")
 
 
 def structure(lx: float, ly: float, h: float, ceiling: bool) -> list:
