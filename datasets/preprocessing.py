@@ -70,7 +70,8 @@ def preprocess(name: str, raw_root, out, workers: int = 1, strict: bool = True, 
             records[scene_id] = record
         else:
             skipped[scene_id] = error
-    manifest = {"dataset": name, "num_classes": len(_class_names(name)), "class_names": _class_names(name),
+    class_names = _class_names(name)
+    manifest = {"dataset": name, "num_classes": len(class_names), "class_names": class_names,
                 "raw_root": str(raw_root), "scenes": {k: records[k] for k in sorted(records)},
                 "skipped": {k: skipped[k] for k in sorted(skipped)}}
     store.write_json_atomic(out / store.MANIFEST, manifest)
