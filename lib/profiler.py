@@ -15,6 +15,7 @@ Per module: `peak` = highest live bytes while the module ran minus live bytes wh
 `retained` = live bytes when it returned minus when it started (its output plus, in a training
 forward, the activations autograd keeps for backward).
 """
+import contextlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -201,7 +202,7 @@ class _CudaMeter:
         self._results = {}
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
-        return _Null()
+        return contextlib.nullcontext()
 
     def _fold(self) -> None:
         peak = torch.cuda.max_memory_allocated(self.device)
@@ -277,11 +278,3 @@ class _CpuMeter:
             peak = int(live[first:last + 1].max()) - base
             _merge(results, name, peak, int(live[last]) - base)
         return results
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
