@@ -24,9 +24,7 @@ class ModelConfigError(ConfigError):
 
 def register_model(cls):
     """Class decorator: make `cls` buildable by its class name. Returns `cls` unchanged."""
-    if cls.__name__ in MODELS:
-        raise ValueError(f"model {cls.__name__!r} is registered twice")
-    MODELS[cls.__name__] = cls
+    register_alias(cls.__name__, cls)
     return cls
 
 
