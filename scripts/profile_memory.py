@@ -19,8 +19,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: lib, models live at the root
 
-MIB = 2.0**20
-
 
 def voxelize(ply: Path, voxel_size: float, batch: int) -> dict:
     """A collate-style dict: coords int32 [N, 4] (batch, x, y, z), feats float32 [N, 3] (RGB in [0, 1])."""
@@ -57,7 +55,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from lib.config.schema_eval import ProfileConfig
-    from lib.profiler import profile_memory
+    from lib.profiler import MIB, profile_memory
     from lib.sparse import SparseTensor
     from models import build_model
 
