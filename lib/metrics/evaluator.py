@@ -81,13 +81,14 @@ class SegEvaluator:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         scores = self.compute()
+        valid = self.confusion.valid()
         summary = scores.to_dict()
-        summary["confusion_matrix"] = self.confusion.valid().tolist()
+        summary["confusion_matrix"] = valid.tolist()
         summary["confusion_matrix_layout"] = ("rows = ground truth, columns = prediction, "
                                               "last column = invalid prediction")
         with open(out_dir / "metrics.json", "w") as f:
             json.dump(summary, f, indent=1)
         if plots:
-            plot_confusion(self.confusion.valid(), self.class_names, out_dir / "confusion_matrix.png", normalize_plot)
+            plot_confusion(valid, self.class_names, out_dir / "confusion_matrix.png", normalize_plot)
             plot_iou_bars(scores, out_dir / "iou_per_class.png")
         return summary
