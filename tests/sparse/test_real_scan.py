@@ -1,7 +1,5 @@
 """The torch engine on real geometry: a voxelized ScanNet scan against dense conv3d (float64)."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -9,9 +7,10 @@ import torch.nn.functional as F
 
 from lib.sparse import SparseTensor
 from lib.sparse import nn as snn
+from tests.conftest import REAL_DATA
 from tests.sparse.dense_ref import canonical_to_conv3d, densify, sample
 
-SCANS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "scannet" / "scans"
+SCANS = REAL_DATA / "scannet" / "scans"
 
 
 def _voxelized_scan(voxel_m: float):
