@@ -50,3 +50,8 @@ def random_scene(n: int = 200, seed: int = 0):
     rgb = rng.integers(0, 256, (n, 3)).astype(np.uint8)
     labels = rng.choice([0, 1, 2, 3, 5, 13, 39, 40], size=n).astype(np.uint16)
     return xyz, rgb, labels
+
+
+def tree_bytes(root: Path) -> dict:
+    """Relative path -> bytes of every file under `root` (to compare two generated trees)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

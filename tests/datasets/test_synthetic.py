@@ -2,11 +2,11 @@
 determinism and idempotence, label id sets, and geometry that makes sense (no interpenetrating
 furniture, floor at z = 0, S3DIS room files = concatenation of their annotations)."""
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from data_helpers import tree_bytes
 from datasets.synthetic import generate, rooms
 
 plyfile = pytest.importorskip("plyfile", reason="plyfile is needed to read ScanNet PLY files")
@@ -15,10 +15,6 @@ NYU40_BENCHMARK = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34
 S3DIS_FILE_CLASSES = {"ceiling", "floor", "wall", "beam", "column", "window", "door", "table", "chair", "sofa",
                       "bookcase", "board", "clutter", "stairs"}
 POINTS = 6000  # small scenes keep the tests fast
-
-
-def _tree_bytes(root: Path) -> dict:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +105,7 @@ def test_colour_is_informative_of_class(scannet_dir):
 
 def test_scannet_deterministic_and_idempotent(tmp_path, scannet_dir):
     again = generate("scannet", tmp_path / "a", 3, seed=7, points_per_scene=POINTS)
-    assert _tree_bytes(again) == _tree_bytes(scannet_dir)
+    assert tree_bytes(again) == tree_bytes(scannet_dir)
     other = generate("scannet", tmp_path / "b", 1, seed=8, points_per_scene=POINTS)
     name = "scans/scene0000_00/scene0000_00_vh_clean_2.ply"
     assert (other / name).read_bytes() != (again / name).read_bytes()
@@ -117,7 +113,7 @@ def test_scannet_deterministic_and_idempotent(tmp_path, scannet_dir):
     victim = again / "scans" / "scene0001_00" / "scene0001_00_vh_clean_2.labels.ply"
     victim.unlink()
     generate("scannet", again, 3, seed=7, points_per_scene=POINTS)
-    assert _tree_bytes(again) == _tree_bytes(scannet_dir)  # the missing file came back identical
+    assert tree_bytes(again) == tree_bytes(scannet_dir)  # the missing file came back identical
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p != victim)  # the rest untouched
     assert not list(again.rglob(".*tmp*"))  # no temporary files left
 
@@ -162,7 +158,7 @@ def test_s3dis_stairs_occasionally():
 
 def test_s3dis_deterministic(tmp_path, s3dis_dir):
     again = generate("s3dis", tmp_path / "a", 7, seed=3, points_per_scene=POINTS)
-    assert _tree_bytes(again) == _tree_bytes(s3dis_dir)
+    assert tree_bytes(again) == tree_bytes(s3dis_dir)
 
 
 @pytest.mark.parametrize("kind, count, kwargs, message", [
