@@ -3,12 +3,13 @@ import numpy as np
 import pytest
 
 from datasets.meta import DatasetMeta
+from datasets.scannet import NYU40_IDS
 from lib.config.schema_eval import ExportConfig
 from lib.export import PredictionExporter, kitti_frame, write_scannet, write_semantickitti
 from lib.metrics import raw_to_class
 from tests.conftest import REAL_DATA
 
-SCANNET_IDS = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39])
+SCANNET_IDS = np.array(NYU40_IDS)
 KITTI_INV = np.array([10, 11, 15, 18, 20, 30, 31, 32, 40, 44, 48, 49, 50, 51, 70, 71, 72, 80, 81])  # learning_map_inv
 KITTI_DIR = REAL_DATA / "semantickitti" / "sequences" / "00"
 SCANNET_SCAN = REAL_DATA / "scannet" / "scans" / "scene0000_00"

@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
+from datasets.scannet import NYU40_IDS as SCANNET_IDS
 from lib import IGNORE_INDEX
 from lib.export import write_ply
 from lib.metrics import raw_to_class
 from tests.conftest import REAL_DATA
 
-SCANNET_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39]
 SCENE = REAL_DATA / "scannet" / "scans" / "scene0000_00" / "scene0000_00_vh_clean_2.labels.ply"
 PALETTE = np.array([[(37 * c) % 256, (91 * c + 50) % 256, (13 * c + 200) % 256] for c in range(20)], dtype=np.uint8)
 

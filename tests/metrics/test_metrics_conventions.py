@@ -6,13 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from datasets.scannet import CLASS_NAMES as SCANNET_NAMES
+from datasets.scannet import NYU40_IDS as SCANNET_IDS
 from lib import IGNORE_INDEX as IGN
 from lib.metrics import SegEvaluator, raw_to_class, resolve_convention, split_batch_points, voxel_to_points
 
-SCANNET_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39]
-SCANNET_NAMES = ["wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
-                 "picture", "counter", "desk", "curtain", "refrigerator", "shower curtain", "toilet", "sink",
-                 "bathtub", "otherfurniture"]
 
 
 def _evaluate(gt, pred, names, convention):

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from datasets.scannet import NYU40_IDS
 from lib import IGNORE_INDEX
 from lib.metrics import SegEvaluator, raw_to_class
 from tests.conftest import REAL_DATA
 
-SCANNET_IDS = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39])
+SCANNET_IDS = np.array(NYU40_IDS)
 
 
 def _corrupt(gt, choices, fraction, seed):
