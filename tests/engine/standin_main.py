@@ -4,33 +4,34 @@ torch.distributed.run, or under torchrun), for the engine's multi-process tests.
     python tests/engine/standin_main.py --mode train --output-dir D [--nproc 2] [key=value ...]
 """
 import argparse
+import copy
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
 from tests.engine import standins  # noqa: E402
+from lib.config.loader import apply_overrides  # noqa: E402
 from lib.config.schema import Config  # noqa: E402
+from lib.config.validate import build_dataclass  # noqa: E402
 from lib.engine.launch import launch  # noqa: E402
 
 
+BASE = {
+    "device": "cpu", "engine": "torch",
+    "data": {"batch_size": 2, "num_workers": 0},
+    "train": {"iterations": 6, "val_every": 0, "ckpt_every": 3, "log_every": 1, "progress": False,
+              "optimizer": {"lr": 0.1}},
+    "export": {"ply": False},
+    "eval": {"plots": False},
+}
+
+
 def config(overrides: list) -> Config:
-    cfg = Config()
-    cfg.device, cfg.engine = "cpu", "torch"
-    cfg.data.batch_size, cfg.data.num_workers = 2, 0
-    cfg.train.iterations, cfg.train.val_every, cfg.train.ckpt_every = 6, 0, 3
-    cfg.train.log_every, cfg.train.progress = 1, False
-    cfg.train.optimizer.lr = 0.1
-    cfg.export.ply = False
-    cfg.eval.plots = False
-    for item in overrides:  # dotted key=value, python literal values
-        key, value = item.split("=", 1)
-        *parents, leaf = key.split(".")
-        node = cfg
-        for p in parents:
-            node = getattr(node, p)
-        setattr(node, leaf, type(getattr(node, leaf))(eval(value)))
-    return cfg
+    """The stand-in recipe with `key=value` overrides, parsed as main.py parses them."""
+    data, sources = copy.deepcopy(BASE), {}
+    raws = apply_overrides(data, sources, list(overrides))
+    return build_dataclass(Config, data, sources, "", raws)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ def test_accumulating_two_batches_of_one_equals_one_batch_of_two(tmp_path):
 
 
 def test_clipping_bounds_the_update(tmp_path):
-    trainer, _ = train(tmp_path / "a", ["train.iterations=1", "train.clip_grad_norm=1e-3",
+    trainer, _ = train(tmp_path / "a", ["train.iterations=1", "train.clip_grad_norm=0.001",
                                         "train.optimizer.momentum=0.0", "train.optimizer.weight_decay=0.0",
                                         "train.scheduler.name='constant'"])
     torch.manual_seed(0)  # run_train seeds with cfg.seed before building: the same initial weights
