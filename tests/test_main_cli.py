@@ -1,9 +1,8 @@
 """main.py's command line: the options a user is promised, and config errors as one line."""
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 
 def run_main(*args):
