@@ -52,8 +52,8 @@ class LoggingHook(HookBase):
             self.bar.set_postfix(loss=f"{info['loss']:.4f}", lr=f"{info['lr']:.2e}")
         if trainer.iteration % self.every and trainer.iteration != trainer.max_iter:
             return
-        scalars = {k: v for k, v in info.items() if k not in ("skipped", "grad_norm")}
-        scalars = {k: all_reduce_mean(v) if k not in ("lr",) else v for k, v in scalars.items()}
+        scalars = {k: v if k == "lr" else all_reduce_mean(v)
+                   for k, v in info.items() if k not in ("skipped", "grad_norm")}
         if not math.isnan(info["grad_norm"]):
             scalars["grad_norm"] = info["grad_norm"]
         scalars["peak_memory_mb"] = peak_memory_mb(trainer.device)
@@ -100,6 +100,11 @@ class TrainMetricsHook(HookBase):
                     self.writer.add_scalar(f"train/{key}", value, trainer.iteration)
 
 
+def _miou(scores) -> float:
+    """The score ranked by validation; -1 when nothing was scored (mIoU None)."""
+    return scores["mIoU"] if scores["mIoU"] is not None else -1.0
+
+
 class ValidationHook(HookBase):
     """Calls `validate() -> scores dict` every `every` steps and at the last step; keeps the best.
 
@@ -122,8 +127,8 @@ class ValidationHook(HookBase):
             return
         scores = self.validate()
         self.last = scores
-        miou = scores["mIoU"] if scores["mIoU"] is not None else -1.0
-        if self.best is None or miou > (self.best["mIoU"] if self.best["mIoU"] is not None else -1.0):
+        miou = _miou(scores)
+        if self.best is None or miou > _miou(self.best):
             self.best, self.best_iteration = scores, trainer.iteration
             trainer.new_best = True
         if is_main():
