@@ -40,7 +40,6 @@ class RunContext:
     make_input: Callable  # (collated batch, device) -> model input
     weights: str = ""
     resume: bool = False
-    config_dict: dict = None
     train_collate_fn: Callable = None  # the training loader's collate; None: collate_fn
 
 
@@ -94,7 +93,7 @@ def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights
         make_input=None, train_collate_fn=None) -> dict:
     """Run one mode in this process (already one of N under torchrun, or alone).
     Returns the summary dict (also written to <run>/summary.json by rank 0)."""
-    from lib.config import config_to_dict, save_config
+    from lib.config import save_config
 
     device = D.pick_device(cfg.device)
     if cfg.train.cpu_threads > 0:
@@ -114,7 +113,7 @@ def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights
             save_config(cfg, run_dir / "config.yaml")
         ctx = RunContext(cfg, mode, run_dir, device, rank, world, build_dataset, build_model,
                          collate_fn, make_input or sparse_input(cfg.engine), str(weights or ""),
-                         resume, config_to_dict(cfg), train_collate_fn)
+                         resume, train_collate_fn)
         log.info("%s run in %s: %d process(es), device %s, engine %s", mode, run_dir, world,
                  device, cfg.engine)
         start = time.perf_counter()

@@ -5,6 +5,7 @@ import logging
 import torch
 from torch import nn
 
+from lib.config import config_to_dict
 from lib.engine.checkpoint import (FORMAT_VERSION, CheckpointError, atomic_save, capture_rng,
                                    load_checkpoint, model_state, restore_rng)
 from lib.engine.data import EpochStream, make_loader
@@ -53,7 +54,7 @@ def run_train(ctx):
     """Train per `ctx.cfg`; returns (summary metrics source dict, trainer).
 
     ctx: a RunContext (cfg, run_dir, device, rank, world, build_dataset, build_model, collate_fn,
-    make_input, weights, resume, config_dict).
+    make_input, weights, resume, train_collate_fn).
     """
     cfg, device = ctx.cfg, ctx.device
     train_set = ctx.build_dataset(cfg.data, "train")
@@ -119,6 +120,8 @@ def run_train(ctx):
         log.info("resumed from %s at iteration %d", resume_path, start_iter)
     stream.seek(start_iter * accum)
 
+    config_dict = config_to_dict(cfg)
+
     def save(name: str):
         rng = gather_rng()
         if not is_main():
@@ -127,7 +130,7 @@ def run_train(ctx):
             "format": FORMAT_VERSION, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
             "ema": ema.state_dict() if ema is not None else None, "iteration": trainer.iteration,
-            "rng": rng, "config": ctx.config_dict, "best": val_hook.best,
+            "rng": rng, "config": config_dict, "best": val_hook.best,
             "best_iteration": val_hook.best_iteration, "world_size": ctx.world,
         }, ctx.run_dir / f"{name}.pth")
 

@@ -19,7 +19,7 @@ COMMON = ["train.iterations=12", "train.ckpt_every=4", "model.args={'dropout': 0
 def train(run_dir, overrides=(), resume=False):
     cfg = standin_main.config(list(overrides))
     ctx = RunContext(cfg, "train", run_dir, torch.device("cpu"), 0, 1, S.build_dataset, S.build_model,
-                     S.collate, sparse_input("torch"), "", resume, {})
+                     S.collate, sparse_input("torch"), "", resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     _, trainer = train_mode.run_train(ctx)
     return trainer, dict(trainer.hooks[0].losses)
