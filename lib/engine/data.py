@@ -118,23 +118,22 @@ class KeyedBatches(Sampler):
 
 
 def make_loader(dataset, batch_size: int, num_workers: int, collate_fn, rank: int = 0,
-                world: int = 1, shuffle: bool = True, seed: int = 0, drop_last: bool = None,
-                batch_sampler=None) -> DataLoader:
+                world: int = 1, shuffle: bool = True, seed: int = 0, batch_sampler=None) -> DataLoader:
     """A DataLoader over `SeededItems(dataset)` with a `ShardSampler`, or with `batch_sampler`
     (indices per batch, already sharded for this rank) when one is given.
 
-    drop_last defaults to `shuffle` so training steps always see full batches. The loader's own
-    generator is fixed, so creating an iterator never draws from the global torch RNG.
+    Shuffled (training) loaders drop the last partial batch so training steps always see full
+    batches. The loader's own generator is fixed, so creating an iterator never draws from the
+    global torch RNG.
     """
+    items = SeededItems(dataset, seed)
     generator = torch.Generator().manual_seed(seed)
     if batch_sampler is not None:
-        return DataLoader(SeededItems(dataset, seed), batch_sampler=KeyedBatches(batch_sampler, seed),
+        return DataLoader(items, batch_sampler=KeyedBatches(batch_sampler, seed),
                           num_workers=num_workers, collate_fn=collate_fn, generator=generator)
     sampler = ShardSampler(len(dataset), rank, world, shuffle, seed)
-    return DataLoader(SeededItems(dataset, seed), batch_size=batch_size, sampler=sampler,
-                      num_workers=num_workers, collate_fn=collate_fn,
-                      drop_last=shuffle if drop_last is None else drop_last,
-                      generator=generator, persistent_workers=False)
+    return DataLoader(items, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      collate_fn=collate_fn, drop_last=shuffle, generator=generator)
 
 
 class EpochStream:
