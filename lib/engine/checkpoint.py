@@ -58,9 +58,9 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return ckpt
 
 
-def model_state(ckpt: dict, prefer_ema: bool = True) -> dict:
+def model_state(ckpt: dict) -> dict:
     """The weights to evaluate: the EMA average when the checkpoint has one."""
-    if prefer_ema and ckpt.get("ema"):
+    if ckpt.get("ema"):
         return ckpt["ema"]["module"]
     return ckpt["model"]
 
