@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from .errors import ConfigError
 
 _NONE = type(None)
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _where(sources: dict, key: str) -> str:
@@ -98,6 +100,8 @@ def _coerce(value: Any, tp: Any, key: str, sources: dict, raws: dict) -> Any:
             raise _Mismatch()
         return value
     if tp is float:
+        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value):
+            return float(value)  # PyYAML (YAML 1.1) reads `1e-3` (no dot) as text
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _Mismatch()
         return float(value)

@@ -92,6 +92,14 @@ def test_wrong_type_names_key_source_and_expected_type(recipes):
         load_config(recipes / "top.yaml", ["seed=0.5"])
 
 
+def test_exponent_floats_without_a_dot_are_floats():
+    # YAML 1.1 (PyYAML) reads 1e-3 as text; a float field takes it as the number users mean
+    obj = build_dataclass(Outer, {"inner": {"lr": "1e-3"}}, {})
+    assert obj.inner.lr == 0.001
+    with pytest.raises(ConfigError, match="expected float, got str 'fast'"):
+        build_dataclass(Outer, {"inner": {"lr": "fast"}}, {})
+
+
 def test_bool_is_not_an_int_and_literal_suggests():
     with pytest.raises(ConfigError, match="expected bool"):
         build_dataclass(Outer, {"flag": 1}, {})
