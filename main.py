@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return launch(cfg, args, build_dataset=build_dataset, build_model=models.build_model,
                       collate_fn=collate_fn, train_collate_fn=train_collate)
-    except (datasets.DatasetRootError, CheckpointError) as exc:
+    except (datasets.DatasetRootError, CheckpointError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

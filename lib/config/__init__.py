@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -44,10 +43,5 @@ def dump_config(cfg) -> str:
 
 def save_config(cfg, path: str | os.PathLike) -> Path:
     """Write the resolved recipe atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".yaml")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(dump_config(cfg))
-    os.replace(tmp, path)
-    return path
+    from lib.io import atomic_write_text
+    return atomic_write_text(path, dump_config(cfg))

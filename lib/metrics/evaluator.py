@@ -1,10 +1,10 @@
 """The segmentation evaluator: per-point scores on the original points, under a stated convention."""
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from lib.io import atomic_write_json
 from lib.metrics.confusion import ConfusionMatrix
 from lib.metrics.plots import plot_confusion, plot_iou_bars
 from lib.metrics.points import split_batch_points
@@ -86,8 +86,7 @@ class SegEvaluator:
         summary["confusion_matrix"] = valid.tolist()
         summary["confusion_matrix_layout"] = ("rows = ground truth, columns = prediction, "
                                               "last column = invalid prediction")
-        with open(out_dir / "metrics.json", "w") as f:
-            json.dump(summary, f, indent=1)
+        atomic_write_json(out_dir / "metrics.json", summary)
         if plots:
             plot_confusion(valid, self.class_names, out_dir / "confusion_matrix.png", normalize_plot)
             plot_iou_bars(scores, out_dir / "iou_per_class.png")

@@ -79,8 +79,9 @@ def collate(items):
 
 
 class ToyNet(nn.Module):
-    """Per-voxel MLP on x.feats (a SparseTensor or a plain tensor); optional aux loss, dropout,
-    and NaN logits on the training forwards numbered in `nan_at` (1-based)."""
+    """Per-voxel MLP on x.feats (a SparseTensor or a plain tensor); optional named losses
+    (l2, l1) and a logged value (mean_logit), dropout, and NaN logits on the training forwards
+    numbered in `nan_at` (1-based)."""
 
     def __init__(self, in_channels, num_classes, hidden=16, aux=False, dropout=0.0, bn=False, nan_at=()):
         super().__init__()
@@ -101,7 +102,8 @@ class ToyNet(nn.Module):
             if self.train_forwards in self.nan_at:
                 logits = logits * float("nan")
         if self.aux:
-            return {"logits": logits, "aux_losses": {"l2": 1e-3 * (logits ** 2).mean()}}
+            return {"logits": logits, "losses": {"l2": 1e-3 * (logits ** 2).mean(), "l1": 1e-2 * logits.abs().mean()},
+                    "logs": {"mean_logit": logits.detach().mean()}}
         return logits
 
 

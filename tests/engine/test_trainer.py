@@ -8,21 +8,31 @@ import torch
 
 from tests.engine import standin_main
 from tests.engine import standins as S
-from lib.engine import train_mode
-from lib.engine.launch import RunContext, sparse_input
+from lib.engine import hooks as H
+from lib.engine.inputs import InputMaker
+from lib.engine.launch import RunContext
+from lib.engine.modes import train as train_mode
+from lib.engine.process import seed_process
 from lib.engine.trainer import NonFiniteLossError
 
 COMMON = ["train.iterations=12", "train.ckpt_every=4", "model.args={'dropout': 0.3}",
           "train.ema.enabled=True", "train.scheduler.warmup_iters=3", "train.optimizer.nesterov=True"]
 
 
-def train(run_dir, overrides=(), resume=False):
+def context(run_dir, overrides=(), resume=False, rank=0, world=1):
+    """A RunContext after the process setup `lib.engine.launch.run` does (per-rank RNG streams)."""
     cfg = standin_main.config(list(overrides))
-    ctx = RunContext(cfg, "train", run_dir, torch.device("cpu"), 0, 1, S.build_dataset, S.build_model,
-                     S.collate, sparse_input("torch"), "", resume)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _, trainer = train_mode.run_train(ctx)
-    return trainer, dict(trainer.hooks[0].losses)
+    seed_process(cfg.seed, rank)
+    return RunContext(cfg, "train", run_dir, torch.device("cpu"), rank, world, S.build_dataset, S.build_model,
+                      S.collate, InputMaker("torch"), "", resume)
+
+
+def train(run_dir, overrides=(), resume=False):
+    """(trainer, {iteration: loss}) of a stand-in run (log_every=1: every step's loss is logged)."""
+    trainer = train_mode.build_trainer(context(run_dir, overrides, resume))
+    trainer.train()
+    return trainer, dict(trainer.storage.history("train/loss"))
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -58,14 +68,13 @@ class RecordingWriter:
 def test_interrupt_in_a_hook_closes_the_writer_and_resumes(tmp_path, monkeypatch):
     import tensorboardX
 
-    class Interrupt(train_mode.StopAtHook):
-        def after_step(self, trainer):
-            if trainer.iteration >= self.stop_at:
-                raise KeyboardInterrupt
+    def interrupt(self, trainer):
+        if self.stop_at and trainer.iteration >= self.stop_at:
+            raise KeyboardInterrupt
 
     _, full_losses = train(tmp_path / "full", COMMON)
     monkeypatch.setattr(tensorboardX, "SummaryWriter", RecordingWriter)
-    monkeypatch.setattr(train_mode, "StopAtHook", Interrupt)
+    monkeypatch.setattr(H.StopAtHook, "after_step", interrupt)
     with pytest.raises(KeyboardInterrupt):
         train(tmp_path / "cut", COMMON + ["train.stop_at=7"])
     assert RecordingWriter.instances[-1].closed
@@ -85,12 +94,14 @@ def test_non_finite_steps_are_skipped_then_bounded(tmp_path):
                                "train.max_bad_steps=3"])
 
 
-def test_aux_losses_are_added_and_logged(tmp_path):
+def test_named_losses_are_weighted_by_the_recipe(tmp_path):
     trainer, _ = train(tmp_path / "a", ["train.iterations=2", "model.args={'aux': True}",
-                                        "train.loss.aux_weight=2.0"])
-    info = trainer.step_info
-    assert info["aux/l2"] > 0
-    assert info["loss"] == pytest.approx(info["ce"] + 2.0 * info["aux/l2"], rel=1e-6)
+                                        "train.loss_weights={'l2': 2.0, 'l1': 0.5}"])
+    info = trainer.storage.get("step_info")
+    losses = info["losses"]
+    assert losses["l2"] > 0 and losses["l1"] > 0
+    assert info["loss"] == pytest.approx(losses["ce"] + 2.0 * losses["l2"] + 0.5 * losses["l1"], rel=1e-6)
+    assert info["logs"]["mean_logit"] != 0
 
 
 def test_accumulating_two_batches_of_one_equals_one_batch_of_two(tmp_path):
@@ -108,7 +119,7 @@ def test_clipping_bounds_the_update(tmp_path):
     torch.manual_seed(0)  # run_train seeds with cfg.seed before building: the same initial weights
     before = S.build_model(standin_main.config([]).model, 4, 3)
     moved = torch.cat([(p.detach() - q.detach()).flatten() for p, q in zip(trainer.model.parameters(), before.parameters())])
-    assert trainer.step_info["grad_norm"] > 1e-3
+    assert trainer.storage.get("step_info")["grad_norm"] > 1e-3
     assert float(moved.norm()) == pytest.approx(0.1 * 1e-3, rel=1e-4)  # lr * max_norm
 
 
