@@ -30,8 +30,11 @@ FEATURE_CHANNELS = {"rgb": 3, "xyz": 3, "remission": 1, "ones": 1}
 class VoxelDataset(torch.utils.data.Dataset):
     """Scenes `scene_ids` of a preprocessed dataset at `root`; subclasses implement `load_scene`.
 
-    Item (see docs/ARCHITECTURE.md): coords int32 [M, 3], feats float32 [M, Cin], labels int64 [M],
-    inverse int64 [P], point_labels int64 [P], points float32 [P, 3] metres, scene str.
+    Item (see docs/ARCHITECTURE.md, "Batch"): coords int32 [M, 3], feats float32 [M, Cin], labels int64 [M],
+    inverse int64 [P], point_labels int64 [P], points float32 [P, 3] metres, scene str, and
+    sampled_points float32 [M, 3]: each voxel's point in the augmented frame (metres, the frame the
+    `xyz` feature uses): the point drawn to represent it in random quantization, the mean of its
+    points in mean quantization (get_view too).
     Mixed voxels (points with different labels): in random quantization the voxel takes the label of
     the point drawn to represent it; in mean quantization the majority valid label (ties: smallest id).
     Point dropout (training only) removes points before voxelization; P then counts the kept points.
@@ -107,8 +110,10 @@ class VoxelDataset(torch.utils.data.Dataset):
         else:
             voxel_labels = voxel_majority(vox, labels, self.meta.num_classes)
         feats = self._features(scene, xyz, vox, quantization, rng if augment else None)
+        # each voxel's point: the one drawn (random quantization) or the mean of its points (mean)
+        sampled = np.take(xyz, vox.pick, axis=0).astype(np.float32) if quantization == "random" else voxel_mean(vox, xyz)
         return {"coords": vox.coords, "feats": feats, "labels": voxel_labels, "inverse": vox.inverse,
-                "point_labels": labels, "points": points, "scene": scene_id}
+                "point_labels": labels, "points": points, "scene": scene_id, "sampled_points": sampled}
 
     def _features(self, scene, xyz, vox, quantization, rng) -> np.ndarray:
         def per_voxel(values):

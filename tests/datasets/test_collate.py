@@ -14,7 +14,8 @@ def _item(name, voxels, points=7):
     return {"coords": rng.integers(0, 50, (voxels, 3)).astype(np.int32),
             "feats": rng.random((voxels, 3)).astype(np.float32), "labels": rng.integers(0, 5, voxels),
             "inverse": rng.integers(0, voxels, points), "point_labels": rng.integers(0, 5, points),
-            "points": rng.random((points, 3)).astype(np.float32), "scene": name}
+            "points": rng.random((points, 3)).astype(np.float32), "scene": name,
+            "sampled_points": rng.random((voxels, 3)).astype(np.float32)}
 
 
 def test_collate_layout():
@@ -28,6 +29,8 @@ def test_collate_layout():
         np.testing.assert_array_equal(batch["coords"][rows, 1:].numpy(), it["coords"])
         np.testing.assert_array_equal(batch["feats"][rows].numpy(), it["feats"])
         np.testing.assert_array_equal(batch["inverse"][b].numpy(), it["inverse"])
+        np.testing.assert_array_equal(batch["point_coords"][rows].numpy(), it["sampled_points"])
+    assert batch["point_coords"].dtype == torch.float32
     assert batch["labels"].dtype == torch.int64 and batch["scene"] == ["a", "b", "c"]
 
 

@@ -63,7 +63,8 @@ class ToyScenes(torch.utils.data.Dataset):
         _, _, scene_labels, scene_inverse = self.scenes[index]
         return {"coords": coords, "feats": np.asarray(feats, dtype=np.float32), "labels": labels.astype(np.int64),
                 "inverse": inverse.astype(np.int64), "point_labels": scene_labels[scene_inverse].astype(np.int64),
-                "points": points, "scene": f"scene{index:02d}"}
+                "points": points, "scene": f"scene{index:02d}",
+                "sampled_points": coords.astype(np.float32) + 0.5}
 
 
 def collate(items):
@@ -73,6 +74,7 @@ def collate(items):
                          t(it["coords"]).int()], 1) for b, it in enumerate(items)]
     sizes = torch.tensor([0] + [len(it["coords"]) for it in items])
     return {"coords": torch.cat(coords), "feats": torch.cat([t(it["feats"]) for it in items]),
+            "point_coords": torch.cat([t(it["sampled_points"]) for it in items]),
             "labels": torch.cat([t(it["labels"]) for it in items]), "offsets": sizes.cumsum(0),
             **{k: [t(it[k]) for it in items] for k in ("inverse", "point_labels", "points")},
             "scene": [it["scene"] for it in items]}
