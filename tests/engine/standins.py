@@ -83,9 +83,10 @@ def collate(items):
 class ToyNet(nn.Module):
     """Per-voxel MLP on x.feats (a SparseTensor or a plain tensor); optional named losses
     (l2, l1) and a logged value (mean_logit), dropout, and NaN logits on the training forwards
-    numbered in `nan_at` (1-based)."""
+    numbered in `nan_at` (1-based), a finite loss with infinite gradients on those in `nan_grad_at`."""
 
-    def __init__(self, in_channels, num_classes, hidden=16, aux=False, dropout=0.0, bn=False, nan_at=()):
+    def __init__(self, in_channels, num_classes, hidden=16, aux=False, dropout=0.0, bn=False, nan_at=(),
+                 nan_grad_at=()):
         super().__init__()
         layers = [nn.Linear(in_channels, hidden)]
         if bn:
@@ -94,6 +95,7 @@ class ToyNet(nn.Module):
         self.net = nn.Sequential(*layers)
         self.aux = aux
         self.nan_at = set(nan_at)
+        self.nan_grad_at = set(nan_grad_at)
         self.train_forwards = 0
 
     def forward(self, x):
@@ -103,6 +105,9 @@ class ToyNet(nn.Module):
             self.train_forwards += 1
             if self.train_forwards in self.nan_at:
                 logits = logits * float("nan")
+            if self.train_forwards in self.nan_grad_at:  # adds 0 to the loss, inf to the gradient
+                weight = self.net[0].weight
+                logits = logits + torch.sqrt((weight - weight.detach()).sum())
         if self.aux:
             return {"logits": logits, "losses": {"l2": 1e-3 * (logits ** 2).mean(), "l1": 1e-2 * logits.abs().mean()},
                     "logs": {"mean_logit": logits.detach().mean()}}

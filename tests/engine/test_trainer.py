@@ -146,3 +146,71 @@ def test_skipped_step_still_draws_all_its_micro_batches():
                       S.plain_input, 3, cfg.train, torch.device("cpu"))
     trainer.train()
     assert trainer.skipped_total == 1 and stream.drawn == 9
+
+
+def test_non_finite_gradients_of_a_finite_loss_skip_the_step(tmp_path):
+    # Regression (issue 12): only the loss was checked, so infinite gradients reached the weights.
+    trainer, losses = train(tmp_path / "a", ["train.iterations=5", "model.args={'nan_grad_at': [2]}"])
+    assert [i for i, v in losses.items() if math.isnan(v)] == [2]
+    assert trainer.skipped_total == 1 and trainer.completed
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    saved = torch.load(tmp_path / "a" / "last.pth", weights_only=True)["model"]
+    assert all(torch.isfinite(v).all() for v in saved.values())
+    with pytest.raises(NonFiniteLossError, match=r"gradient was NaN/inf in 2 consecutive steps"):
+        train(tmp_path / "b", ["train.iterations=5", "model.args={'nan_grad_at': [2, 3]}", "train.max_bad_steps=2"])
+
+
+def test_bf16_autocast_runs_on_the_cpu_in_training_and_validation(tmp_path):
+    # Regression (issue 12): autocast was enabled on CUDA only, so train.amp=bf16 did nothing on the CPU.
+    seen = []
+
+    def build_model(model_cfg, in_channels, num_classes):
+        model = S.ToyNet(in_channels, num_classes)
+        model.register_forward_hook(lambda m, args, out: seen.append((m.training, out.dtype)))
+        return model
+
+    ctx = context(tmp_path / "run", ["train.iterations=2", "train.val_every=2", "train.amp=bf16"])
+    ctx.build_model = build_model
+    trainer = train_mode.build_trainer(ctx)
+    trainer.train()
+    assert {dtype for training, dtype in seen if training} == {torch.bfloat16}
+    assert {dtype for training, dtype in seen if not training} == {torch.bfloat16}  # validation
+    assert trainer.scaler is None  # GradScaler only for fp16 on CUDA
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in trainer.model.parameters())
+
+
+def test_ranks_share_initial_weights_but_not_dropout_streams(tmp_path):
+    # Regression (issue 12): train re-seeded torch with cfg.seed on every rank after the process
+    # seeded it per rank, so every rank drew the same dropout masks.
+    weights, streams = [], []
+    for rank in (0, 1):
+        def build_model(model_cfg, in_channels, num_classes):
+            model = S.ToyNet(in_channels, num_classes, dropout=0.5)
+            weights.append({k: v.clone() for k, v in model.state_dict().items()})
+            model.register_forward_pre_hook(
+                lambda m, args: streams.append(torch.get_rng_state()) if m.training and len(streams) <= rank else None)
+            return model
+
+        ctx = context(tmp_path / f"rank{rank}", ["train.iterations=1", "train.val_every=0"], rank=rank, world=2)
+        ctx.build_model = build_model
+        train_mode.build_trainer(ctx).train()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert len(streams) == 2 and not torch.equal(streams[0], streams[1])
+
+
+def test_resume_from_a_format_1_checkpoint(tmp_path):
+    from tests.engine.test_checkpoint import v1_layout
+    common = COMMON + ["train.val_every=2"]
+    _, full_losses = train(tmp_path / "full", common)
+    _, first = train(tmp_path / "cut", common + ["train.stop_at=6"])
+    v2 = torch.load(tmp_path / "cut" / "last.pth", weights_only=True)
+    assert v2["trainer"]["iteration"] == 4 and v2["hooks"]["validation"]["best"] is not None
+    torch.save(v1_layout(v2), tmp_path / "cut" / "last.pth")  # as the format-1 trainer wrote it
+    assert "trainer" not in torch.load(tmp_path / "cut" / "last.pth", weights_only=True)
+    resumed = train_mode.build_trainer(context(tmp_path / "cut", common, resume=True))
+    validation = resumed.hook("validation")
+    assert (validation.best, validation.best_iteration) == (v2["hooks"]["validation"]["best"],
+                                                            v2["hooks"]["validation"]["best_iteration"])
+    resumed.train()
+    second = dict(resumed.storage.history("train/loss"))
+    assert {**{i: first[i] for i in range(1, 5)}, **second} == full_losses
