@@ -116,7 +116,7 @@ def test_clipping_bounds_the_update(tmp_path):
     trainer, _ = train(tmp_path / "a", ["train.iterations=1", "train.clip_grad_norm=0.001",
                                         "train.optimizer.momentum=0.0", "train.optimizer.weight_decay=0.0",
                                         "train.scheduler.name='constant'"])
-    torch.manual_seed(0)  # run_train seeds with cfg.seed before building: the same initial weights
+    torch.manual_seed(0)  # the model is built under cfg.seed: the same initial weights
     before = S.build_model(standin_main.config([]).model, 4, 3)
     moved = torch.cat([(p.detach() - q.detach()).flatten() for p, q in zip(trainer.model.parameters(), before.parameters())])
     assert trainer.storage.get("step_info")["grad_norm"] > 1e-3
