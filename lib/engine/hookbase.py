@@ -46,8 +46,8 @@ def register_hook(cls):
     return cls
 
 
-def build_hooks(names, env) -> list:
-    """Hooks named by `train.hooks`, built with `cls.build(env)` and put in running order."""
+def check_hook_names(names) -> None:
+    """ConfigError (closest name suggested) for an unknown or repeated name in `train.hooks`."""
     seen = set()
     for name in names:
         if name not in HOOKS:
@@ -56,6 +56,11 @@ def build_hooks(names, env) -> list:
         if name in seen:
             raise ConfigError(f"train.hooks: '{name}' is listed twice")
         seen.add(name)
+
+
+def build_hooks(names, env) -> list:
+    """Hooks named by `train.hooks`, built with `cls.build(env)` and put in running order."""
+    check_hook_names(names)
     return order_hooks([HOOKS[name].build(env) for name in names])
 
 

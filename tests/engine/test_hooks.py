@@ -51,12 +51,15 @@ class ProgressProbe(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.calls = []
+        self.storages = set()
 
     def on_train_progress(self, iteration, progress):
+        from lib.engine.storage import get_event_storage
         self.calls.append((iteration, progress))
+        self.storages.add(id(get_event_storage()))
 
 
-def test_a_model_callback_sees_progress_from_0_to_1(tmp_path, monkeypatch):
+def test_a_model_callback_sees_progress_from_0_to_1(tmp_path):
     probe = ProgressProbe()
 
     def build_model(model_cfg, in_channels, num_classes):
@@ -67,8 +70,10 @@ def test_a_model_callback_sees_progress_from_0_to_1(tmp_path, monkeypatch):
     ctx = context(tmp_path / "run", ["train.iterations=5"])
     ctx.build_model = build_model
     from lib.engine.modes import train as train_mode
-    train_mode.build_trainer(ctx).train()
+    trainer = train_mode.build_trainer(ctx)
+    trainer.train()
     assert probe.calls == [(0, 0.0), (1, 0.25), (2, 0.5), (3, 0.75), (4, 1.0)]
+    assert probe.storages == {id(trainer.storage)}  # get_event_storage() is the trainer's while it trains
 
 
 def test_unknown_hook_names_are_config_errors_with_a_suggestion(tmp_path):

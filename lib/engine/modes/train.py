@@ -10,7 +10,7 @@ from lib.engine.checkpoint import Checkpointer, load_checkpoint, model_state
 from lib.engine.data import EpochStream, make_loader
 from lib.engine.dist import is_dist, is_main
 from lib.engine.ema import ModelEMA
-from lib.engine.hookbase import build_hooks
+from lib.engine.hookbase import build_hooks, check_hook_names
 from lib.engine.hooks import HookEnv
 from lib.engine.inference import validate
 from lib.engine.inputs import for_model
@@ -57,6 +57,7 @@ def make_train_loaders(run, train_set, val_set):
 def build_trainer(run):
     """The trainer with its hooks and checkpointer, resumed when `run.resume`."""
     cfg, device = run.cfg, run.device
+    check_hook_names(cfg.train.hooks)  # before anything slow is built
     train_set = run.build_dataset(cfg.data, "train")
     val_set = run.build_dataset(cfg.data, "val")
     meta = train_set.meta
