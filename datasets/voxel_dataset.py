@@ -5,7 +5,6 @@ SeedSequence([seed, epoch, rank, index]), so streams differ across items, epochs
 not depend on which DataLoader worker happens to load the item (reproducible for any num_workers).
 """
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +18,7 @@ from datasets.transforms import (apply_affine, augment_colors, column_min_max, d
                                  random_affine, rotation_matrix)
 from datasets.voxelize import voxel_majority, voxel_mean, voxelize
 from lib import IGNORE_INDEX
+from lib.io import atomic_write_json
 from lib.config.schema_data import DataConfig
 
 # channels contributed by each feature name
@@ -153,11 +153,8 @@ class VoxelDataset(torch.utils.data.Dataset):
             known[scene_id] = int(len(self.get_view(position[scene_id])["coords"]))
         if missing:
             cache[key] = known
-            tmp = cache_path.with_name(f"{cache_path.name}.tmp{os.getpid()}")
             try:
-                with open(tmp, "w") as f:
-                    json.dump(cache, f)
-                os.replace(tmp, cache_path)
+                atomic_write_json(cache_path, cache)
             except OSError:  # read-only data root: recompute next time
                 pass
         return np.array([known[s] for s in self.scene_ids], dtype=np.int64)

@@ -66,14 +66,14 @@ def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights
     with process(cfg, run_dir) as (device, rank, world, run_dir):
         if rank == 0:
             save_config(cfg, run_dir / "config.yaml")
-        ctx = RunContext(cfg, mode, run_dir, device, rank, world, build_dataset, build_model, collate_fn,
-                         make_input or InputMaker(cfg.engine, cfg.data.voxel_size), str(weights or ""),
-                         resume, train_collate_fn)
+        context = RunContext(cfg, mode, run_dir, device, rank, world, build_dataset, build_model, collate_fn,
+                             make_input or InputMaker(cfg.engine, cfg.data.voxel_size), str(weights or ""),
+                             resume, train_collate_fn)
         log.info("%s run in %s: %d process(es), device %s, engine %s", mode, run_dir, world,
                  device, cfg.engine)
         start = time.perf_counter()
         runner = importlib.import_module(f"lib.engine.modes.{_MODE_MODULES[mode]}")
-        scores, iterations = runner.run(ctx)
+        scores, iterations = runner.run(context)
         summary = {"mode": mode, "iterations": iterations,
                    "elapsed_s": round(time.perf_counter() - start, 3),
                    "metrics": summary_metrics(scores),

@@ -5,8 +5,9 @@ The loop knows no dataset or model name. A batch becomes the model's input throu
 lib/model_contract.py: logits, plus named `losses` (each added times `train.loss_weights.<name>`,
 default 1.0) and `logs` (no gradient). Per step the trainer publishes in `self.storage`
 (lib/engine/storage.py, active while training so `get_event_storage()` finds it):
-  "step_info": {"loss", "lr", "data_time", "step_time" (seconds), "grad_norm" (before clipping),
-                "skipped" (no update was made), "losses": {name: value}, "logs": {name: value}},
+  "step_info": {"loss" (NaN when non-finite), "lr", "data_time", "step_time" (seconds),
+                "grad_norm" (before clipping), "skipped" (no update was made: non-finite loss or
+                gradient), "losses": {name: value}, "logs": {name: value}},
   "step_preds": [(predicted class [N], label [N]) per micro-batch], on the device.
 """
 import contextlib
@@ -150,17 +151,17 @@ class Trainer:
                 terms_sum[k] = terms_sum.get(k, 0.0) + v.item() / accum
             for k, v in out.logs.items():
                 logs_sum[k] = logs_sum.get(k, 0.0) + float(v.detach().float() if torch.is_tensor(v) else v) / accum
-        grad_norm = math.nan
+        grad_norm, skipped = math.nan, bad
         if bad:
             self._skip_step("loss")
         else:
             grad_norm, stepped = self._update()
-            bad = not stepped
+            skipped = not stepped
         self.scheduler.step()  # the schedule follows the iteration count, skipped steps included
         self.storage.put("step_preds", preds)
         self.storage.put("step_info", {
             "loss": math.nan if bad else loss_sum, "lr": self.scheduler.get_lr(), "data_time": data_time,
-            "step_time": time.perf_counter() - start, "grad_norm": grad_norm, "skipped": bad,
+            "step_time": time.perf_counter() - start, "grad_norm": grad_norm, "skipped": skipped,
             "losses": terms_sum, "logs": logs_sum})
 
     def _add_model_losses(self, loss, terms: dict, losses: dict):
