@@ -25,10 +25,12 @@ def seed_process(seed: int, rank: int) -> None:
 
 @contextlib.contextmanager
 def shared_seed(seed: int):
-    """Inside: torch's CPU stream seeded with `seed` on every rank (identical initial weights);
-    after: each rank's own stream continues where it was."""
+    """Inside: torch's CPU stream seeded with `seed` on every rank (identical initial weights; models
+    are built on the CPU); after: each rank's own stream continues where it was. CUDA generators
+    are left alone (torch.manual_seed would reseed them too, and fork_rng(devices=[]) would not
+    restore them: every rank's GPU dropout would then draw the same masks)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)
         yield
 
 

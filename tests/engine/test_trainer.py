@@ -237,3 +237,19 @@ def test_a_grad_scaler_overflow_is_the_scalers_skipped_step_not_a_bad_step():
     assert scaler.get_scale() == 2.0 ** 10 * 0.5 ** 3  # backed off once per overflow
     moved = [not torch.equal(a, b) for a, b in zip(before, model.parameters())]
     assert any(moved) and all(torch.isfinite(p).all() for p in model.parameters())  # step 4 updated
+
+
+def test_the_shared_initial_seed_leaves_cuda_generators_alone(monkeypatch):
+    # torch.manual_seed also reseeds every CUDA generator (lazily, without a GPU): the shared seed
+    # for the initial weights must not, or every rank's GPU dropout would draw the same masks.
+    from lib.engine.process import shared_seed
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(seed))
+    torch.manual_seed(7)
+    assert calls == [7]  # the probe sees what torch.manual_seed does
+    with shared_seed(0):
+        first = torch.rand(3)
+    with shared_seed(0):
+        assert torch.equal(torch.rand(3), first)
+    assert calls == [7]
