@@ -58,3 +58,19 @@ def test_a_dataset_without_a_generator_says_so(tmp_path):
             datasets.build_dataset(cfg, "train")
     finally:
         registry.DATASETS.pop("bare_test_dataset")
+
+
+def test_main_names_an_unknown_dataset_in_one_line_before_anything_runs(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = subprocess.run([sys.executable, "main.py", "--config", "demo.yaml", "data.dataset=scanet",
+                          "--output-dir", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: unknown dataset 'scanet' for 'data.dataset'; did you mean 'scannet'? "
+                               "(registered: folder, s3dis, scannet, semantickitti")
+    assert not (tmp_path / "run").exists()
