@@ -1,10 +1,10 @@
-"""Synthetic scenes written in the official layouts of ScanNet v2, S3DIS and SemanticKITTI.
+"""Synthetic scenes written in the raw layouts of ScanNet v2, S3DIS, SemanticKITTI and the folder dataset.
 
 `generate(kind, out_dir, num_scenes, seed=0, **size_kwargs) -> Path` calls the generator of the
 registered dataset `kind` (DatasetSpec.generate_synthetic) and writes the raw files so the
 whole pipeline (preprocessing, training, evaluation, export) runs without downloads. Output is
 deterministic by seed (same seed: byte-identical files) and re-runs skip scenes already complete.
-Size knobs per kind: scannet / s3dis `points_per_scene`; semantickitti `azimuth_steps`.
+Size knobs per kind: scannet / s3dis / folder `points_per_scene`; semantickitti `azimuth_steps`.
 """
 from pathlib import Path
 

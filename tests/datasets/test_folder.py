@@ -199,3 +199,19 @@ def test_split_files_and_normals_turn_with_the_view(tmp_path):
     np.testing.assert_allclose(view["feats"][:, :3], np.tile([0.0, 1.0, 0.0], (len(view["feats"]), 1)), atol=1e-6)
     with pytest.raises(ValueError, match="dataset 'folder' has no 'rgb'"):
         datasets.build_dataset(DataConfig(dataset="folder", root=str(tmp_path / "out"), features=["rgb"]), "train")
+
+
+def test_synthetic_folder_is_deterministic_and_reads_back(tmp_path):
+    from data_helpers import tree_bytes
+    from datasets.synthetic import generate
+    from datasets.synthetic.scannet import make_scene
+
+    out = generate("folder", tmp_path / "a", 3, seed=4, points_per_scene=1000)
+    assert sorted(p.name for p in out.rglob("room*")) == ["room0000.ply", "room0001.npy", "room0002.txt"]
+    assert tree_bytes(generate("folder", tmp_path / "b", 3, seed=4, points_per_scene=1000)) == tree_bytes(out)
+    manifest = preprocess("folder", out, tmp_path / "out", progress=False)
+    _, _, nyu40 = make_scene(4, 1, 1000)  # the val room, as NYU40 ids
+    groups = [[1], [2], [3, 4, 5, 6, 7, 10, 12, 14, 24, 39], [8, 9, 11, 16, 28], [33, 34, 36]]  # classes.yaml
+    assert manifest["scenes"]["room0001"]["class_counts"] == [int(np.isin(nyu40, g).sum()) for g in groups]
+    assert manifest["scenes"]["room0001"]["ignored"] == int(np.isin(nyu40, [0, 50]).sum())
+    assert manifest["scenes"]["room0002"]["split"] == "test" and manifest["scenes"]["room0002"]["ignored"] == 1000
