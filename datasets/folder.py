@@ -72,16 +72,23 @@ def _int_list(path, key, value) -> list[int]:
     return list(values)
 
 
-@lru_cache(maxsize=8)
 def load_classes(path: str) -> ClassTable:
-    """Parse and check classes.yaml; DataFormatError naming the file and the key at fault."""
+    """Parse and check classes.yaml (cached while the file is unchanged); DataFormatError naming the
+    file and the key at fault."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, f"missing {CLASSES_FILE} (the class names, colours and ids of this folder)")
+    stat = path.stat()
+    return _parse_classes(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=8)
+def _parse_classes(path: str, mtime_ns: int, size: int) -> ClassTable:
     import yaml
 
     from lib.config import suggest
 
     path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(path, f"missing {CLASSES_FILE} (the class names, colours and ids of this folder)")
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
