@@ -7,7 +7,7 @@ import sys
 
 from datasets.errors import DataFormatError, UnknownDatasetError
 from datasets.preprocessing import preprocess
-from datasets.registry import dataset_names
+from datasets.registry import dataset_names, get_dataset
 
 
 def main(argv=None) -> int:
@@ -20,6 +20,7 @@ def main(argv=None) -> int:
                         help="skip bad scenes (listed in the manifest) instead of stopping")
     args = parser.parse_args(argv)
     try:
+        get_dataset(args.dataset, key="DATASET")
         manifest = preprocess(args.dataset, args.input, args.output, workers=args.workers, strict=args.strict)
     except (DataFormatError, UnknownDatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
