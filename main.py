@@ -43,6 +43,20 @@ def default_output_dir(config: str) -> Path:
     return Path("outputs") / stem / time.strftime("%Y%m%d-%H%M%S")
 
 
+def check_registered_names(cfg) -> None:
+    """Names looked up in registries (the config cannot import them) fail here, in one line with a
+    suggestion, before any process or data is started: data.dataset, engine, eval.convention."""
+    from datasets.registry import get_dataset
+    from lib.metrics import resolve_convention
+    from lib.sparse.engines import engine_spec
+
+    get_dataset(cfg.data.dataset)  # also registers each dataset's name as a convention alias
+    if cfg.engine != "auto":
+        engine_spec(cfg.engine)
+    if cfg.eval.convention != "auto":
+        resolve_convention(cfg.eval.convention)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -77,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     # The voxel cap guards training batches only: evaluation must see every scene, so it never defers.
     train_collate = LimitedCollate(cfg.data.limit_numpoints) if cfg.data.limit_numpoints > 0 else None
     try:
+        check_registered_names(cfg)
         return launch(cfg, args, build_dataset=build_dataset, build_model=models.build_model,
                       collate_fn=collate_fn, train_collate_fn=train_collate)
     except (datasets.DatasetRootError, CheckpointError, ConfigError) as exc:

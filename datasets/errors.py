@@ -1,4 +1,5 @@
 """Errors raised by the data pipeline; each message is one line naming the file and the fault."""
+from lib.config.errors import ConfigError
 
 
 class DataFormatError(ValueError):
@@ -15,3 +16,7 @@ class DataFormatError(ValueError):
 
 class DatasetRootError(FileNotFoundError):
     """The preprocessed data root does not exist (the message names the command that creates it)."""
+
+
+class UnknownDatasetError(ConfigError):
+    """`data.dataset` (or a preprocess command) names no registered dataset; the message suggests one."""

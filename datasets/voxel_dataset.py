@@ -22,9 +22,9 @@ from lib.io import atomic_write_json
 from lib.config.schema_data import DataConfig
 
 # channels contributed by each feature name
-FEATURE_CHANNELS = {"rgb": 3, "xyz": 3, "remission": 1, "ones": 1}
+FEATURE_CHANNELS = {"rgb": 3, "xyz": 3, "remission": 1, "normal": 3, "ones": 1}
 # rgb: colour / 255 - 0.5; xyz: the augmented point in metres, relative to the scene centre;
-# remission: as stored (0..1 in SemanticKITTI); ones: a constant 1
+# remission: as stored (0..1 in SemanticKITTI); normal: unit normal turned with the points; ones: a constant 1
 
 
 class VoxelDataset(torch.utils.data.Dataset):
@@ -96,6 +96,9 @@ class VoxelDataset(torch.utils.data.Dataset):
         points = np.array(scene["coord"], dtype=np.float32)  # a copy: the stored arrays are read-only maps
         labels = np.asarray(scene["label"], dtype=np.int64)
         matrix, translation = affine
+        if "normal" in self.features:  # rotation, mirror and isotropic scale: the normal turns by the matrix
+            turned = np.asarray(scene["normal"], dtype=np.float32) @ matrix.T.astype(np.float32)
+            scene = dict(scene, normal=turned / np.maximum(np.linalg.norm(turned, axis=1, keepdims=True), 1e-12))
         lo, hi = column_min_max(points)
         centre = (lo + hi) / 2.0
         xyz = apply_affine(points, matrix, translation - matrix @ centre)  # rotate about the centre
@@ -133,6 +136,8 @@ class VoxelDataset(torch.utils.data.Dataset):
                 columns.append(per_voxel(xyz))
             elif name == "remission":
                 columns.append(per_voxel(scene["remission"]))
+            elif name == "normal":
+                columns.append(per_voxel(scene["normal"]))
             else:  # "ones", validated in check_features
                 columns.append(np.ones((len(vox.starts), 1), dtype=np.float32))
         return np.concatenate(columns, axis=1).astype(np.float32, copy=False)

@@ -31,8 +31,10 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    dataset: Literal["scannet", "s3dis", "semantickitti"] = "scannet"  # which dataset module reads the data
-    root: str = "data/scannet"  # preprocessed data (the output of scripts/preprocess.py)
+    # A registered dataset name (datasets/registry.py), required; checked with a suggestion when the
+    # dataset is built, since the config cannot import datasets.
+    dataset: str = ""
+    root: str = "data/processed"  # preprocessed data (the output of scripts/preprocess.py)
     raw_root: str = ""  # official-layout raw data (named in the hint when `root` is missing)
     synthetic: bool = False  # generate synthetic raw scenes + preprocess them into `cache_dir` on first use
     synthetic_scenes: int = 8  # number of synthetic scenes to generate
@@ -46,5 +48,5 @@ class DataConfig:
     num_workers: int = 2  # DataLoader worker processes
     limit_numpoints: int = 0  # cap on voxels per batch, 0 = no cap (see datasets/collate.py)
     strict: bool = True  # bad input raises; False skips the scene and counts it
-    features: Optional[list[str]] = None  # per-voxel inputs from rgb|xyz|remission|ones; None = dataset default
+    features: Optional[list[str]] = None  # per-voxel inputs from rgb|normal|xyz|remission|ones; None = dataset default
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # random augmentation of training scenes

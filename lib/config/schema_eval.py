@@ -1,6 +1,5 @@
 """Schema of the `eval`, `export` and `profile` sections (owned by evaluation/export)."""
 from dataclasses import dataclass, field
-from typing import Literal
 
 
 @dataclass
@@ -13,7 +12,9 @@ class TTAConfig:
 
 @dataclass
 class EvalConfig:
-    convention: Literal["auto", "standard", "scannet", "semantickitti"] = "auto"  # auto takes the dataset meta's
+    # auto (the dataset's own), nan_absent or zero_absent (lib/metrics/scores.py), or an alias (standard,
+    # a dataset's name); checked with a suggestion when the evaluator is built.
+    convention: str = "auto"
     tta: TTAConfig = field(default_factory=TTAConfig)  # test-time augmentation
     plots: bool = True  # write the confusion-matrix and per-class IoU PNGs
     normalize_plot: bool = True  # confusion-matrix PNG shows rows normalised to 1 (recall)

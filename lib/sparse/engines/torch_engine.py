@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from ..kernel_map import KernelMap
+from . import EngineSpec, register_engine
 
 
 # pairs per chunk of the CPU path: at C=32 the working buffers (2 MiB each) stay in cache; one size
@@ -257,3 +258,6 @@ class TorchEngine:
 
     def depthwise_conv(self, x, weight, kernel_size: int, dilation: int):
         return depthwise(x.feats, weight, x.ctx.kernel_map(x.stride, kernel_size, dilation))
+
+
+register_engine(EngineSpec("torch", TorchEngine, priority={"cuda": 40, "cpu": 10}))
