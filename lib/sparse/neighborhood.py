@@ -90,11 +90,16 @@ def _chunk_pairs(nbr: torch.Tensor, r0: int, rows: int, a_shape) -> _ChunkPairs:
     return _ChunkPairs(row, offset, idx[row, offset], a_row, valid.sum(1))
 
 
+def _csr_rows(t: torch.Tensor) -> bool:
+    """Whether _sum_rows uses a CSR product (CPU) rather than index_add_ (CUDA's atomics)."""
+    return t.device.type == "cpu"
+
+
 def _sum_rows(contrib: torch.Tensor, pairs: _ChunkPairs) -> torch.Tensor:
     """[m, C] per-pair values -> [n, C] sums per chunk row. CPU: one sparse CSR product (pairs
     come row by row, so the CSR needs no sort; MKL beats index_add_ there); elsewhere index_add_."""
     n = pairs.counts.numel()
-    if contrib.device.type != "cpu":
+    if not _csr_rows(contrib):
         return contrib.new_zeros(n, contrib.shape[1]).index_add_(0, pairs.rows, contrib)
     m = contrib.shape[0]
     crow = torch.zeros(n + 1, dtype=torch.int32)
