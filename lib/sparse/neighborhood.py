@@ -110,6 +110,19 @@ def _sum_rows(contrib: torch.Tensor, pairs: _ChunkPairs) -> torch.Tensor:
     return ones @ contrib
 
 
+def _add_grad_a(grad_a: torch.Tensor, ga: torch.Tensor, pairs: _ChunkPairs, r0: int, a_shape) -> None:
+    """Add the per-pair gradients ga [m, H] into grad_a, shaped like a ([N or 1, K or 1, H])."""
+    if a_shape[0] == 1:  # shared over voxels: sum per offset (or over all pairs)
+        if a_shape[1] == 1:
+            grad_a[0, 0] += ga.sum(0)
+        else:
+            grad_a[0].index_add_(0, pairs.offset, ga)
+    elif a_shape[1] == 1:  # one weight per voxel and head: sum each row's pairs
+        grad_a[r0:r0 + pairs.counts.numel(), 0] = _sum_rows(ga, pairs)
+    else:  # one weight per pair: every (row, offset) once, a plain scatter
+        grad_a[r0:r0 + pairs.counts.numel()][pairs.rows, pairs.offset] = ga
+
+
 class _NeighborhoodAggregate(torch.autograd.Function):
     """out[i, c] = sum_k a[i, k, head(c)] * w[k, c] * v[nbr[i, k], c]; see neighborhood_aggregate.
 
@@ -149,7 +162,7 @@ class _NeighborhoodAggregate(torch.autograd.Function):
         cg = c // h
         dtype = _compute_dtype(v, a, w)
         grad_v = torch.zeros(v.shape, dtype=dtype, device=v.device) if need_v else None
-        grad_a = torch.zeros(a.numel() // h, h, dtype=dtype, device=a.device) if need_a else None
+        grad_a = torch.zeros(a.shape, dtype=dtype, device=a.device) if need_a else None
         grad_w = torch.zeros(k, c, dtype=dtype, device=v.device) if need_w else None
         a_flat = a.reshape(-1, h)
         with _no_autocast(v.device):
@@ -165,14 +178,14 @@ class _NeighborhoodAggregate(torch.autograd.Function):
                         grad_w.index_add_(0, pairs.offset, (prod.view(m, h, cg) * coef).view(m, c))
                     if need_a:
                         ga = (prod if w_p is None else prod.mul_(w_p)).view(m, h, cg).sum(-1)
-                        grad_a.index_add_(0, pairs.a_row, ga)
+                        _add_grad_a(grad_a, ga, pairs, r0, a.shape)
                 if need_v:
                     t = go.view(m, h, cg).mul_(coef).view(m, c)
                     if w_p is not None:
                         t.mul_(w_p)
                     grad_v.index_add_(0, pairs.src, t)
         return (None if grad_v is None else grad_v.to(v.dtype),
-                None if grad_a is None else grad_a.view(a.shape).to(a.dtype),
+                None if grad_a is None else grad_a.to(a.dtype),
                 None if grad_w is None else grad_w.to(w.dtype),
                 None, None)
 
