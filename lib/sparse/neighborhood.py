@@ -6,8 +6,10 @@ logits (`pair_scores`), their softmax over the K offsets (`masked_softmax`), and
 per-channel sum over the neighbourhood (`neighborhood_aggregate`).
 
 Memory: every function walks the rows in chunks, so no [N, K, C] tensor of pairs is ever built or
-kept for backward; the working set is about chunk_rows x K x C elements. `chunk_rows=None` picks
-the chunk from a per-device element budget (CHUNK_ELEMENTS).
+kept for backward. neighborhood_aggregate touches only the occupied pairs: its working buffers hold
+a chunk's occupied pairs x C elements (at most chunk_rows x K x C); pair_scores gathers kv for all K
+slots of a chunk's rows. `chunk_rows=None` picks the chunk from a per-device element budget
+(CHUNK_ELEMENTS) on rows x K x C.
 
 Precision (autocast included): neighborhood_aggregate runs with autocast off and computes in the
 promoted dtype of its float inputs, at least float32 (half and bfloat16 inputs are upcast chunk
@@ -199,7 +201,8 @@ def neighborhood_aggregate(v: torch.Tensor, nbr: torch.Tensor, a: torch.Tensor, 
     None (ones). H divides C and head(c) = c // (C // H) (contiguous channel groups):
         out[i, c] = sum_k a[i, k, head(c)] * w[k, c] * v[nbr[i, k], c],  empty pairs contribute 0.
     Forward and backward run over chunks of `chunk_rows` rows (None: from CHUNK_ELEMENTS);
-    gradients flow to v, a and w. Empty pairs read v's row 0 times zero, so v must be finite.
+    gradients flow to v, a and w. Empty pairs are skipped, never read. On CUDA the sums use
+    atomics (index_add_), so results may differ in the last bits from run to run.
     Precision: see the module docstring.
     """
     _check_aggregate(v, nbr, a, w)

@@ -57,14 +57,16 @@ def test_aggregate_matches_the_naive_gather_in_value_and_gradient(region, a_shap
 
 def test_aggregate_hand_computed():
     v = torch.tensor([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]])
-    nbr = torch.tensor([[0, 1], [-1, 0]])
-    a = torch.tensor([[[1.0, 2.0], [0.5, -1.0]], [[7.0, 7.0], [3.0, 0.0]]])  # [N=2, K=2, H=2]
+    nbr = torch.tensor([[0, 1], [-1, 0], [-1, -1]])
+    a = torch.tensor([[[1.0, 2.0], [0.5, -1.0]], [[7.0, 7.0], [3.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]]])  # [3, 2, H=2]
     w = torch.tensor([[1.0, 1.0, 1.0, 2.0], [1.0, 0.0, 1.0, 1.0]])
-    out = neighborhood_aggregate(v, nbr, a, w)
     # row 0: head 0 = channels 0-1, head 1 = channels 2-3
     expect0 = [1 * 1 * 1 + 0.5 * 1 * 10, 1 * 1 * 2 + 0.5 * 0 * 20, 2 * 1 * 3 + -1 * 1 * 30, 2 * 2 * 4 + -1 * 1 * 40]
     expect1 = [3 * 1 * 1, 3 * 0 * 2, 0 * 3, 0 * 4]  # offset 0 empty: contributes nothing
-    torch.testing.assert_close(out, torch.tensor([expect0, expect1]))
+    expect2 = [0.0] * 4  # no neighbour at all (with chunk_rows=1 a chunk without any pair)
+    for rows in (None, 1):
+        out = neighborhood_aggregate(v, nbr, a, w, chunk_rows=rows)
+        torch.testing.assert_close(out, torch.tensor([expect0, expect1, expect2]))
 
 
 def test_aggregate_gradcheck_float64():
