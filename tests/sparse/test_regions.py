@@ -1,7 +1,9 @@
 """Kernel regions: offsets and order, neighbour sets against a coordinate dictionary (random and
 real scans), region convolutions against dense conv3d with the region's mask, map caching, engines."""
 
+import copy
 import math
+import pickle
 from functools import reduce
 
 import pytest
@@ -154,6 +156,14 @@ def test_region_convs_match_dense_conv3d_with_the_region_mask(name, depthwise):
                      groups=3 if depthwise else 1)
     ref = sample(dense, coords, stride)
     assert_same_value_and_grads(out, ref, [feats, layer.weight], [feats_ref, weight_ref])
+
+
+def test_regions_survive_pickling_and_layer_deepcopy():
+    r = REGIONS["custom_no_centre"]
+    back = pickle.loads(pickle.dumps(r))
+    assert back == r and back.name == r.name and hash(back) == hash(r)
+    layer = copy.deepcopy(snn.SubMConv3d(2, 3, region=REGIONS["cross5"]))
+    assert layer.region == REGIONS["cross5"] and layer.weight.shape == (13, 2, 3)
 
 
 def test_layer_arguments():
