@@ -16,10 +16,12 @@ part of the SparseContext's kernel-map cache key and equal offset lists share on
 
 import itertools
 import math
+import re
 
 import torch
 
 _PLANES = {"xy": 2, "xz": 1, "yz": 0}  # plane -> the axis held at 0
+_NAME = re.compile(r"(cube|cross|plane_(?:xy|xz|yz))(\d+)(?:d(\d+))?")
 
 
 def _cube_offsets(kernel_size: int, dilation: int):
@@ -80,6 +82,19 @@ class KernelRegion:
         zero = _PLANES[axes]
         offs = [o for o in _cube_offsets(kernel_size, dilation) if o[zero] == 0]
         return cls(offs, f"plane_{axes}{kernel_size}" + (f"d{dilation}" if dilation > 1 else ""))
+
+    @classmethod
+    def from_name(cls, name: str) -> "KernelRegion":
+        """The built-in region a `name` stands for (configs): cube<k>, cross<k>, plane_<xy|xz|yz><k>,
+        each optionally followed by d<dilation>, e.g. "cube3d2", "cross5", "plane_xz3"."""
+        match = _NAME.fullmatch(str(name))
+        if match is None:
+            raise ValueError(f"unknown region name {name!r}: expected cube<k>, cross<k> or plane_<xy|xz|yz><k>, "
+                             "optionally followed by d<dilation> (e.g. cube3d2)")
+        kind, k, d = match.group(1), int(match.group(2)), int(match.group(3) or 1)
+        if kind.startswith("plane_"):
+            return cls.plane(kind[len("plane_"):], k, d)
+        return getattr(cls, kind)(k, d)
 
     @classmethod
     def custom(cls, offsets, name: str = None) -> "KernelRegion":

@@ -65,6 +65,16 @@ def test_custom_keeps_order_rejects_duplicates_and_bad_input():
         r.name = "other"
 
 
+def test_from_name_inverts_the_built_in_names():
+    for region in (KernelRegion.cube(3), KernelRegion.cube(5, 2), KernelRegion.cross(3, 3),
+                   KernelRegion.plane("xz", 3), KernelRegion.plane("yz", 5, 2)):
+        back = KernelRegion.from_name(region.name)
+        assert back == region and back.name == region.name
+    for bad in ("cube", "cube4", "sphere3", "plane_xx3", "cube3d0", "cross3 "):
+        with pytest.raises(ValueError):
+            KernelRegion.from_name(bad)
+
+
 def test_equality_and_hash_follow_the_offsets_only():
     a = KernelRegion.custom(KernelRegion.cube(3).offsets, name="same as cube")
     assert a == KernelRegion.cube(3) and hash(a) == hash(KernelRegion.cube(3)) and a.as_cube() == (3, 1)
