@@ -3,7 +3,10 @@
 Both transformer block families reduce to these: a neighbour table nbr [N, K] (int64 rows of the
 source voxels, -1 where the offset is empty; lib.sparse.nn.neighbor_table), per-pair attention
 logits (`pair_scores`), their softmax over the K offsets (`masked_softmax`), and the weighted
-per-channel sum over the neighbourhood (`neighborhood_aggregate`).
+per-channel sum over the neighbourhood (`neighborhood_aggregate`). A term that depends on the
+offset only, such as a position encoding PE(p_ij) of p_ij = offsets[k] * stride, needs no pair
+tensor either: sum_k a[i, k, h] PE_k is torch.einsum("nkh,khc->nhc", a, pe.view(K, H, C // H)),
+a taken from masked_softmax (zero at empty offsets).
 
 Memory: every function walks the rows in chunks, so no [N, K, C] tensor of pairs is ever built or
 kept for backward. neighborhood_aggregate touches only the occupied pairs: its working buffers hold

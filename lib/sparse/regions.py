@@ -48,12 +48,7 @@ class KernelRegion:
         if not offs:
             raise ValueError("a region needs at least one offset")
         if len(set(offs)) != len(offs):
-            seen, dup = set(), None
-            for o in offs:
-                if o in seen:
-                    dup = o
-                    break
-                seen.add(o)
+            dup = next(o for i, o in enumerate(offs) if o in offs[:i])
             raise ValueError(f"region offsets hold a duplicate: {dup}")
         object.__setattr__(self, "_offsets", offs)
         object.__setattr__(self, "_name", name or f"custom{len(offs)}")
