@@ -168,6 +168,17 @@ def test_region_convs_match_dense_conv3d_with_the_region_mask(name, depthwise):
     assert_same_value_and_grads(out, ref, [feats, layer.weight], [feats_ref, weight_ref])
 
 
+def test_region_conv_on_a_real_scan_matches_dense_conv3d():
+    coords, feats, size = _voxelized_scan(0.1)
+    region = KernelRegion.masked(KernelRegion.cube(3, 2), [o[2] <= 0 for o in KernelRegion.cube(3, 2).offsets])
+    torch.manual_seed(0)
+    layer = snn.SubMConv3d(3, 2, region=region).double()
+    out = layer(SparseTensor(feats, coords, engine="torch")).feats
+    kernel, d, pad = _dense_region_kernel(region, layer.weight.detach())
+    ref = sample(F.conv3d(densify(feats, coords, 1, size, 1), kernel, padding=pad, dilation=d), coords, 1)
+    torch.testing.assert_close(out, ref)
+
+
 def test_regions_survive_pickling_and_layer_deepcopy():
     r = REGIONS["custom_no_centre"]
     back = pickle.loads(pickle.dumps(r))
