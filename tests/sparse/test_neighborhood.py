@@ -100,6 +100,35 @@ def test_aggregate_cuda_branch_on_cpu(monkeypatch):
         torch.testing.assert_close(x, y)
 
 
+def test_aggregate_never_holds_a_pair_tensor():
+    """Peak CPU memory of forward + backward (lib.profiler's allocation replay) stays far below one
+    [N, K, C] tensor, which the naive gather needs several of."""
+    from lib.profiler import _CpuMeter
+
+    nbr = _table(KernelRegion.cube(3), seed=11, grid=16, density=0.5)
+    v, a, w = _inputs(nbr, 16, 2, "full", True, seed=11)
+    pair_tensor = nbr.numel() * v.shape[1] * v.element_size()
+
+    def peak(fn):
+        meter = _CpuMeter()
+        with meter.session():
+            meter.active = True
+            meter.enter("pass")
+            fn()
+            meter.exit("pass")
+        return meter.result()["pass"]["peak_bytes"]
+
+    def step(impl):
+        v.grad = a.grad = w.grad = None
+        impl().sum().backward()
+
+    fused = peak(lambda: step(lambda: neighborhood_aggregate(v, nbr, a, w, chunk_rows=64)))
+    naive = peak(lambda: step(lambda: _naive_aggregate(v, nbr, a, w)))
+    assert pair_tensor > 10 * 2 ** 20 and naive > 2 * pair_tensor
+    # output, the three gradients and a few chunk buffers: about a quarter of one pair tensor here
+    assert fused < pair_tensor / 2
+
+
 def test_aggregate_sources_may_differ_from_outputs():
     v = torch.randn(5, 2, dtype=torch.float64)
     nbr = torch.tensor([[4, -1, 0], [2, 2, -1]])
