@@ -14,6 +14,7 @@ Regions are immutable and hashable on their offsets (the name takes no part), so
 part of the SparseContext's kernel-map cache key and equal offset lists share one map.
 """
 
+import functools
 import itertools
 import math
 import re
@@ -193,5 +194,11 @@ def as_region(region=3, dilation: int = 1) -> KernelRegion:
                              "put the dilation into the region's offsets")
         return region
     if isinstance(region, int) and not isinstance(region, bool):
-        return KernelRegion.cube(region, dilation)
+        return _cube(region, dilation)
     raise TypeError(f"expected a KernelRegion or an odd int kernel size, got {type(region).__name__}")
+
+
+@functools.lru_cache(maxsize=None)
+def _cube(kernel_size: int, dilation: int) -> KernelRegion:
+    # engines look maps up by (kernel_size, dilation) in every layer: build each cube once
+    return KernelRegion.cube(kernel_size, dilation)
