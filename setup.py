@@ -15,7 +15,7 @@ setup(
     install_requires=[
         # 2.4: torch.amp.is_autocast_available and the per-device torch.is_autocast_enabled /
         # get_autocast_dtype (the sparse convolutions under autocast); 2.3 would already be needed
-        # for torch.amp.GradScaler("cuda"). Tested on 2.13 (CPU) and 2.11 (CUDA).
+        # for torch.amp.GradScaler("cuda"). The suite runs on 2.13 (CPU).
         "torch>=2.4",
         "numpy>=1.24",
         "scipy>=1.10",
