@@ -28,4 +28,4 @@ test: install
 
 # On a GPU machine with torch+CUDA already installed (no venv): CUDA tests, benchmarks, an AMP run.
 gpu-check:
-	bash scripts/gpu_check.sh gpu_check.json
+	python scripts/gpu_check.py --out gpu_check.json

@@ -37,7 +37,7 @@ def _dense_subm(feats, w, coords, stride, kernel, dilation, batch, groups=1):
 def _check(layer_out, ref, leaves, ref_leaves):
     """Forward and the gradients of one upstream, all within bf16 rounding of the float32 reference."""
     _close_in_bf16(layer_out, ref)
-    up = torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))
+    up = torch.randn(ref.shape, generator=torch.Generator().manual_seed(0)).to(ref.device)
     grads = torch.autograd.grad(layer_out.float(), leaves, up)
     ref_grads = torch.autograd.grad(ref, ref_leaves, up)
     for g, r, leaf in zip(grads, ref_grads, leaves):
@@ -147,3 +147,28 @@ def test_res16unet_trains_a_step_under_autocast():
         # Functions compute) keep their direction well; BN biases, sums of cancelling terms, less so
         assert cos > (0.85 if p.ndim == 3 else 0.6), f"{name}: gradient direction off (cosine {cos:.3f})"
     assert sum(cosines) / len(cosines) > 0.9
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device for CUDA autocast")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_layers_under_cuda_autocast(dtype):
+    """The same layers under CUDA autocast (the per-offset path with index_add_), against dense fp32
+    conv3d on the GPU, and a Res16UNet training step with finite gradients."""
+    coords = random_coords(2, GRID, 1, 0.3, seed=5).cuda()
+    leaf = torch.randn(len(coords), CH, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    leaf.requires_grad_()
+    for layer, groups, dilation in ((snn.SubMConv3d(CH, CH, 3, 2), 1, 2), (snn.DepthwiseConv3d(CH, 3), CH, 1)):
+        layer = layer.cuda()
+        with torch.autocast("cuda", dtype=dtype):
+            out = layer(SparseTensor(leaf, coords, engine="torch")).feats
+        assert out.dtype == dtype
+        dleaf, w = leaf.detach().clone().requires_grad_(), layer.weight.detach().clone().requires_grad_()
+        ref = _dense_subm(dleaf, w, coords, 1, 3, dilation, 2, groups=groups)
+        _check(out, ref, (leaf, layer.weight), (dleaf, w))
+
+    cloud, feats = random_cloud(600, batch_size=2, seed=1)
+    model = TinyUNet(3, 5).cuda().train()
+    with torch.autocast("cuda", dtype=dtype):
+        logits = model(SparseTensor(feats.cuda(), cloud.cuda(), engine="torch"))
+    logits.float().square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
