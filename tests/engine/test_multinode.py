@@ -46,8 +46,8 @@ def _two_nodes(*args):
 
 def test_two_nodes_train_and_test_like_one_process(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    _one_process("--mode", "train", "--output-dir", one, "data.batch_size=2")
-    _two_nodes("--mode", "train", "--output-dir", two, "data.batch_size=1")
+    _one_process("--mode", "train", "--output-dir", one, "data.batch_size=2", "train.iterations=3")
+    _two_nodes("--mode", "train", "--output-dir", two, "data.batch_size=1", "train.iterations=3")
     w1 = torch.load(one / "last.pth", weights_only=True)
     w2 = torch.load(two / "last.pth", weights_only=True)
     assert w2["world_size"] == 2 and len(w2["rng"]) == 2
