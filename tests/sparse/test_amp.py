@@ -82,6 +82,25 @@ def test_depthwise_under_autocast(kernel, dilation, in_dtype):
     _check(out, ref, (leaf, layer.weight), (dleaf, w))
 
 
+@pytest.mark.parametrize("engine", ["spconv", "minkowski"])
+def test_borrowed_depthwise_under_autocast(engine):
+    """Engines without a depthwise kernel run the torch engine's on their own map: the same fix holds."""
+    from lib.sparse.engines import why_not
+
+    reason = why_not(engine, "cpu", training=False)
+    if reason:
+        pytest.skip(f"{engine} engine unavailable: {reason}")
+    coords = random_coords(2, GRID, 1, 0.3, seed=8)
+    leaf, feats = _inputs(len(coords), torch.bfloat16, 5)
+    layer = snn.DepthwiseConv3d(CH, 3)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # no grad: spconv's CPU wheel is forward-only
+        x = SparseTensor(feats, coords, engine=engine)
+        out = layer(x).feats
+    assert x.engine(training=False).name == engine and out.dtype == torch.bfloat16
+    with torch.no_grad():
+        _close_in_bf16(out, _dense_subm(leaf, layer.weight, coords, 1, 3, 1, 2, groups=CH))
+
+
 @IN_DTYPES
 def test_down_and_up_under_autocast(in_dtype):
     fine = random_coords(2, 2 * GRID, 1, 0.1, seed=9)
