@@ -1,8 +1,12 @@
-"""voxseg's one entry point.
+"""voxseg's one entry point: train, test or profile a model from a YAML recipe.
 
-    python main.py --config scannet_tr.yaml [key=value ...]
-    torchrun --nproc_per_node=4 main.py --config scannet_mink34c.yaml
-    python main.py --config demo.yaml --mode test --weights outputs/demo/last.pth
+examples:
+  python main.py --config scannet_tr.yaml
+  python main.py --config demo.yaml
+  python main.py --config demo.yaml train.optimizer.lr=0.02 data.voxel_size=0.05
+  python main.py --config demo.yaml --print-config
+  python main.py --config demo.yaml --mode test --weights outputs/demo/run1/best.pth
+  torchrun --nproc_per_node=4 main.py --config scannet_mink34c.yaml
 
 Everything a run needs is in the recipe; `key=value` overrides change it for one run.
 """
@@ -20,8 +24,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="main.py",
         description="Train, test or profile a 3D semantic segmentation model from a YAML recipe.",
-        epilog="Overrides: any recipe key as dotted key=value after the options, "
-               "e.g. train.lr=0.02 data.voxel_size=0.05 (parsed to the key's declared type).",
+        epilog="overrides: any recipe key as dotted key=value after the options, parsed to the key's\n"
+               "declared type, e.g. train.optimizer.lr=0.02 data.voxel_size=0.05\n\n"
+               + __doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", required=True, help="recipe: a path, or a name inside config/ (e.g. demo.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
@@ -57,6 +63,16 @@ def check_registered_names(cfg) -> None:
         resolve_convention(cfg.eval.convention)
 
 
+def dataset_builder(cfg):
+    """build_dataset(data_cfg, split) for the engine. Items are seeded by the recipe's seed and never
+    by rank, so a scene's augmentation depends only on (seed, epoch, index), not on which or how many
+    processes load it (see lib/engine/data.py; tests/engine/test_rank_streams.py)."""
+    import functools
+
+    import datasets
+    return functools.partial(datasets.build_dataset, seed=cfg.seed)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -78,16 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         args.output_dir = default_output_dir(str(config_path))
     # Heavy imports only once the command line is known good. main.py is where the generic engine
     # meets the dataset and model registries: lib/ never imports them itself.
-    import functools
-
     import datasets
     import models
     from datasets.collate import LimitedCollate, collate_fn
     from lib.engine.checkpoint import CheckpointError
     from lib.engine.launch import launch
-    # Items are seeded by the recipe's seed and not by rank, so a scene's augmentation does not
-    # depend on how many processes train (see lib/engine/data.py).
-    build_dataset = functools.partial(datasets.build_dataset, seed=cfg.seed)
+    build_dataset = dataset_builder(cfg)
     # The voxel cap guards training batches only: evaluation must see every scene, so it never defers.
     train_collate = LimitedCollate(cfg.data.limit_numpoints) if cfg.data.limit_numpoints > 0 else None
     try:

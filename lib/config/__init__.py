@@ -1,4 +1,4 @@
-"""Typed YAML recipes: `load_config("scannet_tr.yaml", ["train.lr=0.02"])` -> `Config`.
+"""Typed YAML recipes: `load_config("demo.yaml", ["train.optimizer.lr=0.02"])` -> `Config`.
 
 See docs/ARCHITECTURE.md. The schema sections live in `schema_*.py`, one per owner.
 """

@@ -8,7 +8,8 @@ from lib.export.ply import write_ply
 
 
 def _ply(out_dir, scene, points, pred, meta, labels=None):
-    return write_ply(Path(out_dir) / f"{scene.replace('/', '_')}.ply", points, pred, meta.palette, labels)
+    return write_ply(Path(out_dir) / f"{scene.replace('/', '_')}.ply", points, pred, meta.palette, labels,
+                     list(meta.class_names))
 
 
 def get_writer(fmt: str, meta):
