@@ -16,7 +16,9 @@ Per reported module (lib.profiler.scope.select_modules at `depth`; top-level chi
   The backward of a module runs from the moment the gradient of its output is ready to the moment the
   gradient of its input is (tensor hooks); a module whose input needs no gradient (the stem) ends with
   the backward pass. Modules whose input feeds several consumers (U-Net skips) get approximate spans.
-- fwd_ms / bwd_ms: wall time of those spans, summed over calls (CPU times include profiler overhead).
+- fwd_ms / bwd_ms: wall time of those spans, summed over a pass's calls (CPU times include profiler
+  overhead). With several passes in the block, saved bytes and times are per pass (means) and peaks
+  the highest seen.
 Whole pass: step_peak_bytes is the peak above the start of the block; total_peak_bytes adds the
 parameters and buffers (which live all along): the figure a device must hold for this batch.
 """
@@ -53,7 +55,7 @@ class MemoryProfiler:
         self.saved = SavedTensorTracker(owner=lambda: self.scope.current() or MODEL_ROW,
                                         exclude=[*model.parameters(), *model.buffers()])
         self.scope = ModuleScope(names, self._enter, self._exit, self._root)
-        self.voxels = 0
+        self.voxels, self.passes = 0, 0
         self._calls, self._open = [], []
         self._bwd_done = []  # marks placed when a backward pass ends
         self._callback_queued = False
@@ -61,6 +63,8 @@ class MemoryProfiler:
     # forward hooks -----------------------------------------------------------------------------
     def _root(self, args):
         self.voxels = rows_of(args)
+        self.passes += 1
+        self.saved.new_pass()
 
     def _enter(self, name, module, args):
         call = {"name": name, "fwd0": self.timeline.mark(f"fwd>{name}")}
@@ -112,8 +116,10 @@ class MemoryProfiler:
             out.append((call["name"], "forward", call["fwd0"], call["fwd1"]))
             if "bwd0" in call:
                 end = call.get("bwd1")
-                if end is None or end < call["bwd0"]:
+                if end is None:  # the input needs no gradient: the module's backward ends with the pass
                     end = next((m for m in self._bwd_done if m > call["bwd0"]), len(self.timeline.labels) - 1)
+                elif end < call["bwd0"]:  # the output is the input (an identity): nothing runs
+                    end = call["bwd0"]
                 out.append((call["name"], "backward", call["bwd0"], end))
         return out
 
@@ -123,6 +129,7 @@ class MemoryProfiler:
         rows = {name: {"name": name, "fwd_saved_bytes": 0, "fwd_peak_bytes": None, "bwd_peak_bytes": None,
                        "fwd_ms": None, "bwd_ms": None, "calls": 0} for name, _ in self.rows}
         whole = {"forward": [], "backward": []}
+        passes = max(1, self.passes)
         for name, phase, first, last in self.spans():
             if name == MODEL_ROW:
                 whole[phase].append((first, last))
@@ -130,23 +137,25 @@ class MemoryProfiler:
             row, key = rows[name], {"forward": "fwd", "backward": "bwd"}[phase]
             row["calls"] += phase == "forward"
             row[f"{key}_peak_bytes"] = max(row[f"{key}_peak_bytes"] or 0, tl.span_peak(first, last))
-            row[f"{key}_ms"] = round((row[f"{key}_ms"] or 0.0) + tl.span_ms(first, last), 3)
+            row[f"{key}_ms"] = round((row[f"{key}_ms"] or 0.0) + tl.span_ms(first, last) / passes, 3)
         for name, saved in self.saved.bytes.items():
             rows.setdefault(name, {"name": name, "fwd_saved_bytes": 0, "fwd_peak_bytes": None,
                                    "bwd_peak_bytes": None, "fwd_ms": None, "bwd_ms": None, "calls": 0})
-            rows[name]["fwd_saved_bytes"] = saved
+            rows[name]["fwd_saved_bytes"] = saved // passes
         end = len(tl.labels) - 1
         step_peak = tl.span_peak(0, end)
 
         def phase_figures(spans):
             if not spans:
                 return None, None
-            return (max(tl.span_peak(a, b) for a, b in spans), round(sum(tl.span_ms(a, b) for a, b in spans), 3))
+            return (max(tl.span_peak(a, b) for a, b in spans),
+                    round(sum(tl.span_ms(a, b) for a, b in spans) / passes, 3))
 
         fwd_peak, fwd_ms = phase_figures(whole["forward"])
         bwd_peak, bwd_ms = phase_figures(whole["backward"])
         return {"device": str(self.device), "method": tl.method, "depth": self.depth, "voxels": self.voxels,
-                "parameters_bytes": static_bytes(self.model), "saved_bytes": self.saved.total,
+                "parameters_bytes": static_bytes(self.model), "passes": passes,
+                "saved_bytes": sum(r["fwd_saved_bytes"] for r in rows.values()),
                 "step_peak_bytes": step_peak, "total_peak_bytes": step_peak + static_bytes(self.model),
                 "forward_peak_bytes": fwd_peak, "backward_peak_bytes": bwd_peak,
                 "forward_ms": fwd_ms, "backward_ms": bwd_ms,

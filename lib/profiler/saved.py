@@ -62,6 +62,10 @@ class SavedTensorTracker:
         self.bytes.clear()
         self._seen.clear()
 
+    def new_pass(self) -> None:
+        """Count storages again from here on (a freed storage's address is reused by the next pass)."""
+        self._seen.clear()
+
     def live(self) -> list:
         return list(self._live)
 
