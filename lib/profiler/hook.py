@@ -5,7 +5,8 @@ Scalars (MiB), published through the trainer's EventStorage (or get_event_storag
   (max_memory_allocated during the step; the peak is reset after every step), memory/reserved_mib
   (held by the caching allocator).
 - every device: memory/saved_mib, the activations autograd kept for backward during the step
-  (saved-tensor hooks, each storage once: lib.profiler.saved), memory/rss_mib and
+  (saved-tensor hooks, each storage once, trainer.model's parameters and buffers left out:
+  lib.profiler.saved), memory/rss_mib and
   memory/rss_peak_mib (the process's resident set now and its high-water mark; on the CPU this is
   the closest view of allocator use, since PyTorch keeps no CPU allocator counters).
 """
@@ -45,6 +46,9 @@ class MemoryHook(HookBase):
         self.cuda = torch.device(device).type == "cuda"
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(device)
+        model = getattr(trainer, "model", None)
+        if model is not None:
+            self.saved.exclude_tensors([*model.parameters(), *model.buffers()])
         self.saved.__enter__()
 
     def after_step(self, trainer):

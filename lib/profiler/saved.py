@@ -48,11 +48,16 @@ class SavedTensorTracker:
 
     def __init__(self, owner=lambda: "(all)", exclude=()):
         self.owner = owner
-        self.exclude = {k for k in map(storage_key, exclude) if k is not None}
+        self.exclude = set()
+        self.exclude_tensors(exclude)
         self.bytes = defaultdict(int)
         self._seen = set()
         self._live = weakref.WeakSet()
         self._hooks = None
+
+    def exclude_tensors(self, tensors) -> None:
+        """Never count the storages of `tensors` (parameters and buffers are not activations)."""
+        self.exclude |= {k for k in map(storage_key, tensors) if k is not None}
 
     @property
     def total(self) -> int:
