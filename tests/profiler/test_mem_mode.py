@@ -92,3 +92,23 @@ def test_memory_hook_logs_the_saved_activations_of_each_step():
     assert storage.latest()["memory/rss_peak_mib"][0] >= storage.latest()["memory/rss_mib"][0] * 0.5
     model(torch.randn(10, 8)).sum().backward()  # the hook's saved-tensor hooks are gone after training
     assert hook.saved.total == 0
+
+
+def test_profile_mode_out_of_memory_leaves_the_report_and_reraises(tmp_path):
+    class Hungry(nn.Module):
+        input_type = "sparse"
+
+        def __init__(self, in_channels, num_classes):
+            super().__init__()
+            self.head = nn.Linear(in_channels, num_classes)
+
+        def forward(self, x):
+            return self.head(x) + torch.empty(1 << 46, dtype=torch.uint8)[:1]  # a real failed allocation
+
+    run = _run(tmp_path)
+    run.build_model = lambda cfg, cin, k: Hungry(cin, k)
+    with pytest.raises(RuntimeError, match="can't allocate memory"):
+        run_profile_mode(run)
+    report = json.loads((tmp_path / "oom_report.json").read_text())
+    assert report["voxels"] == 80 and report["requested_bytes"] == 1 << 46
+    assert {r["module"] for r in report["by_module"]} >= {"(input)", "(parameters)"}
