@@ -44,8 +44,10 @@ class DataConfig:
     augment_splits: list[str] = field(default_factory=lambda: ["train"])  # splits that get random augmentation
     batch_size: int = 2  # scenes per batch (per process)
     num_workers: int = 2  # DataLoader worker processes
-    limit_numpoints: Union[int, Literal["auto"]] = 0  # cap on voxels per batch, 0 = no cap (see datasets/collate.py); auto: the most that fit memory_budget (measured at start-up, lib/profiler/fit.py)
-    memory_budget: str = ""  # device memory one process may use, e.g. "24GB" (1e9) or "22GiB" (2^30); needed by limit_numpoints: auto
+    # cap on voxels per batch, 0 = no cap (datasets/collate.py); auto = the most that fit memory_budget,
+    # measured at start-up (lib/profiler/fit.py)
+    limit_numpoints: Union[int, Literal["auto"]] = 0
+    memory_budget: str = ""  # memory one process may use: "24GB" (1e9 B) or "22GiB" (2^30 B); for auto
     strict: bool = True  # bad input raises; False skips the scene and counts it
     features: Optional[list[str]] = None  # per-voxel inputs from rgb|xyz|remission|ones; None = dataset default
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # random augmentation of training scenes

@@ -33,7 +33,7 @@ class ProfileConfig:
     warmup: int = 1  # unmeasured training passes first (kernel-map caches, lazy allocations)
     iterations: int = 1  # measured training passes (forward + backward) on the first training batch
     depth: int = 1  # module depth of the report rows (1 = the model's top-level children)
-    fit_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])  # crops of the batch for the points->memory fit
+    fit_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])  # batch crops for the fit
     json_name: str = "memory_report.json"  # report file written in the output folder (rank 0)
     timeline_png: bool = True  # write memory_timeline.png (memory over time with module spans; matplotlib)
     chrome_trace: bool = False  # write memory_trace.json (module spans + memory counter for chrome://tracing)

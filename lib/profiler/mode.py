@@ -8,8 +8,6 @@ memory here leaves <run>/oom_report.json and re-raises.
 import json
 import logging
 
-import torch
-
 from lib.profiler.fit import measure_points_model, optimizer_state_bytes, train_pass
 from lib.profiler.oom import oom_guard
 from lib.profiler.report import MemoryProfiler, format_report, static_bytes

@@ -102,8 +102,9 @@ class oom_guard:
     def _live(self, device_type: str):
         """[(owner, tensor)] of live tensors on `device_type`, one per storage."""
         owners = {storage_key(p): "(parameters)" for p in self._params}
-        candidates = [(None, o) for o in gc.get_objects() if issubclass(type(o), torch.Tensor)]  # type(): no __class__ lookups
-        candidates += [(h.owner, h.tensor) for h in self.saved.live()]
+        # type(o), not isinstance: a lazy module object would answer a __class__ lookup with a warning
+        candidates = [(None, o) for o in gc.get_objects() if issubclass(type(o), torch.Tensor)]
+        candidates += self.saved.live()
         seen, out = set(), []
         for owner, t in candidates:
             key = storage_key(t)

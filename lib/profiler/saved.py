@@ -29,11 +29,28 @@ def storage_bytes(t: torch.Tensor) -> int:
 
 
 class SavedTensor:
-    """A saved tensor as autograd holds it while the tracker is open."""
-    __slots__ = ("tensor", "owner", "__weakref__")
+    """A saved tensor as autograd holds it while a tracker is open."""
+    __slots__ = ("tensor", "__weakref__")
 
-    def __init__(self, tensor, owner):
-        self.tensor, self.owner = tensor, owner
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+
+# PyTorch applies only the innermost saved_tensors_hooks pair, so nested trackers (a profiler inside
+# an oom_guard, the training hook inside one) share one pair that hands every saved tensor to all.
+_OPEN = []
+_HOOKS = []
+
+
+def _pack(t):
+    holder = SavedTensor(t)
+    for tracker in _OPEN:
+        tracker.account(t, holder)
+    return holder
+
+
+def _unpack(holder):
+    return holder.tensor
 
 
 class SavedTensorTracker:
@@ -42,7 +59,7 @@ class SavedTensorTracker:
     Args:
         owner: callable -> name credited with a tensor saved now (e.g. the running module).
         exclude: tensors whose storages are not activations (parameters, buffers); never counted.
-    After (or during) the block: `bytes` {owner: bytes}, `total`, `live()` -> [SavedTensor].
+    After (or during) the block: `bytes` {owner: bytes}, `total`, `live()` -> [(owner, tensor)].
     `reset()` starts a new count (a training hook calls it every step).
     """
 
@@ -52,8 +69,7 @@ class SavedTensorTracker:
         self.exclude_tensors(exclude)
         self.bytes = defaultdict(int)
         self._seen = set()
-        self._live = weakref.WeakSet()
-        self._hooks = None
+        self._live = weakref.WeakKeyDictionary()  # holder -> owner, gone when autograd frees it
 
     def exclude_tensors(self, tensors) -> None:
         """Never count the storages of `tensors` (parameters and buffers are not activations)."""
@@ -72,28 +88,27 @@ class SavedTensorTracker:
         self._seen.clear()
 
     def live(self) -> list:
-        return list(self._live)
+        return [(owner, holder.tensor) for holder, owner in list(self._live.items())]
 
-    def _pack(self, t):
+    def account(self, t, holder) -> None:
         owner = self.owner()
         key = storage_key(t)
         if key is None or (key not in self._seen and key not in self.exclude):
             if key is not None:
                 self._seen.add(key)
             self.bytes[owner] += storage_bytes(t)
-        holder = SavedTensor(t, owner)
-        self._live.add(holder)
-        return holder
-
-    @staticmethod
-    def _unpack(holder):
-        return holder.tensor
+        self._live[holder] = owner
 
     def __enter__(self):
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
-        self._hooks.__enter__()
+        if not _OPEN:
+            hooks = torch.autograd.graph.saved_tensors_hooks(_pack, _unpack)
+            hooks.__enter__()
+            _HOOKS.append(hooks)
+        _OPEN.append(self)
         return self
 
     def __exit__(self, *exc):
-        self._hooks.__exit__(*exc)
+        _OPEN.remove(self)
+        if not _OPEN:
+            _HOOKS.pop().__exit__(*exc)
         return False

@@ -65,11 +65,11 @@ class ModuleScope:
     def __init__(self, names: dict, on_enter=None, on_exit=None, on_root=None):
         self.names = {id(m): n for m, n in names.items()}
         self.on_enter, self.on_exit, self.on_root = on_enter, on_exit, on_root
-        self._stack = []  # (module id, args)
+        self._stack = []  # ids of the running modules, outermost first
         self._handles = []
 
     def current(self):
-        for mid, _ in reversed(self._stack):
+        for mid in reversed(self._stack):
             if mid in self.names:
                 return self.names[mid]
         return MODEL_ROW if self._stack else None
@@ -77,13 +77,13 @@ class ModuleScope:
     def _pre(self, module, args):
         if not self._stack and self.on_root is not None:
             self.on_root(args)
-        self._stack.append((id(module), args))
+        self._stack.append(id(module))
         name = self.names.get(id(module))
         if name is not None and self.on_enter is not None:
             self.on_enter(name, module, args)
 
     def _post(self, module, args, output=None):
-        while self._stack and self._stack[-1][0] != id(module):
+        while self._stack and self._stack[-1] != id(module):
             self._stack.pop()  # a forward that raised before its children's hooks closed
         if self._stack:
             self._stack.pop()

@@ -76,3 +76,19 @@ def test_requested_size_from_the_error_text():
     assert requested_bytes("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; ...") == 2 * 2**30
     assert requested_bytes("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1234 bytes.") == 1234
     assert requested_bytes("something else") is None
+
+
+def test_activations_held_only_by_autograd_are_reported_inside_a_profiler(tmp_path):
+    """The ReLU output has no Python reference left when the last layer fails (nn.Sequential moved on):
+    only the autograd graph holds it, and the guard still sees it while a profiler is open inside."""
+    from lib.profiler import MemoryProfiler
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(CIN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 3), Boom())
+    with pytest.raises(RuntimeError, match="can't allocate memory"):
+        with oom_guard(tmp_path, model=model):
+            with MemoryProfiler(model, "cpu"):
+                model(torch.randn(N, CIN))
+    rows = {row["module"]: row for row in json.loads((tmp_path / "oom_report.json").read_text())["by_module"]}
+    assert rows["1"]["bytes"] == N * HIDDEN * 4
+    assert rows["2"]["bytes"] == N * 3 * 4  # the last Linear's output, the failing layer's input
