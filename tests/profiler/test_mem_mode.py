@@ -112,3 +112,19 @@ def test_profile_mode_out_of_memory_leaves_the_report_and_reraises(tmp_path):
     report = json.loads((tmp_path / "oom_report.json").read_text())
     assert report["voxels"] == 80 and report["requested_bytes"] == 1 << 46
     assert {r["module"] for r in report["by_module"]} >= {"(input)", "(parameters)"}
+
+
+def test_two_gloo_processes_write_one_report(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "engine" / "standin_main.py"), "--mode", "profile",
+                          "--output-dir", str(tmp_path), "--nproc", "2", "profile.warmup=0",
+                          "profile.timeline_png=false"], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("whole model") == 1  # one table, from rank 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "log.txt", "memory_report.json",
+                                                          "summary.json"]
+    assert json.loads((tmp_path / "memory_report.json").read_text())["voxels"] == 80
