@@ -29,7 +29,7 @@ import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
 from lib.profiler.saved import SavedTensorTracker, storage_bytes, storage_key
-from lib.profiler.scope import MODEL_ROW, ModuleScope, rows_of, select_modules, tensors_in
+from lib.profiler.scope import MODEL_ROW, OUTSIDE_ROW, ModuleScope, rows_of, select_modules, tensors_in
 from lib.profiler.units import mib
 
 log = logging.getLogger("voxseg")
@@ -62,7 +62,7 @@ class oom_guard:
         self._params = []
         self._made = WeakIdKeyDictionary()
         self.scope = ModuleScope({}, on_exit=self._tag, on_root=self._root)
-        self.saved = SavedTensorTracker(owner=lambda: self.scope.current() or "(outside forward)")
+        self.saved = SavedTensorTracker(owner=lambda: self.scope.current() or OUTSIDE_ROW)
         if model is not None:
             self.watch(model)
 

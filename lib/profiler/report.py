@@ -10,7 +10,8 @@ Per reported module (lib.profiler.scope.select_modules at `depth`; top-level chi
   ran (saved-tensor hooks; each storage counted once, for the first module that saved it; parameters
   and buffers excluded; a module's saved input counts, it is what its backward keeps). Ops run by a
   parent's forward outside every reported module are the row "(model)", so the rows add up to
-  `saved_bytes`, the whole model's figure.
+  `saved_bytes`, the whole model's figure; what is saved outside the model's forward (a loss inside
+  the block) is the row "(outside forward)".
 - fwd_peak_bytes / bwd_peak_bytes: highest live bytes during the module's forward / backward above the
   live bytes when it began (lib.profiler.meter for how they are read on CUDA and CPU).
   The backward of a module runs from the moment the gradient of its output is ready to the moment the
@@ -27,7 +28,7 @@ from torch import nn
 
 from lib.profiler.meter import MemoryTimeline
 from lib.profiler.saved import SavedTensorTracker
-from lib.profiler.scope import MODEL_ROW, ModuleScope, rows_of, select_modules, tensors_in
+from lib.profiler.scope import MODEL_ROW, OUTSIDE_ROW, ModuleScope, rows_of, select_modules, tensors_in
 from lib.profiler.units import mib
 
 
@@ -52,7 +53,7 @@ class MemoryProfiler:
         names = {m: n for n, m in self.rows}
         names[model] = MODEL_ROW
         self.timeline = MemoryTimeline(self.device)
-        self.saved = SavedTensorTracker(owner=lambda: self.scope.current() or MODEL_ROW,
+        self.saved = SavedTensorTracker(owner=lambda: self.scope.current() or OUTSIDE_ROW,
                                         exclude=[*model.parameters(), *model.buffers()])
         self.scope = ModuleScope(names, self._enter, self._exit, self._root)
         self.voxels, self.passes = 0, 0
@@ -126,8 +127,7 @@ class MemoryProfiler:
     def report(self) -> dict:
         """The memory_report.json layout (without points_model, which lib.profiler.fit adds)."""
         tl = self.timeline
-        rows = {name: {"name": name, "fwd_saved_bytes": 0, "fwd_peak_bytes": None, "bwd_peak_bytes": None,
-                       "fwd_ms": None, "bwd_ms": None, "calls": 0} for name, _ in self.rows}
+        rows = {name: _empty_row(name) for name, _ in self.rows}
         whole = {"forward": [], "backward": []}
         passes = max(1, self.passes)
         for name, phase, first, last in self.spans():
@@ -139,9 +139,7 @@ class MemoryProfiler:
             row[f"{key}_peak_bytes"] = max(row[f"{key}_peak_bytes"] or 0, tl.span_peak(first, last))
             row[f"{key}_ms"] = round((row[f"{key}_ms"] or 0.0) + tl.span_ms(first, last) / passes, 3)
         for name, saved in self.saved.bytes.items():
-            rows.setdefault(name, {"name": name, "fwd_saved_bytes": 0, "fwd_peak_bytes": None,
-                                   "bwd_peak_bytes": None, "fwd_ms": None, "bwd_ms": None, "calls": 0})
-            rows[name]["fwd_saved_bytes"] = saved // passes
+            rows.setdefault(name, _empty_row(name))["fwd_saved_bytes"] = saved // passes
         end = len(tl.labels) - 1
         step_peak = tl.span_peak(0, end)
 
@@ -160,6 +158,12 @@ class MemoryProfiler:
                 "forward_peak_bytes": fwd_peak, "backward_peak_bytes": bwd_peak,
                 "forward_ms": fwd_ms, "backward_ms": bwd_ms,
                 "modules": [r for r in rows.values() if r["calls"] or r["fwd_saved_bytes"]]}
+
+
+def _empty_row(name: str) -> dict:
+    """A report row; `calls` counts the module's forward calls in the block."""
+    return {"name": name, "fwd_saved_bytes": 0, "fwd_peak_bytes": None, "bwd_peak_bytes": None,
+            "fwd_ms": None, "bwd_ms": None, "calls": 0}
 
 
 def format_report(report: dict, top: int = 5) -> str:

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 MODEL_ROW = "(model)"  # ops run by a forward outside every reported module (a torch.cat in a U-Net's forward)
+OUTSIDE_ROW = "(outside forward)"  # ops run outside any forward (the loss)
 
 
 def select_modules(model: nn.Module, depth: int = 1) -> list:

@@ -132,3 +132,15 @@ def test_sparse_model_rows_add_up(tmp_path):
     spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     assert {e["name"] for e in spans} >= {"0", "1", "2", "3"}
     assert all(e["dur"] >= 0 for e in spans)
+
+
+def test_a_loss_outside_the_forward_has_its_own_row():
+    model, x = _conv_bn_relu(), torch.randn(B, CIN, H, W)
+    labels = torch.randint(0, C, (B, H, W))
+    with MemoryProfiler(model, "cpu") as prof:
+        nn.functional.cross_entropy(model(x), labels).backward()
+    r = prof.report()
+    # log_softmax keeps its output; nll_loss keeps no float tensor of that size
+    assert _row(r, "(outside forward)")["fwd_saved_bytes"] >= B * C * H * W * F32
+    assert r["saved_bytes"] == sum(m["fwd_saved_bytes"] for m in r["modules"])
+    assert _row(r, "2")["fwd_saved_bytes"] == B * C * H * W * F32
