@@ -72,9 +72,6 @@ class oom_guard:
         self.scope.names.setdefault(id(model), MODEL_ROW)
         self._params += list(model.parameters()) + list(model.buffers())
 
-    def note_voxels(self, voxels: int) -> None:
-        self.voxels = int(voxels)
-
     def _root(self, args):
         self.voxels = rows_of(args) or self.voxels
         for t in tensors_in(args):
