@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="continue training from <output-dir>/last.pth (model, optimizer, schedule, RNG)")
     parser.add_argument("--nproc", type=int, default=None,
                         help="launch N processes on this machine through torch.distributed.run (DDP)")
+    parser.add_argument("--budget", default=None, metavar="SIZE",
+                        help="device memory one process may use, e.g. 24GB (sets data.memory_budget): --mode "
+                             "profile prints the largest data.limit_numpoints that fits it")
     parser.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
     return parser.parse_intermixed_args(argv)
 
@@ -76,7 +79,8 @@ def dataset_builder(cfg):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
+        budget = [f"data.memory_budget={args.budget}"] if args.budget else []
+        cfg = load_config(args.config, args.overrides + budget)
         config_path = resolve_config_path(args.config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -100,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     from lib.engine.checkpoint import CheckpointError
     from lib.engine.launch import launch
     build_dataset = dataset_builder(cfg)
+    if cfg.data.limit_numpoints == "auto":
+        # Resolved before any loader exists: measured on the recipe's own model and first batch.
+        if args.mode == "train":
+            from lib.profiler.fit import resolve_auto_limit
+            cfg.data.limit_numpoints, note = resolve_auto_limit(cfg, build_dataset, models.build_model, collate_fn)
+            print(note, file=sys.stderr)
+        else:
+            cfg.data.limit_numpoints = 0  # the cap only shapes training batches
     # The voxel cap guards training batches only: evaluation must see every scene, so it never defers.
     train_collate = LimitedCollate(cfg.data.limit_numpoints) if cfg.data.limit_numpoints > 0 else None
     try:
