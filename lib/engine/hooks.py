@@ -273,3 +273,7 @@ class TensorBoardHook(HookBase):
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+# The memory hook lives with the profiler (lib/profiler/hook.py); importing it registers "memory".
+import lib.profiler.hook  # noqa: E402,F401  (after the built-in hooks: no import cycle)

@@ -45,6 +45,12 @@ class RunContext:
     weights: str = ""
     resume: bool = False
     train_collate_fn: Callable = None  # the training loader's collate; None: collate_fn
+    oom_guard: object = None  # lib.profiler.oom_guard's guard around the mode (None in tests' own contexts)
+
+    def watch_model(self, model) -> None:
+        """Let the out-of-memory report name the tensors `model`'s modules make."""
+        if self.oom_guard is not None:
+            self.oom_guard.watch(model)
 
 
 def summary_metrics(scores) -> dict:
@@ -73,7 +79,13 @@ def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights
                  device, cfg.engine)
         start = time.perf_counter()
         runner = importlib.import_module(f"lib.engine.modes.{_MODE_MODULES[mode]}")
-        scores, iterations = runner.run(context)
+        if mode == "profile":  # the profile mode runs its own guard, at its report depth
+            scores, iterations = runner.run(context)
+        else:
+            from lib.profiler import oom_guard
+            # An out-of-memory error writes <run>/oom_report.json, then reaches the user unchanged.
+            with oom_guard(run_dir, rank=rank) as context.oom_guard:
+                scores, iterations = runner.run(context)
         summary = {"mode": mode, "iterations": iterations,
                    "elapsed_s": round(time.perf_counter() - start, 3),
                    "metrics": summary_metrics(scores),

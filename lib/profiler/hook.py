@@ -14,7 +14,7 @@ import resource
 
 import torch
 
-from lib.engine.trainer import HookBase
+from lib.engine.hookbase import HookBase, register_hook
 from lib.profiler.saved import SavedTensorTracker
 from lib.profiler.units import MIB
 
@@ -33,8 +33,17 @@ def rss_peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+@register_hook
 class MemoryHook(HookBase):
-    """Logs allocated / peak memory per iteration (module docstring). `every`: log every N steps."""
+    """Logs allocated / peak memory per iteration (module docstring). `every`: log every N steps.
+    In a recipe: `train.hooks: [..., memory]` (logged every `train.log_every` steps)."""
+
+    name = "memory"
+    writes = ("scalars",)
+
+    @classmethod
+    def build(cls, env):
+        return cls(env.cfg.train.log_every)
 
     def __init__(self, every: int = 1):
         self.every = max(1, int(every))

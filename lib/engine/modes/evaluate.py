@@ -33,6 +33,7 @@ def evaluate(run):
     model = run.build_model(cfg.model, meta.in_channels, meta.num_classes).to(device)
     model.load_state_dict(model_state(load_checkpoint(run.weights)))
     make_input = for_model(run.make_input, model)
+    run.watch_model(model)
     views = tta_views(cfg.eval.tta)
     if len(views) > 1 and not hasattr(dataset, "get_view"):
         raise ValueError(f"eval.tta is enabled but dataset {meta.name!r} has no get_view()")

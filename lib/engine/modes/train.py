@@ -67,6 +67,7 @@ def build_trainer(run):
         model.load_state_dict(model_state(load_checkpoint(run.weights)))
         log.info("initialised weights from %s", run.weights)
     make_input = for_model(run.make_input, model)
+    run.watch_model(model)
     model = prepare_model(model, run)
     criterion = build_loss(cfg.train.loss, meta.num_classes).to(device)
     optimizer = build_optimizer(unwrap(model), cfg.train.optimizer)
