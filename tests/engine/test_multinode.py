@@ -50,7 +50,7 @@ def test_two_nodes_train_and_test_like_one_process(tmp_path):
     _two_nodes("--mode", "train", "--output-dir", two, "data.batch_size=1", "train.iterations=3")
     w1 = torch.load(one / "last.pth", weights_only=True)
     w2 = torch.load(two / "last.pth", weights_only=True)
-    assert w2["world_size"] == 2 and len(w2["rng"]) == 2
+    assert w2["trainer"]["world_size"] == 2 and len(w2["trainer"]["rng"]) == 2
     for name, value in w1["model"].items():
         assert torch.allclose(value, w2["model"][name], atol=1e-6), name
 
