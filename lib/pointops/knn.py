@@ -15,7 +15,7 @@ from .grid import offset_to_batch
 
 _OFFSETS = torch.tensor([(x, y, z) for x in (-1, 0, 1) for y in (-1, 0, 1) for z in (-1, 0, 1)])
 _BLOCK = 1 << 21    # candidate entries ranked at once (bounds the padded blocks' memory)
-_SAMPLES = 64       # queries whose exact k-th distance sets the first cell size
+_SAMPLES = 16       # queries whose exact k-th distance sets the first cell size
 _QUANTILE = 0.95
 _MARGIN = 1.0 - 1e-4  # float32 distances vs the float64 cell geometry
 
@@ -96,12 +96,13 @@ def _initial_cell(ref, ref_offset, qry, qry_batch, k) -> float:
     g = torch.Generator().manual_seed(0)
     pick = torch.randperm(len(qry), generator=g)[:_SAMPLES].to(qry.device)
     kth = []
-    for p in pick.tolist():
-        b = int(qry_batch[p])
+    for b in torch.unique(qry_batch[pick]).tolist():
         scene = ref[int(ref_offset[b]):int(ref_offset[b + 1])]
-        d = (scene - qry[p]).pow(2).sum(-1)
-        kth.append(d.kthvalue(min(k, len(scene))).values.sqrt())
-    h = float(torch.quantile(torch.stack(kth).double(), _QUANTILE))
+        mine = qry[pick[qry_batch[pick] == b]]
+        # a sampled estimate only: the matmul form of cdist is fine here
+        d = torch.cdist(mine.float(), scene.float(), compute_mode="use_mm_for_euclid_dist")
+        kth.append(d.kthvalue(min(k, len(scene)), dim=1).values)
+    h = float(torch.quantile(torch.cat(kth).double(), _QUANTILE))
     extent = float((ref.max(0).values - ref.min(0).values).max()) if len(ref) else 1.0
     # coincident points give h = 0; keep the grid below ~2^20 cells per axis
     return max(h, extent * 2.0 ** -20, 1e-9)
@@ -122,6 +123,7 @@ def _grid_pass(ref, ref_batch, qry, qry_batch, scene_size, k, h):
     ref_key = keys(ref_batch, ref_cell)
     order = torch.argsort(ref_key)
     cell_keys, cell_counts = torch.unique_consecutive(ref_key[order], return_counts=True)
+    sorted_cols = [ref[order, i].contiguous() for i in range(3)]  # 1-D gathers are cheaper
     cell_starts = cell_counts.cumsum(0) - cell_counts
     # the 27 neighbour cells of every occupied query cell
     qcell_keys, qcell = torch.unique(keys(qry_batch, qry_cell), return_inverse=True)
@@ -152,12 +154,15 @@ def _grid_pass(ref, ref_batch, qry, qry_batch, scene_size, k, h):
         j = torch.arange(width, device=dev).expand(len(q), width).contiguous()
         which = torch.searchsorted(cum[c], j, right=True).clamp_max(26)
         before = (cum[c] - cnt[c]).gather(1, which)
-        rows_ref = order[(start[c].gather(1, which) + j - before).clamp_max(len(order) - 1)]
-        d2 = (ref[rows_ref] - qry[q][:, None]).pow(2).sum(-1)
-        d2 = d2.masked_fill(j >= total[q][:, None], float("inf"))
+        slot = (start[c].gather(1, which) + j - before).clamp_max(len(order) - 1)
+        qq = qry[q]
+        d2 = (sorted_cols[0][slot] - qq[:, :1]).square_()
+        d2 += (sorted_cols[1][slot] - qq[:, 1:2]).square_()
+        d2 += (sorted_cols[2][slot] - qq[:, 2:]).square_()
+        d2.masked_fill_(j >= total[q][:, None], float("inf"))
         kk = min(k, width)
         top, arg = d2.topk(kk, dim=1, largest=False, sorted=True)
-        sel = rows_ref.gather(1, arg)
+        sel = order[slot.gather(1, arg)]
         if kk < k:  # pad with the farthest found (only final for scenes smaller than k)
             top = torch.cat([top, top[:, -1:].expand(-1, k - kk)], 1)
             sel = torch.cat([sel, sel[:, -1:].expand(-1, k - kk)], 1)
