@@ -8,7 +8,8 @@ as in lib.structure.PointBatch; no operation here lets a point see another scene
 from .grid import GridClusters, grid_cluster, offset_to_batch, segment_max, segment_mean
 from .interpolate import interpolate
 from .knn import knn
+from .patches import Patches, patch_partition
 from .serialize import ORDERS, encode, hilbert_encode, serialize, zorder_encode
 
 __all__ = ["GridClusters", "ORDERS", "encode", "grid_cluster", "hilbert_encode", "interpolate", "knn",
-           "offset_to_batch", "segment_max", "segment_mean", "serialize", "zorder_encode"]
+           "offset_to_batch", "Patches", "patch_partition", "segment_max", "segment_mean", "serialize", "zorder_encode"]
