@@ -57,7 +57,9 @@ class SerializedAttention(nn.Module):
         n, c = feat.shape
         patches = patch_partition(offset, self.patch_size)
         qkv = self.qkv(feat)[order]  # serialized: scenes stay contiguous along any order
-        outs = [self._attend(qkv[patches.full], None)]
+        outs = []
+        if len(patches.full):
+            outs.append(self._attend(qkv[patches.full], None))
         if len(patches.small):
             outs.append(self._attend(qkv[patches.small], patches.small_mask))
         out = torch.cat([o.reshape(-1, c) for o in outs])[patches.owner]
@@ -65,7 +67,7 @@ class SerializedAttention(nn.Module):
 
     def _attend(self, qkv: torch.Tensor, mask):
         p, w, _ = qkv.shape  # [patches, width, 3C]
-        q, k, v = qkv.view(p, w, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.view(p, w, 3, self.heads, qkv.shape[2] // (3 * self.heads)).permute(2, 0, 3, 1, 4)
         attn_mask = None if mask is None else mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return out.transpose(1, 2).reshape(p, w, -1)
