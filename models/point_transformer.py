@@ -95,13 +95,16 @@ class TransitionUp(nn.Module):
 
 @register_model
 class PointTransformer(nn.Module):
-    """Point Transformer segmentation U-Net on a PointBatch; logits [N, num_classes] in input order."""
+    """Point Transformer segmentation U-Net on a PointBatch; logits [N, num_classes] in input order.
+
+    bn_momentum: of every BatchNorm (torch convention: weight of the new batch statistics).
+    """
 
     input_type = "points"
 
     def __init__(self, in_channels: int, num_classes: int, depths: tuple[int, ...] = (1, 2, 3, 5, 2),
                  channels: tuple[int, ...] = (32, 64, 128, 256, 512), dec_depths: tuple[int, ...] = (1, 1, 1, 1),
-                 k: int = 16, share_planes: int = 8):
+                 k: int = 16, share_planes: int = 8, bn_momentum: float = 0.1):
         super().__init__()
         if len(depths) != len(channels) or len(dec_depths) != len(channels) - 1:
             raise ValueError("PointTransformer: depths/channels need one entry per level, dec_depths one fewer")
@@ -116,6 +119,9 @@ class PointTransformer(nn.Module):
                                  for i, d in enumerate(dec_depths))
         self.head = nn.Sequential(nn.Linear(channels[0], channels[0]), _bn_relu(channels[0]),
                                   nn.Linear(channels[0], num_classes))
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.momentum = bn_momentum
 
     def forward(self, points: PointBatch) -> torch.Tensor:
         coord, grid, offset = points.coord, points.grid_coord, points.offset

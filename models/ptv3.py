@@ -131,6 +131,7 @@ class PTv3(nn.Module):
     """Serialized-attention U-Net on a PointBatch; logits [N, num_classes] in input row order.
 
     orders: curves from lib.pointops.ORDERS; shuffle_orders: permute them per training forward.
+    bn_momentum: of the BatchNorms of stem, pooling and unpooling (torch convention).
     engine: the lib.sparse engine of the positional convolutions ("auto": fastest on the device).
     """
 
@@ -141,7 +142,8 @@ class PTv3(nn.Module):
                  enc_heads: tuple[int, ...] = (2, 4, 8, 16, 32), dec_depths: tuple[int, ...] = (2, 2, 2, 2),
                  dec_channels: tuple[int, ...] = (64, 64, 128, 256), dec_heads: tuple[int, ...] = (4, 4, 8, 16),
                  patch_size: int = 1024, orders: tuple[str, ...] = ORDERS, shuffle_orders: bool = True,
-                 mlp_ratio: float = 4.0, drop_path: float = 0.3, stem_kernel: int = 5, engine: str = "auto"):
+                 mlp_ratio: float = 4.0, drop_path: float = 0.3, stem_kernel: int = 5, bn_momentum: float = 0.1,
+                 engine: str = "auto"):
         super().__init__()
         stages = len(enc_depths)
         if not (len(enc_channels) == len(enc_heads) == stages and len(dec_depths) == len(dec_channels)
@@ -170,6 +172,9 @@ class PTv3(nn.Module):
             self.dec.append(nn.ModuleList(Block(dec_channels[s], dec_heads[s], patch_size, mlp_ratio, rates[first + i])
                                           for i in range(dec_depths[s])))
         self.head = nn.Linear(dec_channels[0], num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.momentum = bn_momentum
 
     def forward(self, points: PointBatch) -> torch.Tensor:
         orders = list(self.orders)
