@@ -10,7 +10,8 @@ train step = forward + cross-entropy + backward + SGD step, train mode.
 Times: median of --repeats runs after one warm-up, seconds (CUDA: CUDA events).
 Peak memory: CUDA: max_memory_allocated above the allocated bytes at the start; CPU: the peak
 resident set (VmHWM after resetting it through /proc/self/clear_refs) above the resident set at
-the start, so memory the allocator kept from an earlier case is reused unseen (an underestimate).
+the start, after glibc's malloc_trim returned freed heap pages; pages an allocator still caches
+are reused unseen, so CPU peaks are lower bounds.
 --small uses narrow networks and 0.05 m voxels for a quick check.
 
   python scripts/bench_points.py [--device cpu|cuda] [--small] [--json out.json] [--threads N]
@@ -93,6 +94,7 @@ class Meter:
             fn()
             self._sync()
             return (torch.cuda.max_memory_allocated(self.device) - base) / MIB
+        _release_free_heap()
         try:
             Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
         except OSError:
@@ -103,6 +105,15 @@ class Meter:
 
     def case(self, fn) -> dict:
         return {"time_s": self.time(fn), "peak_mib": self.peak_mib(fn)}
+
+
+def _release_free_heap():
+    """Hand freed heap pages back to the OS (glibc malloc_trim), so reused pages count again."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _status_kib(field: str) -> int:
