@@ -2,10 +2,11 @@
 
 The plain-PyTorch search hashes the reference points into cubic cells of side h (sorted keys +
 searchsorted) and, for each query, ranks the points of the 3x3x3 cells around its own. A query
-sits in the middle cell, so every point closer than h is among those candidates: when the k-th
-candidate is closer than h (or the candidates are the whole scene) the answer is exact. Queries
+sits in the middle cell, so every point closer than the block's nearest face (at least h away) is
+among those candidates: when the k-th candidate is closer than that face (or the candidates are the
+whole scene) the answer is exact. Queries
 that fail the test are searched again with h doubled, so every answer is exact.
-h starts at a high quantile of the true k-th neighbour distance of a few sampled queries.
+h starts at the 70% quantile of the true k-th neighbour distance of a few sampled queries.
 Candidates of queries with similar counts are ranked together in padded blocks (queries sorted by
 candidate count), so the padding stays small.
 """
@@ -16,7 +17,7 @@ from .grid import offset_to_batch
 _OFFSETS = torch.tensor([(x, y, z) for x in (-1, 0, 1) for y in (-1, 0, 1) for z in (-1, 0, 1)])
 _BLOCK = 1 << 21    # candidate entries ranked at once (bounds the padded blocks' memory)
 _SAMPLES = 16       # queries whose exact k-th distance sets the first cell size
-_QUANTILE = 0.95
+_QUANTILE = 0.7
 _MARGIN = 1.0 - 1e-4  # float32 distances vs the float64 cell geometry
 
 
@@ -163,13 +164,17 @@ def _grid_pass(ref, ref_batch, qry, qry_batch, scene_size, k, h):
         kk = min(k, width)
         top, arg = d2.topk(kk, dim=1, largest=False, sorted=True)
         sel = order[slot.gather(1, arg)]
-        if kk < k:  # pad with the farthest found (only final for scenes smaller than k)
-            top = torch.cat([top, top[:, -1:].expand(-1, k - kk)], 1)
+        if kk < k:  # fewer candidates than k: not done unless the scene is (padded below)
+            top = torch.cat([top, top.new_full((len(q), k - kk), float("inf"))], 1)
             sel = torch.cat([sel, sel[:, -1:].expand(-1, k - kk)], 1)
         idx[q], dist[q] = sel, top.sqrt()
         first = last
     whole = total == scene_size
-    done = whole | (dist[:, -1] < h * _MARGIN)
+    # every point closer than the 3x3x3 block's nearest face was a candidate
+    frac = (qry.double() - lo) / h
+    frac = frac - frac.floor()
+    reach = h * (1.0 + torch.minimum(frac, 1.0 - frac).min(1).values)
+    done = whole | (dist[:, -1] < (reach * _MARGIN).to(dist.dtype))
     if bool(whole.any()):  # a whole-scene search with fewer than k points: pad with the farthest real one
         real = torch.clamp(scene_size, max=k)
         col = torch.minimum(torch.arange(k, device=dev)[None], (real - 1)[:, None])
