@@ -81,6 +81,8 @@ def _knn_grid(ref, ref_offset, qry, qry_offset, k):
     idx = torch.empty(len(qry), k, dtype=torch.long, device=qry.device)
     dist = torch.empty(len(qry), k, dtype=qry.dtype, device=qry.device)
     todo = torch.arange(len(qry), device=qry.device)
+    if len(qry) == 0:
+        return idx, dist
     h = _initial_cell(ref, ref_offset, qry, qry_batch, k)
     while len(todo):
         i, d, done = _grid_pass(ref, ref_batch, qry[todo], qry_batch[todo], scene_size[todo], k, h)
@@ -124,7 +126,6 @@ def _grid_pass(ref, ref_batch, qry, qry_batch, scene_size, k, h):
     ref_key = keys(ref_batch, ref_cell)
     order = torch.argsort(ref_key)
     cell_keys, cell_counts = torch.unique_consecutive(ref_key[order], return_counts=True)
-    sorted_cols = [ref[order, i].contiguous() for i in range(3)]  # 1-D gathers are cheaper
     cell_starts = cell_counts.cumsum(0) - cell_counts
     # the 27 neighbour cells of every occupied query cell
     qcell_keys, qcell = torch.unique(keys(qry_batch, qry_cell), return_inverse=True)
@@ -133,10 +134,19 @@ def _grid_pass(ref, ref_batch, qry, qry_batch, scene_size, k, h):
     nbr = qcell_keys[:, None] + delta[None]
     pos = torch.searchsorted(cell_keys, nbr).clamp_max(len(cell_keys) - 1)
     found = cell_keys[pos] == nbr
-    cnt = torch.where(found, cell_counts[pos], 0)
-    start = cell_starts[pos]
-    cum = cnt.cumsum(1)
-    total = cum[:, -1][qcell]
+    cnt = torch.where(found, cell_counts[pos], 0).flatten()
+    # the candidate list of every query cell, concatenated: the sorted positions of its 27 cells'
+    # points, and their coordinates (queries then gather from it with one index per entry)
+    cell_total = cnt.view(-1, 27).sum(1)
+    cell_first = cell_total.cumsum(0) - cell_total
+    n_cand = int(cell_total.sum())
+    run_first = cnt.cumsum(0) - cnt
+    cand = torch.arange(n_cand, device=dev) - torch.repeat_interleave(run_first - cell_starts[pos].flatten(), cnt,
+                                                                      output_size=n_cand)
+    cand = torch.cat([cand, cand.new_zeros(1)])  # a pad entry for the masked tail of each row
+    cand_xyz = ref.index_select(0, order.index_select(0, cand))
+    cand_cols = [cand_xyz[:, i].contiguous() for i in range(3)]
+    total = cell_total[qcell]
 
     idx = torch.empty(len(qry), k, dtype=torch.long, device=dev)
     dist = torch.empty(len(qry), k, dtype=qry.dtype, device=dev)
@@ -151,19 +161,21 @@ def _grid_pass(ref, ref_batch, qry, qry_batch, scene_size, k, h):
             last = first + max(1, _BLOCK // int(sorted_total[last - 1]))
         width = max(int(sorted_total[last - 1]), 1)
         q = by_count[first:last]
-        c = qcell[q]
-        j = torch.arange(width, device=dev).expand(len(q), width).contiguous()
-        which = torch.searchsorted(cum[c], j, right=True).clamp_max(26)
-        before = (cum[c] - cnt[c]).gather(1, which)
-        slot = (start[c].gather(1, which) + j - before).clamp_max(len(order) - 1)
+        j = torch.arange(width, device=dev)
+        slot = (cell_first[qcell[q]][:, None] + j).clamp_max_(n_cand)
         qq = qry[q]
-        d2 = (sorted_cols[0][slot] - qq[:, :1]).square_()
-        d2 += (sorted_cols[1][slot] - qq[:, 1:2]).square_()
-        d2 += (sorted_cols[2][slot] - qq[:, 2:]).square_()
+        flat = slot.view(-1)  # index_select on 1-D indices is torch's fastest gather on CPU
+
+        def axis(i):
+            return (cand_cols[i].index_select(0, flat).view_as(slot) - qq[:, i:i + 1]).square_()
+
+        d2 = axis(0)
+        d2 += axis(1)
+        d2 += axis(2)
         d2.masked_fill_(j >= total[q][:, None], float("inf"))
         kk = min(k, width)
         top, arg = d2.topk(kk, dim=1, largest=False, sorted=True)
-        sel = order[slot.gather(1, arg)]
+        sel = order[cand[slot.gather(1, arg)]]
         if kk < k:  # fewer candidates than k: not done unless the scene is (padded below)
             top = torch.cat([top, top.new_full((len(q), k - kk), float("inf"))], 1)
             sel = torch.cat([sel, sel[:, -1:].expand(-1, k - kk)], 1)
