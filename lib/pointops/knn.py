@@ -7,8 +7,8 @@ among those candidates: when the k-th candidate is closer than that face (or the
 whole scene) the answer is exact. Queries
 that fail the test are searched again with h doubled, so every answer is exact.
 h starts at the 70% quantile of the true k-th neighbour distance of a few sampled queries.
-Candidates of queries with similar counts are ranked together in padded blocks (queries sorted by
-candidate count), so the padding stays small.
+Each occupied query cell lists its candidates once (queries of one cell share them); queries with
+similar candidate counts are ranked together in padded blocks, so the padding stays small.
 """
 import torch
 
