@@ -4,8 +4,8 @@ The plain-PyTorch search hashes the reference points into cubic cells of side h 
 searchsorted) and, for each query, ranks the points of the 3x3x3 cells around its own. A query
 sits in the middle cell, so every point closer than the block's nearest face (at least h away) is
 among those candidates: when the k-th candidate is closer than that face (or the candidates are the
-whole scene) the answer is exact. Queries
-that fail the test are searched again with h doubled, so every answer is exact.
+whole scene) the answer is exact. Queries that fail the test are searched again with h doubled,
+so every answer is exact.
 h starts at the 70% quantile of the true k-th neighbour distance of a few sampled queries.
 Each occupied query cell lists its candidates once (queries of one cell share them); queries with
 similar candidate counts are ranked together in padded blocks, so the padding stays small.
