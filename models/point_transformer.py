@@ -6,7 +6,8 @@ groups of `share_planes` channels (as in the authors' segmentation network).
 Transition down samples the points by grid clustering (the cell doubles per level; on surface
 scans this keeps about a quarter of the points, the paper's stride 4) instead of farthest-point
 sampling, then max-pools an MLP of [p_j - p_i, x_j] over the k nearest finer points; transition
-up interpolates the coarser features (inverse distance, k = 3) and adds the projected skip.
+up interpolates the coarser features (inverse distance, k = 3) and adds the projected skip (the
+authors' extra global-feature branch at the coarsest level is left out).
 Published ScanNet/S3DIS layout (defaults): depths [1,2,3,5,2], channels [32,64,128,256,512], k 16,
 one block per decoder level.
 """

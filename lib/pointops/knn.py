@@ -107,8 +107,8 @@ def _initial_cell(ref, ref_offset, qry, qry_batch, k) -> float:
         kth.append(d.kthvalue(min(k, len(scene)), dim=1).values)
     h = float(torch.quantile(torch.cat(kth).double(), _QUANTILE))
     extent = float((ref.max(0).values - ref.min(0).values).max()) if len(ref) else 1.0
-    # coincident points give h = 0; keep the grid below ~2^20 cells per axis
-    return max(h, extent * 2.0 ** -20, 1e-9)
+    # coincident points give h = 0; at most ~2^16 cells per axis keeps (scene, cell) keys in int64
+    return max(h, extent * 2.0 ** -16, 1e-9)
 
 
 def _grid_pass(ref, ref_batch, qry, qry_batch, scene_size, k, h):
