@@ -15,6 +15,7 @@ from tests.conftest import ROOT
 from tests.pointops.scans import SCANS, has_scan
 
 SCENES = ("scene0000_00", "scene0000_01")
+SPLITS = "data.splits={'train': ['train'], 'val': ['train']}"  # both scans train and validate
 TINY = {
     "PointTransformer": "{'depths': [1, 1, 1], 'channels': [16, 32, 32], 'dec_depths': [1, 1], 'k': 8, "
                         "'share_planes': 4}",
@@ -34,7 +35,7 @@ def processed(tmp_path_factory):
     for s in SCENES:
         (raw / "scans" / s).symlink_to(SCANS / s)
     (raw / "scannetv2_train.txt").write_text("\n".join(SCENES) + "\n")
-    (raw / "scannetv2_val.txt").write_text("\n".join(SCENES) + "\n")
+    (raw / "scannetv2_val.txt").write_text("")
     preprocess("scannet", raw, tmp / "processed", progress=False)
     return tmp / "processed"
 
@@ -43,14 +44,14 @@ def require_point_batches(root):
     import datasets
     from datasets.collate import collate_fn
     from lib.config import load_config
-    cfg = load_config("demo_pt.yaml", [f"data.root={root}", "data.synthetic=false", "data.voxel_size=0.25"])
+    cfg = load_config("demo_pt.yaml", [f"data.root={root}", "data.synthetic=false", "data.voxel_size=0.25", SPLITS])
     if "point_coords" not in collate_fn([datasets.build_dataset(cfg.data, "val")[0]]):
         pytest.skip("the engine does not build PointBatch inputs yet (collate has no point_coords)")
 
 
 def run_main(root, name, out, *extra):
     args = [sys.executable, str(ROOT / "main.py"), "--config", "demo_pt.yaml", "--output-dir", str(out), *extra,
-            f"data.root={root}", "data.synthetic=false", "data.voxel_size=0.25", "data.num_workers=0",
+            f"data.root={root}", "data.synthetic=false", SPLITS, "data.voxel_size=0.25", "data.num_workers=0",
             "data.augment.enabled=false", f"model.name={name}", f"model.args={TINY[name]}",
             "train.iterations=4", "train.val_every=0", "train.ckpt_every=0", "train.progress=false",
             "export.ply=false", "eval.plots=false"]
@@ -63,7 +64,8 @@ def test_two_processes_train_and_match_one_in_test(processed, tmp_path, name):
     require_point_batches(processed)
     run_main(processed, name, tmp_path / "two", "--mode", "train", "--nproc", "2", "data.batch_size=1")
     ckpt = torch.load(tmp_path / "two" / "last.pth", weights_only=True)
-    assert ckpt["world_size"] == 2 and ckpt["iteration"] == 4
+    state = ckpt.get("trainer", ckpt)  # run state: top level, or under "trainer" in the newer format
+    assert state["world_size"] == 2 and state["iteration"] == 4
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     weights = tmp_path / "two" / "last.pth"
     run_main(processed, name, tmp_path / "t1", "--mode", "test", "--weights", str(weights))
