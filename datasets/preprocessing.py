@@ -3,9 +3,12 @@
 Scenes are processed in parallel worker processes; a scene whose folder is already complete is
 reused, so a re-run (or a run after a kill) only does the missing scenes. When `strict` is False a
 scene with bad input is skipped and listed with its one-line reason under "skipped" in the manifest.
+Scenes of labelled splits (all but the dataset's default test split) without a single labelled point
+are listed under "unlabelled" and warned about: they would train on all-ignore points with loss 0.
 """
 import multiprocessing
 import sys
+import warnings
 from pathlib import Path
 
 from datasets import s3dis, scannet, semantickitti, store
@@ -71,9 +74,14 @@ def preprocess(name: str, raw_root, out, workers: int = 1, strict: bool = True, 
         else:
             skipped[scene_id] = error
     class_names = _class_names(name)
+    test_tags = set(module.DEFAULT_SPLITS.get("test", ()))
+    unlabelled = sorted(k for k, r in records.items() if r["split"] not in test_tags and not sum(r["class_counts"]))
+    if unlabelled:
+        warnings.warn(f"{out / store.MANIFEST}: {len(unlabelled)} scene(s) of labelled splits have no labelled "
+                      f"point (listed under 'unlabelled'), first {unlabelled[0]}")
     manifest = {"dataset": name, "num_classes": len(class_names), "class_names": class_names,
                 "raw_root": str(raw_root), "scenes": {k: records[k] for k in sorted(records)},
-                "skipped": {k: skipped[k] for k in sorted(skipped)}}
+                "skipped": {k: skipped[k] for k in sorted(skipped)}, "unlabelled": unlabelled}
     store.write_json_atomic(out / store.MANIFEST, manifest)
     return manifest
 
