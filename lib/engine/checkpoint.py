@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lib.errors import UserError, naming_disk_full
+
 FORMAT_VERSION = 1
 
 
@@ -23,7 +25,7 @@ def atomic_write(path, write, mode: str = "wb") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, mode) as f:
+        with naming_disk_full(path), os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -39,7 +41,7 @@ def atomic_save(obj, path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, unreadable, or not one of ours (one-line message naming the file)."""
 
 

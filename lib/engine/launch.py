@@ -148,15 +148,15 @@ def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights
 def run_profile(ctx):
     """`--mode profile`: lib/profiler.py's memory profile of the model on the first training batch
     (the JSON lands in the run folder). Returns no scores."""
-    from lib.engine.checkpoint import load_checkpoint, model_state
     from lib.engine.data import make_loader
+    from lib.engine.state_check import load_weights
     from lib.profiler import profile_memory
 
     cfg = ctx.cfg
     dataset = ctx.build_dataset(cfg.data, "train")
     model = ctx.build_model(cfg.model, dataset.meta.in_channels, dataset.meta.num_classes).to(ctx.device)
     if ctx.weights:
-        model.load_state_dict(model_state(load_checkpoint(ctx.weights, ctx.device)))
+        load_weights(model, ctx.weights, ctx.device)
     loader = make_loader(dataset, cfg.data.batch_size, 0, ctx.collate_fn, shuffle=True, seed=cfg.seed)
     profile_memory(model, next(iter(loader)), ctx.device, ctx.run_dir, cfg.profile, ctx.make_input)
     return None

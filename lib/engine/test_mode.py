@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from lib import IGNORE_INDEX
-from lib.engine.checkpoint import load_checkpoint, model_state
 from lib.engine.data import SeededItems
 from lib.engine.dist import is_main
 from lib.engine.inference import predict_scene, tta_views
+from lib.engine.state_check import load_weights
 
 log = logging.getLogger("voxseg")
 
@@ -26,7 +26,7 @@ def run_test(ctx):
     dataset = ctx.build_dataset(cfg.data, cfg.train.test_split)
     meta = dataset.meta
     model = ctx.build_model(cfg.model, meta.in_channels, meta.num_classes).to(device)
-    model.load_state_dict(model_state(load_checkpoint(ctx.weights, device)))
+    load_weights(model, ctx.weights, device)
     views = tta_views(cfg.eval.tta)
     if len(views) > 1 and not hasattr(dataset, "get_view"):
         raise ValueError(f"eval.tta is enabled but dataset {meta.name!r} has no get_view()")

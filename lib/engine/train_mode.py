@@ -7,7 +7,7 @@ from torch import nn
 
 from lib.config import config_to_dict
 from lib.engine.checkpoint import (FORMAT_VERSION, CheckpointError, atomic_save, capture_rng,
-                                   load_checkpoint, model_state, restore_rng)
+                                   load_checkpoint, restore_rng)
 from lib.engine.data import EpochStream, make_loader
 from lib.engine.voxel_budget import VoxelBudgetBatchSampler
 from lib.engine.dist import get_world_size, is_dist, is_main
@@ -16,6 +16,7 @@ from lib.engine.hooks import CheckpointHook, LoggingHook, StopAtHook, TrainMetri
 from lib.engine.inference import validate
 from lib.engine.losses import build_loss
 from lib.engine.optim import IterationScheduler, build_optimizer
+from lib.engine.state_check import check_state_dict, load_weights
 from lib.engine.trainer import Trainer
 
 log = logging.getLogger("voxseg")
@@ -63,7 +64,7 @@ def run_train(ctx):
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = ctx.build_model(cfg.model, meta.in_channels, meta.num_classes).to(device)
     if ctx.weights:
-        model.load_state_dict(model_state(load_checkpoint(ctx.weights, device)))
+        load_weights(model, ctx.weights, device)
         log.info("initialised weights from %s", ctx.weights)
     model = prepare_model(model, ctx)
     criterion = build_loss(cfg.train.loss, meta.num_classes).to(device)
@@ -101,6 +102,7 @@ def run_train(ctx):
     resume_path = ctx.run_dir / "last.pth"
     if ctx.resume:
         ckpt = load_checkpoint(resume_path, device)
+        check_state_dict(unwrap(model), ckpt["model"], resume_path)
         unwrap(model).load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])

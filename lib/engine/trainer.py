@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from lib.engine.dist import all_reduce_max
+from lib.errors import UserError
 
 
 class HookBase:
@@ -25,6 +26,10 @@ class HookBase:
     def after_train(self, trainer): ...
 
 
+class BatchTooSmallError(UserError, RuntimeError):
+    """BatchNorm met a single voxel in training (a scene too small for the network); names the scenes."""
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised after `max_bad_steps` consecutive steps with a NaN/inf loss."""
 
@@ -34,6 +39,20 @@ def split_output(output):
     if isinstance(output, dict):
         return output["logits"], dict(output.get("aux_losses") or {})
     return output, {}
+
+
+@contextlib.contextmanager
+def _naming_scenes(batch):
+    """Turn BatchNorm's "Expected more than 1 value per channel" into one line naming the batch's scenes."""
+    try:
+        yield
+    except ValueError as exc:
+        if "more than 1 value per channel" not in str(exc):
+            raise
+        scenes = batch.get("scene") if isinstance(batch, dict) else None
+        raise BatchTooSmallError(f"scene(s) {', '.join(scenes or ['?'])}: the batch holds too few voxels for "
+                                 f"BatchNorm in training ({exc}); a scene this small is bad input: remove it, "
+                                 "or lower data.voxel_size") from None
 
 
 class Trainer:
@@ -100,7 +119,7 @@ class Trainer:
             # Under DDP only the last micro-batch synchronises gradients.
             sync = micro == accum - 1 or not hasattr(self.model, "no_sync")
             with (contextlib.nullcontext() if sync else self.model.no_sync()):
-                with self.autocast():
+                with self.autocast(), _naming_scenes(batch):
                     logits, aux = split_output(self.model(inputs))
                 loss, terms = self.criterion(logits, labels)
                 self.step_preds.append((logits.detach().argmax(dim=1), labels))
