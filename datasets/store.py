@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.errors import DataFormatError
+from lib.errors import naming_disk_full
 
 MANIFEST = "manifest.json"
 SCENE_JSON = "scene.json"
@@ -43,8 +44,9 @@ def write_scene(root: Path, scene_id: str, arrays: dict[str, np.ndarray], record
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     for name, array in arrays.items():
-        np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
-    with open(tmp / SCENE_JSON, "w") as f:
+        with naming_disk_full(tmp / f"{name}.npy"):
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
+    with naming_disk_full(tmp / SCENE_JSON), open(tmp / SCENE_JSON, "w") as f:
         json.dump(record, f)
     try:
         os.rename(tmp, final)
@@ -79,7 +81,7 @@ def load_array(root: Path, scene_id: str, name: str, mmap: bool = True) -> np.nd
 
 def write_json_atomic(path: Path, obj) -> None:
     tmp = Path(f"{path}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
+    with naming_disk_full(path), open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
     os.replace(tmp, path)
 

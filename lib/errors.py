@@ -17,6 +17,9 @@ class UserError(Exception):
 class DiskFullError(UserError, OSError):
     """A write failed because the disk (or quota) is full."""
 
+    def __str__(self):
+        return self.strerror  # without OSError's "[Errno 28]" prefix
+
 
 @contextmanager
 def naming_disk_full(path):

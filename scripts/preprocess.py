@@ -4,8 +4,8 @@ import argparse
 import os
 import sys
 
-from datasets.errors import DataFormatError
 from datasets.preprocessing import MODULES, preprocess
+from lib.errors import UserError
 
 
 def main(argv=None) -> int:
@@ -19,7 +19,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         manifest = preprocess(args.dataset, args.input, args.output, workers=args.workers, strict=args.strict)
-    except DataFormatError as exc:
+    except UserError as exc:  # bad input, disk full: one line naming the file
         print(f"error: {exc}", file=sys.stderr)
         return 2
     scenes = manifest["scenes"].values()

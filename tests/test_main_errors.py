@@ -126,7 +126,7 @@ def test_disk_full_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "mkstemp", lambda **kw: (os.open("/dev/full", os.O_WRONLY), str(tmp_path / "t")))
     with pytest.raises(DiskFullError) as err:
         atomic_save({"model": {}}, target)
-    assert str(err.value) == f"[Errno 28] no space left writing {target} (No space left on device)"
+    assert str(err.value) == f"no space left writing {target} (No space left on device)"
     assert not target.exists()
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from lib.errors import naming_disk_full
+
 from .errors import ConfigError
 from .loader import CONFIG_DIR, apply_overrides, load_recipe, resolve_config_path
 from .schema import Config, ModelConfig
@@ -47,7 +49,7 @@ def save_config(cfg, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".yaml")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with naming_disk_full(path), os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(dump_config(cfg))
     os.replace(tmp, path)
     return path

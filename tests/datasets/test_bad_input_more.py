@@ -221,3 +221,44 @@ def test_kitti_bin_changed_after_preprocessing_blames_the_bin(tmp_path):
         ds[0]
     message = str(err.value)
     assert message.startswith(str(bin_path)) and "holds 70 points but 64 when preprocessed" in message
+
+
+def test_kitti_absurd_coordinate_names_the_bin(tmp_path):
+    raw = _kitti_sequence(tmp_path / "raw", "00", ["000000"])
+    bin_path = raw / "sequences" / "00" / "velodyne" / "000000.bin"
+    points = np.fromfile(bin_path, dtype=np.float32).reshape(-1, 4)
+    points[9, 1] = 3e38  # finite, absurd
+    points.tofile(bin_path)
+    _fails("semantickitti", raw, tmp_path, "scene spans 3e+38 m along y", "000000.bin")
+
+
+def test_s3dis_far_coordinates_keep_their_centimetres(tmp_path):
+    room = tmp_path / "raw" / "Area_1" / "office_1" / "Annotations"
+    room.mkdir(parents=True)
+    rows = [f"{500000.01 + 0.01 * i:.2f} {4000000.02:.2f} {12.5 + 0.01 * i:.2f} 10 20 30" for i in range(50)]
+    (room / "chair_1.txt").write_text("\n".join(rows) + "\n")
+    manifest = preprocess("s3dis", tmp_path / "raw", tmp_path / "out", workers=1, progress=False)
+    origin = np.array(manifest["scenes"]["Area_1_office_1"]["origin"])
+    local = np.load(tmp_path / "out" / "scenes" / "Area_1_office_1" / "coord.npy")
+    expected = np.loadtxt(room / "chair_1.txt")[:, :3]
+    assert np.abs(local.astype(np.float64) + origin - expected).max() < 1e-4
+
+
+def test_disk_full_while_preprocessing_names_the_file(tmp_path, monkeypatch, capsys):
+    import datasets.store
+    from scripts.preprocess import main
+
+    real_save = np.save
+
+    def save_to_full_disk(path, array):
+        with open("/dev/full", "wb") as f:  # every write fails with ENOSPC, as on a full disk
+            real_save(f, array)
+
+    monkeypatch.setattr(datasets.store.np, "save", save_to_full_disk)
+    raw = make_scannet_tree(tmp_path / "raw", {"scene0000_00": random_scene()})
+    assert main(["scannet", "--input", str(raw), "--output", str(tmp_path / "out"), "--workers", "1"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error: " in line]  # besides the bar
+    assert len(errors) == 1
+    message = errors[0].split("error: ", 1)[1]
+    assert message.startswith("no space left writing") and message.endswith("coord.npy (No space left on device)")
+    assert "scene0000_00" in message
