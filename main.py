@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        print(f"error: no space left writing {exc.filename or 'a file'} under {args.output_dir}", file=sys.stderr)
+        where = exc.filename or f"under {args.output_dir}"  # a failed write() names no file
+        print(f"error: no space left writing {where}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Terminated) as exc:
         print(f"error: {stopped_message(exc, args.output_dir)}", file=sys.stderr)

@@ -1,6 +1,8 @@
 """The preprocessed layout: one folder of .npy arrays per scene, plus OUT/manifest.json.
 
-OUT/manifest.json                 {"dataset", "num_classes", "class_names", "scenes": {...}, "skipped": {...}}
+OUT/manifest.json                 {"dataset", "num_classes", "class_names", "scenes": {...}, "skipped": {...},
+                                   "unlabelled": [...]}; a scene entry's "origin" (metres) is added
+                                   to the stored coordinates to give the raw ones
 OUT/scenes/<scene id>/scene.json  the scene's manifest entry (lets a re-run skip finished scenes)
 OUT/scenes/<scene id>/coord.npy   float32 [P, 3] metres
 OUT/scenes/<scene id>/color.npy   uint8 [P, 3] RGB (datasets with colour)
