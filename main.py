@@ -1,8 +1,12 @@
-"""voxseg's one entry point.
+"""voxseg's one entry point: train, test or profile a model from a YAML recipe.
 
-    python main.py --config scannet_tr.yaml [key=value ...]
-    torchrun --nproc_per_node=4 main.py --config scannet_mink34c.yaml
-    python main.py --config demo.yaml --mode test --weights outputs/demo/last.pth
+examples:
+  python main.py --config scannet_tr.yaml
+  python main.py --config demo.yaml
+  python main.py --config demo.yaml train.optimizer.lr=0.02 data.voxel_size=0.05
+  python main.py --config demo.yaml --print-config
+  python main.py --config demo.yaml --mode test --weights outputs/demo/run1/best.pth
+  torchrun --nproc_per_node=4 main.py --config scannet_mink34c.yaml
 
 Everything a run needs is in the recipe; `key=value` overrides change it for one run.
 """
@@ -22,8 +26,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="main.py",
         description="Train, test or profile a 3D semantic segmentation model from a YAML recipe.",
-        epilog="Overrides: any recipe key as dotted key=value after the options, "
-               "e.g. train.lr=0.02 data.voxel_size=0.05 (parsed to the key's declared type).",
+        epilog="overrides: any recipe key as dotted key=value after the options, parsed to the key's\n"
+               "declared type, e.g. train.optimizer.lr=0.02 data.voxel_size=0.05\n\n"
+               + __doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", required=True, help="recipe: a path, or a name inside config/ (e.g. demo.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
@@ -36,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="continue training from <output-dir>/last.pth (model, optimizer, schedule, RNG)")
     parser.add_argument("--nproc", type=int, default=None,
                         help="launch N processes on this machine through torch.distributed.run (DDP)")
+    parser.add_argument("--budget", default=None, metavar="SIZE",
+                        help="device memory one process may use, e.g. 24GB (sets data.memory_budget): --mode "
+                             "profile prints the largest data.limit_numpoints that fits it")
     parser.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
     return parser.parse_intermixed_args(argv)
 
@@ -64,10 +73,35 @@ def stopped_message(exc: BaseException, output_dir: Path) -> str:
     return f"{reason}; {where} (continue with --output-dir {output_dir} --resume)"
 
 
+def check_registered_names(cfg) -> None:
+    """Names looked up in registries (the config cannot import them) fail here, in one line with a
+    suggestion, before any process or data is started: data.dataset, engine, eval.convention."""
+    from datasets.registry import get_dataset
+    from lib.metrics import resolve_convention
+    from lib.sparse.engines import engine_spec
+
+    get_dataset(cfg.data.dataset)  # also registers each dataset's name as a convention alias
+    if cfg.engine != "auto":
+        engine_spec(cfg.engine)
+    if cfg.eval.convention != "auto":
+        resolve_convention(cfg.eval.convention)
+
+
+def dataset_builder(cfg):
+    """build_dataset(data_cfg, split) for the engine. Items are seeded by the recipe's seed and never
+    by rank, so a scene's augmentation depends only on (seed, epoch, index), not on which or how many
+    processes load it (see lib/engine/data.py; tests/engine/test_rank_streams.py)."""
+    import functools
+
+    import datasets
+    return functools.partial(datasets.build_dataset, seed=cfg.seed)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
+        budget = [f"data.memory_budget={args.budget}"] if args.budget else []
+        cfg = load_config(args.config, args.overrides + budget)
         config_path = resolve_config_path(args.config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -85,21 +119,26 @@ def main(argv: list[str] | None = None) -> int:
         args.output_dir = default_output_dir(str(config_path))
     # Heavy imports only once the command line is known good. main.py is where the generic engine
     # meets the dataset and model registries: lib/ never imports them itself.
-    import functools
-
-    import datasets
     import models
     from datasets.collate import LimitedCollate, collate_fn
     from lib.engine.launch import launch
     from lib.engine.signals import Terminated, install_sigterm_handler
 
     install_sigterm_handler()
-    # Items are seeded by the recipe's seed and not by rank, so a scene's augmentation does not
-    # depend on how many processes train (see lib/engine/data.py).
-    build_dataset = functools.partial(datasets.build_dataset, seed=cfg.seed)
-    # The voxel cap guards training batches only: evaluation must see every scene, so it never defers.
-    train_collate = LimitedCollate(cfg.data.limit_numpoints) if cfg.data.limit_numpoints > 0 else None
+    build_dataset = dataset_builder(cfg)
     try:
+        check_registered_names(cfg)
+        if cfg.data.limit_numpoints == "auto":
+            # Resolved before any loader exists: measured on the recipe's own model and first batch.
+            if args.mode == "train":
+                from lib.profiler.fit import resolve_auto_limit
+                cfg.data.limit_numpoints, note = resolve_auto_limit(cfg, build_dataset, models.build_model,
+                                                                    collate_fn)
+                print(note, file=sys.stderr)
+            else:
+                cfg.data.limit_numpoints = 0  # the cap only shapes training batches
+        # The voxel cap guards training batches only: evaluation must see every scene, so it never defers.
+        train_collate = LimitedCollate(cfg.data.limit_numpoints) if cfg.data.limit_numpoints > 0 else None
         return launch(cfg, args, build_dataset=build_dataset, build_model=models.build_model,
                       collate_fn=collate_fn, train_collate_fn=train_collate)
     except UserError as exc:  # config, data, checkpoint, disk full: one line, no traceback

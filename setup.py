@@ -13,7 +13,10 @@ setup(
     python_requires=">=3.10",
     packages=[],
     install_requires=[
-        "torch>=2.1",
+        # 2.4: torch.amp.is_autocast_available and the per-device torch.is_autocast_enabled /
+        # get_autocast_dtype (the sparse convolutions under autocast); 2.3 would already be needed
+        # for torch.amp.GradScaler("cuda"). The suite runs on 2.13 (CPU).
+        "torch>=2.4",
         "numpy>=1.24",
         "scipy>=1.10",
         "plyfile>=1.0",

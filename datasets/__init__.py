@@ -1,9 +1,12 @@
-"""Datasets: preprocessed scenes -> voxelized, augmented items that keep the point -> voxel map.
+"""Datasets: raw files -> preprocessed scenes -> voxelized, augmented items that keep the point -> voxel map.
 
-`build_dataset` imports torch and the dataset modules on first call, so that importing a light
-submodule (datasets.synthetic, datasets.errors) stays cheap.
+Every dataset is a `DatasetSpec` (datasets/spec.py) registered by name (datasets/registry.py);
+`build_dataset` looks `data.dataset` up there. `build_dataset` imports torch and the dataset modules
+on first call, so that importing a light submodule (datasets.synthetic, datasets.errors) stays cheap.
 """
-from datasets.errors import DataFormatError, DatasetRootError
+from datasets.errors import DataFormatError, DatasetRootError, UnknownDatasetError
+from datasets.registry import dataset_names, get_dataset, register_dataset
+from datasets.spec import DatasetSpec
 
 
 def build_dataset(data_cfg, split: str, seed: int = 0, rank: int = 0):
@@ -14,4 +17,5 @@ def build_dataset(data_cfg, split: str, seed: int = 0, rank: int = 0):
     return build(data_cfg, split, seed=seed, rank=rank)
 
 
-__all__ = ["build_dataset", "DataFormatError", "DatasetRootError"]
+__all__ = ["DataFormatError", "DatasetRootError", "DatasetSpec", "UnknownDatasetError", "build_dataset",
+           "dataset_names", "get_dataset", "register_dataset"]

@@ -4,9 +4,8 @@ from pathlib import Path
 
 from datasets import store
 from datasets.errors import DataFormatError, DatasetRootError
-from datasets.preprocessing import dataset_module, preprocess
-from datasets.semantickitti import SemanticKittiDataset
-from datasets.stored_dataset import StoredSceneDataset
+from datasets.preprocessing import preprocess
+from datasets.registry import get_dataset
 from datasets.voxel_dataset import check_features
 from lib.config.schema_data import DataConfig
 
@@ -34,8 +33,8 @@ def synthetic_root(cfg: DataConfig) -> Path:
     return processed
 
 
-def _split_tags(cfg: DataConfig, module, split: str) -> set[str]:
-    splits = cfg.splits or module.DEFAULT_SPLITS
+def _split_tags(cfg: DataConfig, spec, split: str) -> set[str]:
+    splits = cfg.splits or spec.default_splits
     if split not in splits:
         raise ValueError(f"data.splits: no split '{split}' for {cfg.dataset} (has {', '.join(splits)})")
     tags = splits[split]
@@ -48,9 +47,10 @@ def build_dataset(cfg: DataConfig, split: str, seed: int = 0, rank: int = 0):
     """Dataset of `split` with attribute `meta` (datasets.meta.DatasetMeta).
 
     seed/rank feed the per-item random streams (see datasets/voxel_dataset.py). Raises
-    DatasetRootError when cfg.root does not exist (and cfg.synthetic is off).
+    UnknownDatasetError (a ConfigError) for an unregistered cfg.dataset, DatasetRootError when
+    cfg.root does not exist (and cfg.synthetic is off).
     """
-    module = dataset_module(cfg.dataset)
+    spec = get_dataset(cfg.dataset)
     root = synthetic_root(cfg) if cfg.synthetic else Path(cfg.root)
     if not root.is_dir():
         raw = cfg.raw_root or "RAW"
@@ -66,17 +66,13 @@ def build_dataset(cfg: DataConfig, split: str, seed: int = 0, rank: int = 0):
         if cfg.strict:
             raise DataFormatError(root / store.MANIFEST, f"{message} (set data.strict=false to train without them)")
         warnings.warn(f"{root / store.MANIFEST}: {message}")
-    tags = _split_tags(cfg, module, split)
+    tags = _split_tags(cfg, spec, split)
     scene_ids = [s for s, r in manifest["scenes"].items() if r["split"] in tags]
     if not scene_ids:
         raise DataFormatError(root / store.MANIFEST, f"no scenes in split '{split}' (split tags {sorted(tags)})")
-    features = cfg.features or module.DEFAULT_FEATURES
-    in_channels = check_features(features, module.AVAILABLE_FEATURES, cfg.dataset)
-    if cfg.dataset == "semantickitti":
-        meta = module.build_meta(in_channels, scene_ids, manifest["scenes"])
-        cls = SemanticKittiDataset
-    else:
-        meta = module.build_meta(in_channels, scene_ids)
-        cls = StoredSceneDataset
-    return cls(root, manifest, scene_ids, meta, cfg, features, augment=split in cfg.augment_splits,
-               seed=seed, rank=rank)
+    default_features, available = spec.features(manifest)
+    features = cfg.features or default_features
+    in_channels = check_features(features, available, cfg.dataset)
+    meta = spec.build_meta(manifest, in_channels, scene_ids)
+    return spec.make_dataset(root, manifest, scene_ids, meta, cfg, features, augment=split in cfg.augment_splits,
+                             seed=seed, rank=rank)

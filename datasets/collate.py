@@ -1,8 +1,17 @@
 """Batching of dataset items, and the two ways the voxel cap `limit_numpoints` is kept.
 
-`collate_fn(items)` stacks items (docs/ARCHITECTURE.md): coords int32 [N, 4] (batch, x, y, z), feats
-float32 [N, C], labels int64 [N], offsets int64 [B + 1] (voxel rows of scene b: offsets[b]:offsets[b+1]),
-and per-scene lists inverse / point_labels / points (torch tensors) and scene (str).
+`collate_fn(items)` stacks items into the batch every model input is built from (the batch contract,
+docs/ARCHITECTURE.md "Batch"; N voxels of B scenes, rows scene by scene):
+  coords        int32 [N, 4]    (batch index, x, y, z) voxel coordinates
+  feats         float32 [N, C]  input features
+  labels        int64 [N]       voxel labels (lib.IGNORE_INDEX where unknown)
+  point_coords  float32 [N, 3]  each voxel's sampled point, augmented frame, metres (items' sampled_points)
+  offsets       int64 [B + 1]   voxel rows of scene b: offsets[b]:offsets[b + 1]
+  inverse       list of int64 [P_b]    original point -> voxel row within its scene
+  point_labels  list of int64 [P_b]    labels of the original points
+  points        list of float32 [P_b, 3]  original xyz (metres)
+  scene         list of str
+`LimitedCollate` adds `deferred` / `carried` (lists of scene names).
 
 Overflow, i.e. a batch with more than `limit_numpoints` voxels, is never dropped silently:
 1. The trainer packs each rank's scenes into batches whose un-augmented voxel counts
@@ -36,6 +45,7 @@ def collate_fn(items: Sequence[dict]) -> dict:
         "coords": torch.from_numpy(coords),
         "feats": torch.from_numpy(np.concatenate([it["feats"] for it in items]).astype(np.float32, copy=False)),
         "labels": torch.from_numpy(np.concatenate([it["labels"] for it in items]).astype(np.int64, copy=False)),
+        "point_coords": torch.from_numpy(np.concatenate([it["sampled_points"] for it in items]).astype(np.float32, copy=False)),
         "offsets": torch.from_numpy(offsets),
         "inverse": [torch.from_numpy(np.asarray(it["inverse"], dtype=np.int64)) for it in items],
         "point_labels": [torch.from_numpy(np.asarray(it["point_labels"], dtype=np.int64)) for it in items],

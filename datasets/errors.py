@@ -1,4 +1,5 @@
 """Errors raised by the data pipeline; each message is one line naming the file and the fault."""
+from lib.config.errors import ConfigError
 from lib.errors import UserError
 
 
@@ -23,3 +24,7 @@ class DataFormatError(DataError, ValueError):
 
 class DatasetRootError(DataError, FileNotFoundError):
     """The preprocessed data root does not exist (the message names the command that creates it)."""
+
+
+class UnknownDatasetError(ConfigError):
+    """`data.dataset` (or a preprocess command) names no registered dataset; the message suggests one."""

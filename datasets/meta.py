@@ -1,6 +1,6 @@
 """What downstream code (loss, metrics, export) needs to know about a dataset, without reading it."""
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -12,9 +12,11 @@ class DatasetMeta:
     palette: uint8 [num_classes, 3] RGB colour per class.
     raw_ids: int64 [num_classes], the official id written to benchmark files for each class
       (ScanNet: NYU40 id; SemanticKITTI: learning_map_inv of class k + 1); empty when no benchmark.
-    benchmark: name of the export writer for benchmark files ('scannet' | 'semantickitti' | None).
-    convention: evaluation convention ('scannet' | 'semantickitti' | 'standard').
+    benchmark: name of the dataset's benchmark format, also the export sub-folder (None: none).
+    convention: evaluation convention of lib.metrics ('nan_absent' | 'zero_absent').
     scene_info: scene id -> what the benchmark writer needs (KITTI: sequence, frame; ScanNet: scan).
+    benchmark_writer: (out_dir, scene, points [P, 3], pred [P], meta, labels [P] | None) -> Path, the
+      dataset's writer of `benchmark` files (DatasetSpec.write_benchmark); None without a benchmark.
     """
 
     name: str
@@ -25,6 +27,7 @@ class DatasetMeta:
     benchmark: Optional[str]
     convention: str
     scene_info: dict[str, dict] = field(default_factory=dict)
+    benchmark_writer: Optional[Callable] = None
 
     @property
     def num_classes(self) -> int:

@@ -21,12 +21,11 @@ def _extra_data(path: Path, ply, end: int) -> str:
     return f"{lines - expected} lines after the {declared} the header declares" if lines > expected else ""
 
 
-def read_ply_vertices(path: Path, fields: list[str], optional: tuple = ()) -> dict[str, np.ndarray]:
-    """Vertex properties `fields` (and those of `optional` the file has) of the PLY at `path`, each
-    a 1-D array of length P, in their stored types.
+def read_vertex_element(path: Path) -> np.ndarray:
+    """The vertex element of the PLY at `path` as a structured array [P] (fields in their stored types).
 
-    Raises DataFormatError when the file is missing, truncated, corrupt, holds more data than its
-    header declares (the rest would be dropped without a word), or lacks a field.
+    Raises DataFormatError when the file is missing, truncated, corrupt, has no vertex element, or
+    holds more data than its header declares (the rest would be dropped without a word).
     """
     from plyfile import PlyData
 
@@ -46,11 +45,19 @@ def read_ply_vertices(path: Path, fields: list[str], optional: tuple = ()) -> di
     extra = _extra_data(path, ply, end)
     if extra:
         raise DataFormatError(path, f"PLY holds more data than its header declares: {extra}")
-    names = set(vertex.data.dtype.names or ())
+    return vertex.data
+
+
+def read_ply_vertices(path: Path, fields: list[str], optional: tuple = ()) -> dict[str, np.ndarray]:
+    """Vertex properties `fields` (and those of `optional` the file has) of the PLY at `path`, each
+    a 1-D array of length P, in their stored types. DataFormatError as read_vertex_element, or
+    when a field is missing."""
+    data = read_vertex_element(path)
+    names = set(data.dtype.names or ())
     missing = [f for f in fields if f not in names]
     if missing:
         raise DataFormatError(path, f"PLY vertex lacks field(s) {', '.join(missing)} (has {', '.join(sorted(names))})")
-    return {f: np.asarray(vertex.data[f]) for f in [*fields, *(o for o in optional if o in names)]}
+    return {f: np.asarray(data[f]) for f in [*fields, *(o for o in optional if o in names)]}
 
 
 def colors_to_uint8(columns: list[np.ndarray], path: Path, names: str = "red, green, blue") -> np.ndarray:

@@ -10,8 +10,9 @@ import numpy as np
 
 from datasets.errors import DataFormatError
 from datasets.local_frame import to_local_float32
-from datasets.meta import DatasetMeta
+from datasets.registry import register_dataset
 from datasets.s3dis_text import read_annotation
+from datasets.spec import DatasetSpec
 
 NAME = "s3dis"
 CLASS_NAMES = ["ceiling", "floor", "wall", "beam", "column", "window", "door", "table", "chair", "sofa",
@@ -66,7 +67,23 @@ def read_raw_scene(scene_id: str, split: str, folder: Path, strict: bool = True)
     return arrays, record
 
 
-def build_meta(in_channels: int, scene_ids: list[str]) -> DatasetMeta:
-    return DatasetMeta(name=NAME, class_names=list(CLASS_NAMES), in_channels=in_channels,
-                       palette=np.array(PALETTE, dtype=np.uint8), raw_ids=np.zeros(0, dtype=np.int64),
-                       benchmark=None, convention="standard", scene_info={s: {} for s in scene_ids})
+@register_dataset
+class S3DIS(DatasetSpec):
+    name = NAME
+    class_names = tuple(CLASS_NAMES)
+    palette = tuple(PALETTE)
+    convention = "nan_absent"
+    default_splits = DEFAULT_SPLITS
+    default_features = tuple(DEFAULT_FEATURES)
+    available_features = frozenset(AVAILABLE_FEATURES)
+
+    def list_raw_scenes(self, raw_root):
+        return list_raw_scenes(raw_root)
+
+    def read_raw_scene(self, scene_id, split, location, strict=True):
+        return read_raw_scene(scene_id, split, location, strict)
+
+    def generate_synthetic(self, out_dir, num_scenes, seed=0, **size_kwargs):
+        from datasets.synthetic.s3dis import generate
+
+        return generate(out_dir, num_scenes, seed, **size_kwargs)

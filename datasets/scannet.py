@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from datasets.errors import DataFormatError
-from datasets.meta import DatasetMeta
 from datasets.local_frame import to_local_float32
 from datasets.ply_io import colors_to_uint8, read_ply_vertices
+from datasets.registry import register_dataset
+from datasets.spec import DatasetSpec
 from lib import IGNORE_INDEX
+from lib.export.benchmark import class_to_raw
 
 NAME = "scannet"
 CLASS_NAMES = ["wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
@@ -109,8 +111,44 @@ def read_raw_scene(scene_id: str, split: str, folder: Path) -> tuple[dict, dict]
     return {"coord": coord, "color": color, "label": label}, record
 
 
-def build_meta(in_channels: int, scene_ids: list[str]) -> DatasetMeta:
-    return DatasetMeta(name=NAME, class_names=list(CLASS_NAMES), in_channels=in_channels,
-                       palette=np.array(PALETTE, dtype=np.uint8), raw_ids=np.array(NYU40_IDS, dtype=np.int64),
-                       benchmark="scannet", convention="scannet", scene_info={s: {"scan": s} for s in scene_ids})
+def write_benchmark_file(out_dir: Path, scene: str, pred: np.ndarray, raw_ids: np.ndarray) -> Path:
+    """`<out_dir>/<scene>.txt`: one NYU40 id per line, one line per vertex of `<scene>_vh_clean_2.ply`.
 
+    That folder is what ScanNet's evaluate_semantic_label.py takes as --pred_path. `pred` must
+    hold one class per ORIGINAL vertex, in the file's vertex order.
+    """
+    path = Path(out_dir) / f"{scene}.txt"
+    ids = class_to_raw(pred, raw_ids, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savetxt(path, ids, fmt="%d")
+    return path
+
+
+@register_dataset
+class ScanNet(DatasetSpec):
+    name = NAME
+    class_names = tuple(CLASS_NAMES)
+    palette = tuple(PALETTE)
+    raw_ids = tuple(NYU40_IDS)
+    convention = "nan_absent"  # evaluate_semantic_label.py: classes without GT or prediction are left out
+    benchmark = "scannet"
+    default_splits = DEFAULT_SPLITS
+    default_features = tuple(DEFAULT_FEATURES)
+    available_features = frozenset(AVAILABLE_FEATURES)
+
+    def list_raw_scenes(self, raw_root):
+        return list_raw_scenes(raw_root)
+
+    def read_raw_scene(self, scene_id, split, location, strict=True):
+        return read_raw_scene(scene_id, split, location)
+
+    def scene_info(self, manifest, scene_ids):
+        return {s: {"scan": s} for s in scene_ids}
+
+    def write_benchmark(self, out_dir, scene, points, pred, meta, labels=None):
+        return write_benchmark_file(out_dir, scene, pred, meta.raw_ids)
+
+    def generate_synthetic(self, out_dir, num_scenes, seed=0, **size_kwargs):
+        from datasets.synthetic.scannet import generate
+
+        return generate(out_dir, num_scenes, seed, **size_kwargs)

@@ -6,6 +6,7 @@ Labels map through the official learning_map in config/semantic-kitti.yaml: lear
 1..19 becomes class index c - 1, class 0 (unlabeled, outlier, ...) becomes IGNORE_INDEX. A raw
 semantic id absent from learning_map is an error. Scene id `NN_FFFFFF`, split tag `NN`.
 """
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -13,9 +14,11 @@ import numpy as np
 
 from datasets.errors import DataFormatError
 from datasets.local_frame import check_extent
-from datasets.meta import DatasetMeta
+from datasets.registry import register_dataset
+from datasets.spec import DatasetSpec
 from datasets.voxel_dataset import VoxelDataset, check_scene_arrays
 from lib import IGNORE_INDEX
+from lib.export.benchmark import class_to_raw
 
 NAME = "semantickitti"
 LABEL_CONFIG = Path(__file__).resolve().parents[1] / "config" / "semantic-kitti.yaml"
@@ -126,16 +129,6 @@ def read_raw_scene(scene_id: str, split: str, folder: Path) -> tuple[dict, dict]
     return {}, record
 
 
-def build_meta(in_channels: int, scene_ids: list[str], records: dict) -> DatasetMeta:
-    cfg = label_config()
-    inv = cfg["learning_map_inv"]
-    raw_ids = np.array([inv[c] for c in range(1, len(inv))], dtype=np.int64)
-    palette = np.array([cfg["color_map"][r][::-1] for r in raw_ids], dtype=np.uint8)  # BGR -> RGB
-    info = {s: {"sequence": records[s]["sequence"], "frame": records[s]["frame"]} for s in scene_ids}
-    return DatasetMeta(name=NAME, class_names=class_names(), in_channels=in_channels, palette=palette,
-                       raw_ids=raw_ids, benchmark="semantickitti", convention="semantickitti", scene_info=info)
-
-
 class SemanticKittiDataset(VoxelDataset):
     """Frames read from the raw files named in the manifest (manifest["raw_root"])."""
 
@@ -152,3 +145,83 @@ class SemanticKittiDataset(VoxelDataset):
             label = np.full(len(points), IGNORE_INDEX, dtype=np.int64)
         check_scene_arrays(raw_root / record["velodyne"], points[:, :3], label, self.meta.num_classes)
         return {"coord": points[:, :3], "label": label, "remission": points[:, 3]}
+
+
+def kitti_frame(scene: str, info: dict | None = None) -> tuple[str, str]:
+    """(sequence 'NN', frame 'NNNNNN') of a SemanticKITTI scan.
+
+    From `info` (DatasetMeta.scene_info[scene], keys `sequence`, `frame`) when given, else parsed
+    from the scene name: the first 2-digit and 6-digit number groups ('00/000123', '08_000001',
+    'sequences/08/velodyne/000001.bin').
+    """
+    if info and "sequence" in info and "frame" in info:
+        return f"{int(info['sequence']):02d}", f"{int(info['frame']):06d}"
+    match = re.search(r"(?<!\d)(\d{2})(?!\d)\D+(\d{6})(?!\d)", scene)
+    if not match:
+        raise ValueError(f"scene {scene!r}: cannot tell the SemanticKITTI sequence and frame "
+                         "(expected 'NN/NNNNNN' or meta.scene_info with sequence and frame)")
+    return match.group(1), match.group(2)
+
+
+def write_benchmark_file(out_dir: Path, scene: str, pred: np.ndarray, raw_ids: np.ndarray,
+                         info: dict | None = None) -> Path:
+    """`<out_dir>/sequences/NN/predictions/NNNNNN.label`: uint32 raw id per point (instance bits 0).
+
+    `raw_ids` is learning_map_inv over the classes (DatasetMeta.raw_ids). `<out_dir>` is what
+    semantic-kitti-api's evaluate_semantics.py takes as --predictions.
+    """
+    sequence, frame = kitti_frame(scene, info)
+    path = Path(out_dir) / "sequences" / sequence / "predictions" / f"{frame}.label"
+    ids = class_to_raw(pred, raw_ids, str(path))
+    if ids.size and (ids.min() < 0 or ids.max() > 0xFFFF):
+        raise ValueError(f"{path}: raw ids must fit the 16 semantic bits, got {ids.min()}..{ids.max()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ids.astype("<u4").tofile(path)
+    return path
+
+
+@register_dataset
+class SemanticKitti(DatasetSpec):
+    """Classes, colours and official ids come from the official label config (LABEL_CONFIG)."""
+
+    name = NAME
+    convention = "zero_absent"  # np_ioueval: class 0 = ignore, absent classes score 0
+    benchmark = "semantickitti"
+    default_splits = DEFAULT_SPLITS
+    default_features = tuple(DEFAULT_FEATURES)
+    available_features = frozenset(AVAILABLE_FEATURES)
+
+    @property
+    def class_names(self):
+        return tuple(class_names())
+
+    @property
+    def raw_ids(self):
+        inv = label_config()["learning_map_inv"]
+        return tuple(inv[c] for c in range(1, len(inv)))
+
+    @property
+    def palette(self):
+        return tuple(tuple(label_config()["color_map"][r][::-1]) for r in self.raw_ids)  # BGR -> RGB
+
+    def list_raw_scenes(self, raw_root):
+        return list_raw_scenes(raw_root)
+
+    def read_raw_scene(self, scene_id, split, location, strict=True):
+        return read_raw_scene(scene_id, split, location)
+
+    def scene_info(self, manifest, scene_ids):
+        records = manifest["scenes"]
+        return {s: {"sequence": records[s]["sequence"], "frame": records[s]["frame"]} for s in scene_ids}
+
+    def make_dataset(self, root, manifest, scene_ids, meta, cfg, features, augment, seed, rank):
+        return SemanticKittiDataset(root, manifest, scene_ids, meta, cfg, features, augment=augment, seed=seed,
+                                    rank=rank)
+
+    def write_benchmark(self, out_dir, scene, points, pred, meta, labels=None):
+        return write_benchmark_file(out_dir, scene, pred, meta.raw_ids, meta.scene_info.get(scene))
+
+    def generate_synthetic(self, out_dir, num_scenes, seed=0, **size_kwargs):
+        from datasets.synthetic.kitti import generate
+
+        return generate(out_dir, num_scenes, seed, **size_kwargs)

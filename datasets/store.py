@@ -19,6 +19,7 @@ import numpy as np
 
 from datasets.errors import DataFormatError
 from lib.errors import naming_disk_full
+from lib.io import atomic_write_json
 
 MANIFEST = "manifest.json"
 SCENE_JSON = "scene.json"
@@ -82,10 +83,8 @@ def load_array(root: Path, scene_id: str, name: str, mmap: bool = True) -> np.nd
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = Path(f"{path}.tmp{os.getpid()}")
-    with naming_disk_full(path), open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    """The manifest, written atomically by lib.io (a full disk names `path`)."""
+    atomic_write_json(path, obj)
 
 
 def read_manifest(root: Path) -> dict:

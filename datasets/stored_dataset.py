@@ -1,4 +1,4 @@
-"""The dataset over scenes stored as .npy arrays by scripts/preprocess.py (ScanNet, S3DIS)."""
+"""The dataset over scenes stored as .npy arrays by scripts/preprocess.py (ScanNet, S3DIS, folder)."""
 from datasets import store
 from datasets.voxel_dataset import VoxelDataset, check_scene_arrays
 
@@ -11,4 +11,6 @@ class StoredSceneDataset(VoxelDataset):
         scene = {"coord": coord, "label": label}
         if "rgb" in self.features:
             scene["color"] = store.load_array(self.root, scene_id, "color")
+        if "normal" in self.features:
+            scene["normal"] = store.load_array(self.root, scene_id, "normal")
         return scene

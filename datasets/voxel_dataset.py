@@ -5,7 +5,6 @@ SeedSequence([seed, epoch, rank, index]), so streams differ across items, epochs
 not depend on which DataLoader worker happens to load the item (reproducible for any num_workers).
 """
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -19,19 +18,23 @@ from datasets.transforms import (apply_affine, augment_colors, column_min_max, d
                                  random_affine, rotation_matrix)
 from datasets.voxelize import VoxelGridError, voxel_majority, voxel_mean, voxelize
 from lib import IGNORE_INDEX
+from lib.io import atomic_write_json
 from lib.config.schema_data import DataConfig
 
 # channels contributed by each feature name
-FEATURE_CHANNELS = {"rgb": 3, "xyz": 3, "remission": 1, "ones": 1}
+FEATURE_CHANNELS = {"rgb": 3, "xyz": 3, "remission": 1, "normal": 3, "ones": 1}
 # rgb: colour / 255 - 0.5; xyz: the augmented point in metres, relative to the scene centre;
-# remission: as stored (0..1 in SemanticKITTI); ones: a constant 1
+# remission: as stored (0..1 in SemanticKITTI); normal: unit normal turned with the points; ones: a constant 1
 
 
 class VoxelDataset(torch.utils.data.Dataset):
     """Scenes `scene_ids` of a preprocessed dataset at `root`; subclasses implement `load_scene`.
 
-    Item (see docs/ARCHITECTURE.md): coords int32 [M, 3], feats float32 [M, Cin], labels int64 [M],
-    inverse int64 [P], point_labels int64 [P], points float32 [P, 3] metres, scene str.
+    Item (see docs/ARCHITECTURE.md, "Batch"): coords int32 [M, 3], feats float32 [M, Cin], labels int64 [M],
+    inverse int64 [P], point_labels int64 [P], points float32 [P, 3] metres, scene str, and
+    sampled_points float32 [M, 3]: each voxel's point in the augmented frame (metres, the frame the
+    `xyz` feature uses): the point drawn to represent it in random quantization, the mean of its
+    points in mean quantization (get_view too).
     Mixed voxels (points with different labels): in random quantization the voxel takes the label of
     the point drawn to represent it; in mean quantization the majority valid label (ties: smallest id).
     Point dropout (training only) removes points before voxelization; P then counts the kept points.
@@ -93,6 +96,9 @@ class VoxelDataset(torch.utils.data.Dataset):
         points = np.array(scene["coord"], dtype=np.float32)  # a copy: the stored arrays are read-only maps
         labels = np.asarray(scene["label"], dtype=np.int64)
         matrix, translation = affine
+        if "normal" in self.features:  # rotation, mirror and isotropic scale: the normal turns by the matrix
+            turned = np.asarray(scene["normal"], dtype=np.float32) @ matrix.T.astype(np.float32)
+            scene = dict(scene, normal=turned / np.maximum(np.linalg.norm(turned, axis=1, keepdims=True), 1e-12))
         lo, hi = column_min_max(points)
         centre = (lo + hi) / 2.0
         xyz = apply_affine(points, matrix, translation - matrix @ centre)  # rotate about the centre
@@ -110,8 +116,10 @@ class VoxelDataset(torch.utils.data.Dataset):
         else:
             voxel_labels = voxel_majority(vox, labels, self.meta.num_classes)
         feats = self._features(scene, xyz, vox, quantization, rng if augment else None)
+        # each voxel's point: the one drawn (random quantization) or the mean of its points (mean)
+        sampled = np.take(xyz, vox.pick, axis=0).astype(np.float32) if quantization == "random" else voxel_mean(vox, xyz)
         return {"coords": vox.coords, "feats": feats, "labels": voxel_labels, "inverse": vox.inverse,
-                "point_labels": labels, "points": points, "scene": scene_id}
+                "point_labels": labels, "points": points, "scene": scene_id, "sampled_points": sampled}
 
     def _features(self, scene, xyz, vox, quantization, rng) -> np.ndarray:
         def per_voxel(values):
@@ -131,6 +139,8 @@ class VoxelDataset(torch.utils.data.Dataset):
                 columns.append(per_voxel(xyz))
             elif name == "remission":
                 columns.append(per_voxel(scene["remission"]))
+            elif name == "normal":
+                columns.append(per_voxel(scene["normal"]))
             else:  # "ones", validated in check_features
                 columns.append(np.ones((len(vox.starts), 1), dtype=np.float32))
         return np.concatenate(columns, axis=1).astype(np.float32, copy=False)
@@ -151,11 +161,8 @@ class VoxelDataset(torch.utils.data.Dataset):
             known[scene_id] = int(len(self.get_view(position[scene_id])["coords"]))
         if missing:
             cache[key] = known
-            tmp = cache_path.with_name(f"{cache_path.name}.tmp{os.getpid()}")
             try:
-                with open(tmp, "w") as f:
-                    json.dump(cache, f)
-                os.replace(tmp, cache_path)
+                atomic_write_json(cache_path, cache)
             except OSError:  # read-only data root: recompute next time
                 pass
         return np.array([known[s] for s in self.scene_ids], dtype=np.int64)

@@ -1,16 +1,18 @@
-"""Preprocess an official dataset layout once: python -m scripts.preprocess {scannet,s3dis,semantickitti}
---input RAW --output OUT [--workers N] [--no-strict]. Writes OUT/manifest.json (see datasets/store.py)."""
+"""Preprocess a raw dataset layout once: python -m scripts.preprocess DATASET --input RAW --output OUT
+[--workers N] [--no-strict]. DATASET is a registered name (scannet, s3dis, semantickitti, folder, ...).
+Writes OUT/manifest.json (see datasets/store.py)."""
 import argparse
 import os
 import sys
 
-from datasets.preprocessing import MODULES, preprocess
+from datasets.preprocessing import preprocess
+from datasets.registry import dataset_names, get_dataset
 from lib.errors import UserError
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.preprocess", description=__doc__.split(":")[0])
-    parser.add_argument("dataset", choices=sorted(MODULES))
+    parser.add_argument("dataset", help=f"registered dataset: {', '.join(dataset_names())}")
     parser.add_argument("--input", required=True, help="raw data in the official layout")
     parser.add_argument("--output", required=True, help="preprocessed data folder (data.root)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
@@ -18,8 +20,9 @@ def main(argv=None) -> int:
                         help="skip bad scenes (listed in the manifest) instead of stopping")
     args = parser.parse_args(argv)
     try:
+        get_dataset(args.dataset, key="DATASET")
         manifest = preprocess(args.dataset, args.input, args.output, workers=args.workers, strict=args.strict)
-    except UserError as exc:  # bad input, disk full: one line naming the file
+    except UserError as exc:  # bad input, unknown dataset, disk full: one line naming the file
         print(f"error: {exc}", file=sys.stderr)
         return 2
     scenes = manifest["scenes"].values()

@@ -1,12 +1,12 @@
-"""Peak memory of models on a real scan, side by side (lib/profiler.py for each model x voxel size).
+"""Memory reports of models on a real scan, side by side (lib.profiler for each model x voxel size).
 
     python scripts/profile_memory.py --ply ../shared/data/real/scannet/scans/scene0000_00/scene0000_00_vh_clean_2.ply \
         --models Res16UNet14A Res16UNet34C --voxel-sizes 0.05 0.02 --device cpu --out outputs/profile_memory
 
-Each run prints the per-module table of lib.profiler; the script ends with one comparison table
-and writes <out>/summary.json, with every peak also as a ratio to the first run (the reference).
-The scan is voxelized here (one point per occupied cell, colour features in [0, 1]); a batch holds
---batch copies of it.
+Each run prints lib.profiler's per-module table and writes <out>/<model>_<voxel>m/memory_report.json
+(with the points->memory fit) and memory_timeline.png; the script ends with one comparison table and
+<out>/summary.json, every peak also as a ratio to the first run (the reference). The scan is voxelized
+here (one point per occupied cell, colour features in [0, 1]); a batch holds --batch copies of it.
 """
 import argparse
 import json
@@ -20,8 +20,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: lib, models live at the root
 
 
-def voxelize(ply: Path, voxel_size: float, batch: int) -> dict:
-    """A collate-style dict: coords int32 [N, 4] (batch, x, y, z), feats float32 [N, 3] (RGB in [0, 1])."""
+def voxelize(ply: Path, voxel_size: float, batch: int = 1) -> dict:
+    """A collated batch (datasets/collate.py keys) of `batch` copies of the scan: coords int32 [N, 4]
+    (batch, x, y, z), feats float32 [N, 3] (RGB in [0, 1], of each cell's first point), labels (zeros),
+    offsets, and per copy inverse / points (metres) / point_labels; `first` [N] the row of each cell's
+    first point."""
     from plyfile import PlyData
 
     try:
@@ -35,10 +38,17 @@ def voxelize(ply: Path, voxel_size: float, batch: int) -> dict:
     rgb = (np.stack([vertex["red"], vertex["green"], vertex["blue"]], axis=1) / 255.0
            if {"red", "green", "blue"} <= names else np.ones_like(xyz))
     cells = np.floor((xyz - xyz.min(axis=0)) / voxel_size).astype(np.int64)
-    cells, first = np.unique(cells, axis=0, return_index=True)
-    coords = np.concatenate([np.concatenate([np.full((len(cells), 1), b), cells], axis=1) for b in range(batch)])
-    feats = np.concatenate([rgb[first]] * batch)
-    return {"coords": torch.from_numpy(coords).to(torch.int32), "feats": torch.from_numpy(feats).float()}
+    cells, first, inverse = np.unique(cells, axis=0, return_index=True, return_inverse=True)
+    n = len(cells)
+    coords = np.concatenate([np.concatenate([np.full((n, 1), b), cells], axis=1) for b in range(batch)])
+    inverse = torch.from_numpy(inverse.ravel())
+    return {"coords": torch.from_numpy(coords).to(torch.int32),
+            "feats": torch.from_numpy(np.concatenate([rgb[first]] * batch)).float(),
+            "labels": torch.zeros(n * batch, dtype=torch.int64),
+            "offsets": torch.arange(batch + 1, dtype=torch.int64) * n,
+            "inverse": [inverse] * batch, "points": [torch.from_numpy(xyz).float()] * batch,
+            "point_labels": [torch.zeros(len(xyz), dtype=torch.int64)] * batch,
+            "scene": [ply.stem] * batch, "first": torch.from_numpy(np.tile(first, batch))}
 
 
 def main(argv=None) -> int:
@@ -50,12 +60,14 @@ def main(argv=None) -> int:
     p.add_argument("--classes", type=int, default=20)
     p.add_argument("--device", default="cpu")
     p.add_argument("--engine", default="torch", help="sparse engine of the input (lib.sparse)")
+    p.add_argument("--depth", type=int, default=1, help="module depth of the report rows")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("outputs/profile_memory"))
     args = p.parse_args(argv)
 
-    from lib.config.schema_eval import ProfileConfig
-    from lib.profiler import MIB, profile_memory
+    from lib.profiler import MIB, MemoryProfiler, format_report
+    from lib.profiler.fit import measure_points_model, train_pass
+    from lib.profiler.timeline import save_png
     from lib.sparse import SparseTensor
     from models import build_model
 
@@ -67,25 +79,37 @@ def main(argv=None) -> int:
         batch = voxelize(args.ply, voxel_size, args.batch)
         for name in args.models:
             torch.manual_seed(0)
-            model = build_model(SimpleNamespace(name=name, args={}), 3, args.classes).to(args.device)
+            model = build_model(SimpleNamespace(name=name, args={}), 3, args.classes).to(args.device).train()
             run_dir = args.out / f"{name}_{voxel_size:g}m"
+            run_dir.mkdir(parents=True, exist_ok=True)
             print(f"\n== {name}, voxel {voxel_size:g} m, {len(batch['coords'])} voxels")
-            r = profile_memory(model, batch, args.device, run_dir, ProfileConfig(warmup=args.warmup), make_input)
-            rows.append({"model": name, "voxel_size_m": voxel_size, "voxels": len(batch["coords"]),
-                         "parameters_bytes": r["parameters_bytes"],
-                         "inference_peak_bytes": r["inference"]["peak_bytes"],
-                         "train_forward_peak_bytes": r["train"]["forward_peak_bytes"],
-                         "train_step_peak_bytes": r["train"]["step_peak_bytes"], "report": str(run_dir)})
+            for _ in range(args.warmup):
+                train_pass(model, make_input(batch, args.device))
+            model.zero_grad(set_to_none=True)
+            with MemoryProfiler(model, args.device, depth=args.depth) as prof:
+                train_pass(model, make_input(batch, args.device))
+            model.zero_grad(set_to_none=True)
+            r = prof.report()
+            points, samples = measure_points_model(model, batch, make_input, args.device)
+            r["points_model"] = points.as_dict()
+            r["points_samples"] = [{"voxels": n, "bytes": b} for n, b in samples]
+            (run_dir / "memory_report.json").write_text(json.dumps(r, indent=1))
+            save_png(prof, run_dir / "memory_timeline.png", f"{name}, {r['voxels']} voxels, {voxel_size:g} m")
+            print(format_report(r))
+            rows.append({"model": name, "voxel_size_m": voxel_size, "voxels": r["voxels"],
+                         "parameters_bytes": r["parameters_bytes"], "saved_bytes": r["saved_bytes"],
+                         "total_peak_bytes": r["total_peak_bytes"], "points_model": r["points_model"],
+                         "report": str(run_dir)})
     ref = rows[0]
     for row in rows:
-        row["step_peak_ratio_to_first"] = row["train_step_peak_bytes"] / max(ref["train_step_peak_bytes"], 1)
-    head = (f"{'model':<16} {'voxel m':>7} {'voxels':>8} {'infer MiB':>10} {'fwd MiB':>9} "
-            f"{'fwd+bwd MiB':>11} {'ratio':>6}")
+        row["peak_ratio_to_first"] = row["total_peak_bytes"] / max(ref["total_peak_bytes"], 1)
+    head = (f"{'model':<16} {'voxel m':>7} {'voxels':>8} {'saved MiB':>10} {'peak MiB':>9} "
+            f"{'KiB/voxel':>9} {'ratio':>6}")
     print("\n" + head + "\n" + "-" * len(head))
     for row in rows:
-        print(f"{row['model']:<16} {row['voxel_size_m']:>7g} {row['voxels']:>8d} "
-              f"{row['inference_peak_bytes'] / MIB:>10.1f} {row['train_forward_peak_bytes'] / MIB:>9.1f} "
-              f"{row['train_step_peak_bytes'] / MIB:>11.1f} {row['step_peak_ratio_to_first']:>6.2f}")
+        print(f"{row['model']:<16} {row['voxel_size_m']:>7g} {row['voxels']:>8d} {row['saved_bytes'] / MIB:>10.1f} "
+              f"{row['total_peak_bytes'] / MIB:>9.1f} {row['points_model']['bytes_per_voxel'] / 1024:>9.2f} "
+              f"{row['peak_ratio_to_first']:>6.2f}")
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {"device": args.device, "engine": args.engine, "ply": str(args.ply), "batch": args.batch,
                "reference": f"{ref['model']} at {ref['voxel_size_m']:g} m", "runs": rows}

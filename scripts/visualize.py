@@ -4,8 +4,10 @@
     python scripts/visualize.py scene.ply --color error --out errors.png   # red = wrong, grey = right
     python scripts/visualize.py scene.ply --show                            # interactive Open3D window
 
-Headless rendering uses matplotlib (a 3-D scatter of at most --max-points points) or, with
---renderer open3d, Open3D's offscreen renderer (pip install open3d; it needs libusb-1.0-0 and EGL).
+Headless rendering uses matplotlib (a 3-D scatter of at most --max-points points, with a title naming
+the scene and colour mode and a legend of the classes shown: names and colours from the PLY header's
+`class <id> <r> <g> <b> <name>` comments that exports carry) or, with --renderer open3d, Open3D's
+offscreen renderer (pip install open3d; it needs libusb-1.0-0 and EGL).
 """
 import argparse
 import os
@@ -15,6 +17,19 @@ from pathlib import Path
 import numpy as np
 
 GREY = np.array([0.6, 0.6, 0.6])
+RED = np.array([0.85, 0.1, 0.1])
+
+
+def read_classes(path: Path) -> dict[int, tuple[str, np.ndarray]]:
+    """Class id -> (name, float RGB in [0, 1]) from the header comments of an exported PLY ({} if none)."""
+    from plyfile import PlyData
+
+    classes = {}
+    for comment in PlyData.read(str(path)).comments:
+        parts = comment.split(maxsplit=5)
+        if len(parts) == 6 and parts[0] == "class":
+            classes[int(parts[1])] = (parts[5], np.array([int(v) for v in parts[2:5]]) / 255.0)
+    return classes
 
 
 def read_cloud(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -44,20 +59,54 @@ def colours(path: Path, fields: dict[str, np.ndarray], mode: str) -> np.ndarray:
         raise SystemExit(f"{path}: no '{mode}' field for --color {mode} (has {', '.join(fields)})")
     values = fields[mode].astype(np.int64)
     if mode == "error":
-        return np.where(values[:, None] > 0, np.array([0.85, 0.1, 0.1]), GREY)
+        return np.where(values[:, None] > 0, RED, GREY)
+    # class ids cycle through 20 distinct colours; a negative id (ignore) stays grey
+    return np.where(values[:, None] >= 0, _class_table()[np.maximum(values, 0) % 20], GREY)
+
+
+def _class_table() -> np.ndarray:
     import matplotlib
 
-    table = matplotlib.colormaps["tab20"](np.arange(20))[:, :3]
-    # class ids cycle through 20 distinct colours; a negative id (ignore) stays grey
-    return np.where(values[:, None] >= 0, table[np.maximum(values, 0) % 20], GREY)
+    return matplotlib.colormaps["tab20"](np.arange(20))[:, :3]
 
 
-def render_matplotlib(xyz: np.ndarray, rgb: np.ndarray, out: Path, size: tuple[int, int], max_points: int,
-                      elev: float, azim: float, point_size: float) -> None:
+def legend_entries(fields: dict[str, np.ndarray], mode: str, classes: dict) -> list[tuple[str, np.ndarray]]:
+    """(text, float RGB) per legend entry of a colour mode, classes in id order, only those present.
+
+    rgb on an export: each predicted class in its palette colour (the colour the exporter stored);
+    label / pred: each class in its 20-colour-map colour; error: right and wrong, where present. Names come from
+    `classes` (read_classes), else "class <id>". A PLY with plain colours and no `pred` has none.
+    """
+    if mode == "error":  # only the states present, like the classes
+        wrong = fields["error"] > 0
+        return [e for e, shown in ((("right or unlabelled", GREY), (~wrong).any()), (("wrong", RED), wrong.any()))
+                if shown]
+    field = "pred" if mode == "rgb" else mode
+    if field not in fields:
+        return []
+    entries = []
+    for k in np.unique(fields[field].astype(np.int64)).tolist():
+        if k < 0:
+            continue
+        name, palette_rgb = classes.get(k, (f"class {k}", None))
+        if mode == "rgb":
+            if palette_rgb is None:  # no header: the colour the points of that class carry
+                first = int(np.flatnonzero(fields["pred"] == k)[0])
+                palette_rgb = np.array([fields[c][first] for c in ("red", "green", "blue")]) / 255.0
+            entries.append((name, palette_rgb))
+        else:
+            entries.append((name, _class_table()[k % 20]))
+    return entries
+
+
+def figure(xyz: np.ndarray, rgb: np.ndarray, size: tuple[int, int], max_points: int, elev: float, azim: float,
+           point_size: float, title: str = "", legend: list = ()):
+    """The matplotlib figure of a render: the scatter, `title` on top, `legend` [(text, rgb)] at the right."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     if len(xyz) > max_points:  # a fixed seed keeps renders of the same file identical
         keep = np.random.default_rng(0).choice(len(xyz), max_points, replace=False)
@@ -75,7 +124,20 @@ def render_matplotlib(xyz: np.ndarray, rgb: np.ndarray, out: Path, size: tuple[i
     ax.view_init(elev=elev, azim=azim)
     ax.set_axis_off()
     fig.subplots_adjust(0, 0, 1, 1)
-    fig.savefig(out, dpi=dpi)
+    if title:
+        fig.suptitle(title)
+    if legend:
+        fig.legend(handles=[Patch(facecolor=tuple(c), edgecolor="none", label=t) for t, c in legend],
+                   loc="center right", fontsize="small", frameon=False)
+    return fig
+
+
+def render_matplotlib(xyz: np.ndarray, rgb: np.ndarray, out: Path, size: tuple[int, int], max_points: int,
+                      elev: float, azim: float, point_size: float, title: str = "", legend: list = ()) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = figure(xyz, rgb, size, max_points, elev, azim, point_size, title, legend)
+    fig.savefig(out, dpi=fig.dpi)
     plt.close(fig)
 
 
@@ -118,6 +180,10 @@ def show_open3d(xyz: np.ndarray, rgb: np.ndarray, title: str) -> None:
     o3d.visualization.draw_geometries([_cloud(o3d, xyz, rgb)], window_name=title)
 
 
+def title_of(path: Path, mode: str) -> str:
+    return f"{path.stem} - colour: {mode}"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("ply", type=Path, help="PLY with vertex x, y, z (and red/green/blue, pred, label, error)")
@@ -146,7 +212,9 @@ def main(argv=None) -> int:
     if args.renderer == "open3d":
         render_open3d(xyz, rgb, out, tuple(args.size), args.point_size)
     else:
-        render_matplotlib(xyz, rgb, out, tuple(args.size), args.max_points, args.elev, args.azim, args.point_size)
+        legend = legend_entries(fields, args.color, read_classes(args.ply))
+        render_matplotlib(xyz, rgb, out, tuple(args.size), args.max_points, args.elev, args.azim, args.point_size,
+                          title_of(args.ply, args.color), legend)
     print(out)
     return 0
 

@@ -28,3 +28,17 @@ def test_config_error_is_one_line_with_suggestion():
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert lines == ["error: unknown key 'sed' (from command line); did you mean 'seed'?"]
+
+
+def test_removed_aux_weight_is_a_one_line_error_naming_loss_weights():
+    out = run_main("--config", "demo.yaml", "train.loss.aux_weight=2.0")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.loss.aux_weight" in lines[0] and "train.loss_weights.<name>" in lines[0]
+
+
+def test_unknown_hook_is_an_error_with_the_closest_name(tmp_path):
+    out = run_main("--config", "demo.yaml", "train.hooks=['logging', 'chekpoint']", "--output-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == ("error: train.hooks: unknown hook 'chekpoint'; "
+                                                   "did you mean 'checkpoint'?")

@@ -1,13 +1,13 @@
-"""Synthetic scenes written in the official layouts of ScanNet v2, S3DIS and SemanticKITTI.
+"""Synthetic scenes written in the raw layouts of ScanNet v2, S3DIS, SemanticKITTI and the folder dataset.
 
-`generate(kind, out_dir, num_scenes, seed=0, **size_kwargs) -> Path` writes the raw files so the
+`generate(kind, out_dir, num_scenes, seed=0, **size_kwargs) -> Path` calls the generator of the
+registered dataset `kind` (DatasetSpec.generate_synthetic) and writes the raw files so the
 whole pipeline (preprocessing, training, evaluation, export) runs without downloads. Output is
 deterministic by seed (same seed: byte-identical files) and re-runs skip scenes already complete.
-Size knobs per kind: scannet / s3dis `points_per_scene`; semantickitti `azimuth_steps`.
+Size knobs per kind: scannet / s3dis / folder `points_per_scene`; semantickitti `azimuth_steps`.
 """
 from pathlib import Path
 
-KINDS = ("scannet", "s3dis", "semantickitti")
 # Bump whenever a change alters the files written for a given seed: caches are keyed by it, so a
 # stale synthetic set from an older generator is never reused.
 GENERATOR_VERSION = 1
@@ -15,14 +15,9 @@ GENERATOR_VERSION = 1
 
 def generate(kind: str, out_dir, num_scenes: int, seed: int = 0, **size_kwargs) -> Path:
     """Write `num_scenes` synthetic scenes of `kind` under `out_dir`; returns out_dir as a Path."""
-    if kind == "scannet":
-        from .scannet import generate as run
-    elif kind == "s3dis":
-        from .s3dis import generate as run
-    elif kind == "semantickitti":
-        from .kitti import generate as run
-    else:
-        raise ValueError(f"unknown synthetic kind '{kind}' (expected one of {', '.join(KINDS)})")
+    from datasets.registry import get_dataset
+
+    spec = get_dataset(kind, key="synthetic kind")
     if num_scenes < 0:
         raise ValueError(f"num_scenes must be >= 0, got {num_scenes}")
-    return run(out_dir, num_scenes, seed, **size_kwargs)
+    return Path(spec.generate_synthetic(out_dir, num_scenes, seed, **size_kwargs))

@@ -1,4 +1,4 @@
-"""Typed YAML recipes: `load_config("scannet_tr.yaml", ["train.lr=0.02"])` -> `Config`.
+"""Typed YAML recipes: `load_config("demo.yaml", ["train.optimizer.lr=0.02"])` -> `Config`.
 
 See docs/ARCHITECTURE.md. The schema sections live in `schema_*.py`, one per owner.
 """
@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from pathlib import Path
 
 import yaml
-
-from lib.errors import naming_disk_full
 
 from .errors import ConfigError
 from .loader import CONFIG_DIR, apply_overrides, load_recipe, resolve_config_path
@@ -46,10 +43,5 @@ def dump_config(cfg) -> str:
 
 def save_config(cfg, path: str | os.PathLike) -> Path:
     """Write the resolved recipe atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".yaml")
-    with naming_disk_full(path), os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(dump_config(cfg))
-    os.replace(tmp, path)
-    return path
+    from lib.io import atomic_write_text
+    return atomic_write_text(path, dump_config(cfg))

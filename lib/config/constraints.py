@@ -2,7 +2,8 @@
 negative voxel size or zero iterations stops the run at start-up with one line naming the key.
 
 Every float field must also be finite (NaN / inf is never a valid setting); that check applies to
-all floats without a table entry. A rule on a list field applies to each element.
+all floats without a table entry. A rule on a list field applies to each element, on a dict field
+to each value.
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ RULES: dict[type, dict[str, Range]] = {
     TrainConfig: {"iterations": AT_LEAST_ONE, "epochs": NON_NEGATIVE, "accum_steps": AT_LEAST_ONE,
                   "clip_grad_norm": NON_NEGATIVE, "max_bad_steps": AT_LEAST_ONE, "val_every": NON_NEGATIVE,
                   "log_every": AT_LEAST_ONE, "ckpt_every": NON_NEGATIVE, "stop_at": NON_NEGATIVE,
-                  "cpu_threads": NON_NEGATIVE},
+                  "cpu_threads": NON_NEGATIVE, "loss_weights": NON_NEGATIVE},
     OptimizerConfig: {"lr": NON_NEGATIVE, "momentum": FRACTION, "weight_decay": NON_NEGATIVE, "betas": FRACTION},
     SchedulerConfig: {"warmup_iters": NON_NEGATIVE, "warmup_ratio": FRACTION,
                       "warmup_start_factor": PROBABILITY, "power": NON_NEGATIVE,
@@ -69,17 +70,18 @@ RULES: dict[type, dict[str, Range]] = {
                       "onecycle_div_factor": POSITIVE},
     EmaConfig: {"decay": FRACTION},
     LossConfig: {"ce_weight": NON_NEGATIVE, "lovasz_weight": NON_NEGATIVE, "label_smoothing": FRACTION,
-                 "class_weights": NON_NEGATIVE, "aux_weight": NON_NEGATIVE},
+                 "class_weights": NON_NEGATIVE},
     DistConfig: {"nproc": AT_LEAST_ONE, "master_port": Range(0, 65535), "timeout_s": AT_LEAST_ONE},
     TTAConfig: {"rotations": AT_LEAST_ONE, "scales": POSITIVE},
-    ProfileConfig: {"warmup": NON_NEGATIVE},
+    ProfileConfig: {"warmup": NON_NEGATIVE, "iterations": AT_LEAST_ONE, "depth": AT_LEAST_ONE,
+                    "fit_fractions": Range(0, 1, lo_open=True)},
 }
 
 
 def check_value(cls: type, name: str, value) -> str | None:
     """The reason `value` is not acceptable for field `name` of section `cls`, or None when it is."""
     rule = RULES.get(cls, {}).get(name)
-    items = value if isinstance(value, (list, tuple)) else [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
     for item in items:
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             continue

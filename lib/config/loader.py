@@ -145,7 +145,7 @@ def parse_override(text: str) -> tuple[str, Any, str]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"override '{text}' is not of the form key=value (e.g. train.lr=0.02)")
+        raise ConfigError(f"override '{text}' is not of the form key=value (e.g. train.optimizer.lr=0.02)")
     try:
         value = safe_load(raw) if raw.strip() else ""
     except _DuplicateKey as exc:

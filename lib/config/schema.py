@@ -19,7 +19,9 @@ class ModelConfig:
 class Config:
     seed: int = 0  # seeds python, numpy and torch; data streams derive from it
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
-    engine: Literal["auto", "torch", "spconv", "minkowski", "torchsparse"] = "auto"  # sparse-conv engine
+    # sparse-conv engine: auto or a registered name (lib/sparse/engines), checked with a suggestion
+    # when the run starts (main.py) and when the first layer resolves it
+    engine: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -3,7 +3,7 @@
 Lengths are in metres, angles in radians, probabilities in [0, 1].
 """
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 
 @dataclass
@@ -31,8 +31,10 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    dataset: Literal["scannet", "s3dis", "semantickitti"] = "scannet"  # which dataset module reads the data
-    root: str = "data/scannet"  # preprocessed data (the output of scripts/preprocess.py)
+    # A registered dataset name (datasets/registry.py), required; checked with a suggestion when the
+    # dataset is built, since the config cannot import datasets.
+    dataset: str = ""
+    root: str = "data/processed"  # preprocessed data (the output of scripts/preprocess.py)
     raw_root: str = ""  # official-layout raw data (named in the hint when `root` is missing)
     synthetic: bool = False  # generate synthetic raw scenes + preprocess them into `cache_dir` on first use
     synthetic_scenes: int = 8  # number of synthetic scenes to generate
@@ -44,7 +46,23 @@ class DataConfig:
     augment_splits: list[str] = field(default_factory=lambda: ["train"])  # splits that get random augmentation
     batch_size: int = 2  # scenes per batch (per process)
     num_workers: int = 2  # DataLoader worker processes
-    limit_numpoints: int = 0  # cap on voxels per batch, 0 = no cap (see datasets/collate.py)
+    # cap on voxels per batch, 0 = no cap (datasets/collate.py); auto = the most that fit memory_budget,
+    # measured at start-up (lib/profiler/fit.py)
+    limit_numpoints: Union[int, Literal["auto"]] = 0
+    memory_budget: str = ""  # memory one process may use: "24GB" (1e9 B) or "22GiB" (2^30 B); for auto
     strict: bool = True  # bad input raises; False skips the scene and counts it
-    features: Optional[list[str]] = None  # per-voxel inputs from rgb|xyz|remission|ones; None = dataset default
+    features: Optional[list[str]] = None  # per-voxel inputs from rgb|normal|xyz|remission|ones; None = dataset default
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # random augmentation of training scenes
+
+    def __post_init__(self):
+        from lib.profiler.units import parse_bytes
+
+        if self.memory_budget:
+            try:
+                parse_bytes(self.memory_budget)
+            except ValueError as exc:
+                raise ValueError(f"data.memory_budget: {exc}") from None
+        if self.limit_numpoints == "auto" and not self.memory_budget:
+            raise ValueError("data.limit_numpoints: auto needs data.memory_budget (e.g. 24GB)")
+        if self.limit_numpoints != "auto" and self.limit_numpoints < 0:
+            raise ValueError(f"data.limit_numpoints must be >= 0 or auto, got {self.limit_numpoints}")

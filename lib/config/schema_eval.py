@@ -1,6 +1,5 @@
 """Schema of the `eval`, `export` and `profile` sections (owned by evaluation/export)."""
 from dataclasses import dataclass, field
-from typing import Literal
 
 
 @dataclass
@@ -13,7 +12,9 @@ class TTAConfig:
 
 @dataclass
 class EvalConfig:
-    convention: Literal["auto", "standard", "scannet", "semantickitti"] = "auto"  # auto takes the dataset meta's
+    # auto (the dataset's own), nan_absent or zero_absent (lib/metrics/scores.py), or an alias (standard,
+    # a dataset's name); checked with a suggestion when the evaluator is built.
+    convention: str = "auto"
     tta: TTAConfig = field(default_factory=TTAConfig)  # test-time augmentation
     plots: bool = True  # write the confusion-matrix and per-class IoU PNGs
     normalize_plot: bool = True  # confusion-matrix PNG shows rows normalised to 1 (recall)
@@ -30,6 +31,17 @@ class ExportConfig:
 
 @dataclass
 class ProfileConfig:
-    warmup: int = 1  # unmeasured passes first (kernel-map caches, lazy allocations)
-    inference: bool = True  # also measure a no-grad forward in eval mode
-    json_name: str = "memory_profile.json"  # file written in the output folder
+    warmup: int = 1  # unmeasured training passes first (kernel-map caches, lazy allocations)
+    iterations: int = 1  # measured training passes (forward + backward) on the first training batch
+    depth: int = 1  # module depth of the report rows (1 = the model's top-level children)
+    fit_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])  # batch crops for the fit
+    json_name: str = "memory_report.json"  # report file written in the output folder (rank 0)
+    timeline_png: bool = True  # write memory_timeline.png (memory over time with module spans; matplotlib)
+    chrome_trace: bool = False  # write memory_trace.json (module spans + memory counter for chrome://tracing)
+
+    def __post_init__(self):
+        if self.warmup < 0 or self.iterations < 1 or self.depth < 1:
+            raise ValueError("profile.warmup must be >= 0, profile.iterations and profile.depth >= 1")
+        if not all(0.0 < f <= 1.0 for f in self.fit_fractions) or len(set(self.fit_fractions)) < 2:
+            raise ValueError(f"profile.fit_fractions must hold two or more distinct fractions in (0, 1], "
+                             f"got {self.fit_fractions}")

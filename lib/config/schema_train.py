@@ -45,7 +45,14 @@ class LossConfig:
     lovasz_weight: float = 0.0  # weight of the Lovász-softmax loss
     label_smoothing: float = 0.0  # cross-entropy label smoothing in [0, 1)
     class_weights: list[float] = field(default_factory=list)  # per-class CE weights; empty = uniform
-    aux_weight: float = 1.0  # multiplier applied to every auxiliary loss a model returns
+
+    __removed_keys__ = {"aux_weight": "was removed: weight each named loss a model returns with "
+                                      "train.loss_weights.<name> (default 1.0)"}
+
+
+# The built-in hooks in their default order (lib/engine/hooks.py; the engine orders them by what
+# each reads and writes, see lib/engine/hookbase.py).
+DEFAULT_HOOKS = ["logging", "train_metrics", "validation", "checkpoint", "stop_at", "tensorboard"]
 
 
 @dataclass
@@ -54,13 +61,15 @@ class TrainConfig:
     epochs: int = 0  # if > 0, train this many passes over the training set instead of `iterations`
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)  # optimizer settings
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)  # learning-rate schedule
-    amp: Literal["none", "fp16", "bf16"] = "none"  # autocast dtype on CUDA (ignored on CPU)
+    amp: Literal["none", "fp16", "bf16"] = "none"  # autocast dtype; bf16 on CUDA and CPU, fp16 on CUDA only (fp32 elsewhere)
     accum_steps: int = 1  # forward/backward passes summed into one optimizer step
     clip_grad_norm: float = 0.0  # max global gradient L2 norm; 0 disables clipping
     ema: EmaConfig = field(default_factory=EmaConfig)  # weight averaging
     sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm under DDP (CUDA only)
     max_bad_steps: int = 5  # stop after this many consecutive non-finite losses
     loss: LossConfig = field(default_factory=LossConfig)  # loss terms and weights
+    loss_weights: dict[str, float] = field(default_factory=dict)  # weight of each named loss a model returns (default 1.0)
+    hooks: list[str] = field(default_factory=lambda: list(DEFAULT_HOOKS))  # training hooks by name (lib/engine/hooks.py)
     val_every: int = 500  # validate every N iterations (and at the end); 0 = only at the end
     log_every: int = 20  # write scalars every N iterations
     ckpt_every: int = 500  # write the `last` checkpoint every N iterations (and at the end)

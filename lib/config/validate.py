@@ -126,6 +126,9 @@ def build_dataclass(cls: type, data: dict, sources: dict, prefix: str = "", raws
     for key in data:
         if key not in fields:
             dotted = prefix + key
+            removed = getattr(cls, "__removed_keys__", {}).get(key)
+            if removed:
+                raise ConfigError(f"'{dotted}' (from {_where(sources, dotted)}) {removed}")
             valid = [prefix + name for name in fields]
             hint = suggest(dotted, valid) or f"; valid keys here: {', '.join(sorted(valid))}"
             raise ConfigError(f"unknown key '{dotted}' (from {_where(sources, dotted)})" + hint)

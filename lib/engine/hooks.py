@@ -1,17 +1,34 @@
-"""Hooks of the training loop: logging, periodic validation, checkpoints, early stop.
+"""The built-in hooks (names for `train.hooks`): logging, train_metrics, validation, checkpoint,
+stop_at, tensorboard. See lib/engine/hookbase.py for the base class, registry and order.
 
+Hooks exchange values through `trainer.storage` only: per-step objects ("step_info",
+"step_preds", "new_best", "val_scores") and scalars (put_scalar; "scalars" in reads/writes), which
+the tensorboard hook, the one owner of the SummaryWriter, flushes at the end of each step.
 Only rank 0 writes files; hooks that run collectives (validation, loss averaging) run on every
 rank in the same order.
 """
 import logging
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from lib.engine.dist import all_reduce_mean, is_main
-from lib.engine.trainer import HookBase
+from lib.engine.hookbase import HookBase, register_hook
 
 log = logging.getLogger("voxseg")
+
+
+@dataclass
+class HookEnv:
+    """What built-in hooks are built from (`cls.build(env)`)."""
+    cfg: object  # the whole Config
+    class_names: list
+    device: torch.device
+    validate: Callable = None  # () -> evaluator score dict
+    save: Callable = None  # (name) -> writes <run>/<name>.pth; every rank calls it
+    run_dir: object = None
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -21,19 +38,28 @@ def peak_memory_mb(device: torch.device) -> float:
     return torch.cuda.max_memory_allocated(device) / 2 ** 20
 
 
+def log_due(trainer, every: int) -> bool:
+    return trainer.iteration % max(1, every) == 0 or trainer.iteration == trainer.max_iter
+
+
+@register_hook
 class LoggingHook(HookBase):
-    """Scalars to TensorBoard and the text log every `every` steps, a tqdm bar on rank 0.
+    """Every `every` steps: the step's values, averaged over ranks, as scalars (train/loss, train/lr,
+    train/data_time, train/step_time, train/grad_norm, train/peak_memory_mb, loss/<name> for every
+    named loss, model/<name> for every model log) and a text log line; a tqdm bar on rank 0."""
 
-    The losses written are means over ranks. The writer is closed in after_train, which the
-    trainer runs on every exit path.
-    """
+    name = "logging"
+    reads = ("step_info",)
+    writes = ("scalars",)
 
-    def __init__(self, writer, every: int, progress: bool):
-        self.writer = writer  # tensorboardX SummaryWriter on rank 0, None elsewhere
+    def __init__(self, every: int, progress: bool):
         self.every = max(1, every)
         self.progress = progress
         self.bar = None
-        self.losses = []  # (iteration, loss) of every step on this rank, for tests and the summary
+
+    @classmethod
+    def build(cls, env: HookEnv):
+        return cls(env.cfg.train.log_every, env.cfg.train.progress)
 
     def before_train(self, trainer):
         if self.progress and is_main():
@@ -42,62 +68,64 @@ class LoggingHook(HookBase):
                             dynamic_ncols=True, leave=False)
 
     def after_step(self, trainer):
-        info = trainer.step_info
-        self.losses.append((trainer.iteration, info["loss"]))
+        info = trainer.storage.get("step_info")
         if info["skipped"]:
-            log.warning("iteration %d: non-finite loss, step skipped (%d in a row)",
+            log.warning("iteration %d: non-finite loss or gradient, step skipped (%d in a row)",
                         trainer.iteration, trainer.bad_steps)
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{info['loss']:.4f}", lr=f"{info['lr']:.2e}")
-        if trainer.iteration % self.every and trainer.iteration != trainer.max_iter:
+        if not log_due(trainer, self.every):
             return
-        scalars = {k: v if k == "lr" else all_reduce_mean(v)
-                   for k, v in info.items() if k not in ("skipped", "grad_norm")}
-        if not math.isnan(info["grad_norm"]):
-            scalars["grad_norm"] = info["grad_norm"]
-        scalars["peak_memory_mb"] = peak_memory_mb(trainer.device)
-        if not is_main():
-            return
-        if self.writer is not None:
-            for name, value in scalars.items():
-                if not math.isnan(value):
-                    self.writer.add_scalar(f"train/{name}", value, trainer.iteration)
-        text = " ".join(f"{k}={v:.4g}" for k, v in scalars.items() if not math.isnan(v))
-        log.info("iter %d/%d %s", trainer.iteration, trainer.max_iter, text)
+        scalars = {"train/loss": all_reduce_mean(info["loss"]), "train/lr": info["lr"]}
+        scalars.update({f"loss/{k}": all_reduce_mean(v) for k, v in info["losses"].items()})
+        scalars.update({f"model/{k}": all_reduce_mean(v) for k, v in info["logs"].items()})
+        for key in ("data_time", "step_time"):
+            scalars[f"train/{key}"] = all_reduce_mean(info[key])
+        scalars["train/grad_norm"] = info["grad_norm"]  # equal on every rank (all-reduced gradients)
+        scalars["train/peak_memory_mb"] = peak_memory_mb(trainer.device)
+        for name, value in scalars.items():
+            trainer.storage.put_scalar(name, value)
+        if is_main():
+            text = " ".join(f"{k.removeprefix('train/')}={v:.4g}" for k, v in scalars.items() if not math.isnan(v))
+            log.info("iter %d/%d %s", trainer.iteration, trainer.max_iter, text)
 
     def after_train(self, trainer):
         if self.bar is not None:
             self.bar.close()
-        if self.writer is not None:
-            self.writer.close()
 
 
+@register_hook
 class TrainMetricsHook(HookBase):
     """Voxel-level mIoU / mAcc / allAcc of the training batches, accumulated over `every` steps,
-    summed over ranks, written as train/mIoU etc. (voxels, not original points: augmentation
+    summed over ranks, published as train/mIoU etc. (voxels, not original points: augmentation
     changes the points, so this is a progress signal, not a benchmark number)."""
 
-    def __init__(self, class_names: list, every: int, writer, device):
+    name = "train_metrics"
+    reads = ("step_preds",)
+    writes = ("scalars",)
+
+    def __init__(self, class_names: list, every: int, device):
         from lib.metrics import ConfusionMatrix
         self.class_names = list(class_names)
         self.every = max(1, every)
-        self.writer = writer
         self.confusion = ConfusionMatrix(len(self.class_names), device)
 
+    @classmethod
+    def build(cls, env: HookEnv):
+        return cls(env.class_names, env.cfg.train.log_every, env.device)
+
     def after_step(self, trainer):
-        for pred, labels in trainer.step_preds:
+        for pred, labels in trainer.storage.get("step_preds", ()):
             self.confusion.update(pred, labels)
-        if trainer.iteration % self.every and trainer.iteration != trainer.max_iter:
+        if not log_due(trainer, self.every):
             return
         from lib.metrics import compute_scores
         self.confusion.all_reduce()
         scores = compute_scores(self.confusion.valid(), "standard", self.class_names)
         self.confusion.reset()
-        if is_main() and self.writer is not None:
-            for key, value in (("mIoU", scores.miou), ("mAcc", scores.macc), ("allAcc", scores.allacc)):
-                if not math.isnan(value):
-                    self.writer.add_scalar(f"train/{key}", value, trainer.iteration)
+        for key, value in (("mIoU", scores.miou), ("mAcc", scores.macc), ("allAcc", scores.allacc)):
+            trainer.storage.put_scalar(f"train/{key}", value)
 
 
 def _miou(scores) -> float:
@@ -105,70 +133,147 @@ def _miou(scores) -> float:
     return scores["mIoU"] if scores["mIoU"] is not None else -1.0
 
 
+@register_hook
 class ValidationHook(HookBase):
     """Calls `validate() -> scores dict` every `every` steps and at the last step; keeps the best.
 
-    `scores` is the evaluator's dict (mIoU, mAcc, allAcc, per_class, convention ...). Sets
-    `trainer.new_best` so the checkpoint hook that follows writes `best`.
+    `scores` is the evaluator's dict (mIoU, mAcc, allAcc, per_class, convention ...). Publishes
+    "new_best" (bool) every step, "val_scores" on validation steps, and val/*, val_iou/* scalars.
+    State (checkpointed): the best scores and their iteration.
     """
 
-    def __init__(self, validate, every: int, writer):
+    name = "validation"
+    writes = ("new_best", "val_scores", "scalars")
+
+    def __init__(self, validate, every: int):
         self.validate = validate
         self.every = every
-        self.writer = writer
         self.best = None  # scores dict of the best validation so far
         self.best_iteration = 0
         self.last = None
 
+    @classmethod
+    def build(cls, env: HookEnv):
+        return cls(env.validate, env.cfg.train.val_every)
+
     def after_step(self, trainer):
-        trainer.new_best = False
+        storage = trainer.storage
+        storage.put("new_best", False)
         due = self.every > 0 and trainer.iteration % self.every == 0
         if not (due or trainer.iteration == trainer.max_iter):
             return
         scores = self.validate()
         self.last = scores
+        storage.put("val_scores", scores)
         miou = _miou(scores)
         if self.best is None or miou > _miou(self.best):
             self.best, self.best_iteration = scores, trainer.iteration
-            trainer.new_best = True
+            storage.put("new_best", True)
+        for key in ("mIoU", "mAcc", "allAcc"):
+            if scores[key] is not None:
+                storage.put_scalar(f"val/{key}", scores[key])
+        for name, entry in scores["per_class"].items():
+            if entry["iou"] is not None:
+                storage.put_scalar(f"val_iou/{name}", entry["iou"])
         if is_main():
             log.info("validation at iter %d: mIoU=%.4f mAcc=%.4f allAcc=%.4f (best %.4f at %d)",
                      trainer.iteration, miou, scores["mAcc"] or 0.0, scores["allAcc"] or 0.0,
                      self.best["mIoU"] or 0.0, self.best_iteration)
-            if self.writer is not None:
-                for key in ("mIoU", "mAcc", "allAcc"):
-                    if scores[key] is not None:
-                        self.writer.add_scalar(f"val/{key}", scores[key], trainer.iteration)
-                for name, entry in scores["per_class"].items():
-                    if entry["iou"] is not None:
-                        self.writer.add_scalar(f"val_iou/{name}", entry["iou"], trainer.iteration)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_iteration": self.best_iteration}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_iteration = state.get("best"), int(state.get("best_iteration", 0))
 
 
+class NonFiniteWeightsError(RuntimeError):
+    """The model's weights hold NaN/inf: nothing is saved over the last good checkpoint."""
+
+
+@register_hook
 class CheckpointHook(HookBase):
-    """Writes `last` every `every` steps and at the end, `best` after a new best validation.
+    """Writes `last` every `every` steps and at the end, `best` when validation published
+    "new_best" in this step. `save(name)` runs on every rank (it gathers per-rank RNG states);
+    rank 0 writes <run>/<name>.pth atomically. Weights holding NaN/inf are never saved."""
 
-    `save(name)` is called on every rank (it gathers per-rank RNG states); rank 0 writes
-    <run>/<name>.pth atomically.
-    """
+    name = "checkpoint"
+    reads = ("new_best",)
 
     def __init__(self, save, every: int):
         self.save = save
         self.every = every
 
+    @classmethod
+    def build(cls, env: HookEnv):
+        return cls(env.save, env.cfg.train.ckpt_every)
+
     def after_step(self, trainer):
-        if getattr(trainer, "new_best", False):
+        best = bool(trainer.storage.get("new_best", False))
+        last = (self.every > 0 and trainer.iteration % self.every == 0) or trainer.iteration == trainer.max_iter
+        if not (best or last):
+            return
+        bad = [n for n, p in trainer.model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+        if bad:
+            raise NonFiniteWeightsError(f"iteration {trainer.iteration}: model weights hold NaN/inf "
+                                        f"(first: {bad[0]}); not saving a checkpoint")
+        if best:
             self.save("best")
-        due = self.every > 0 and trainer.iteration % self.every == 0
-        if due or trainer.iteration == trainer.max_iter:
+        if last:
             self.save("last")
 
 
+@register_hook
 class StopAtHook(HookBase):
-    """Ends the run after iteration `stop_at` as if it had been killed there (train.stop_at)."""
+    """Ends the run after iteration `stop_at` as if it had been killed there (train.stop_at; 0: off)."""
+
+    name = "stop_at"
 
     def __init__(self, stop_at: int):
         self.stop_at = stop_at
 
+    @classmethod
+    def build(cls, env: HookEnv):
+        return cls(env.cfg.train.stop_at)
+
     def after_step(self, trainer):
-        if trainer.iteration >= self.stop_at:
-            trainer.stop_reason = f"train.stop_at={self.stop_at} reached"
+        if self.stop_at > 0 and trainer.iteration >= self.stop_at:
+            trainer.request_stop(f"train.stop_at={self.stop_at} reached")
+
+
+@register_hook
+class TensorBoardHook(HookBase):
+    """The one TensorBoard writer (rank 0, <run>/tensorboard): after each step it writes every
+    finite scalar published in that step. Closed in after_train, which runs on every exit path."""
+
+    name = "tensorboard"
+    reads = ("scalars",)
+
+    def __init__(self, logdir):
+        self.logdir = logdir
+        self.writer = None
+
+    @classmethod
+    def build(cls, env: HookEnv):
+        return cls(env.run_dir / "tensorboard")
+
+    def before_train(self, trainer):
+        if is_main():
+            from tensorboardX import SummaryWriter
+            self.writer = SummaryWriter(str(self.logdir))
+
+    def after_step(self, trainer):
+        if self.writer is None:
+            return
+        for name, value in trainer.storage.latest_at(trainer.iteration).items():
+            if math.isfinite(value):
+                self.writer.add_scalar(name, value, trainer.iteration)
+
+    def after_train(self, trainer):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+# The memory hook lives with the profiler (lib/profiler/hook.py); importing it registers "memory".
+import lib.profiler.hook  # noqa: E402,F401  (after the built-in hooks: no import cycle)

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import torch
 
-from lib.engine.trainer import split_output
+from lib.model_contract import parse_output
 
 
 def tta_views(tta_cfg) -> list:
@@ -39,6 +39,8 @@ def tta_views(tta_cfg) -> list:
 def validate(model, loader, make_input, evaluator, device, autocast=None) -> dict:
     """Scores of `model` on every scene of `loader` (this rank's share), summed over ranks.
 
+    make_input: (batch, device) -> model input; autocast: () -> context (the trainer's AMP).
+
     Predictions are made per voxel and scored on the original points through `inverse`.
     Returns the evaluator's score dict (mIoU, mAcc, allAcc, per_class, convention ...).
     """
@@ -47,7 +49,7 @@ def validate(model, loader, make_input, evaluator, device, autocast=None) -> dic
     evaluator.reset()
     for batch in loader:
         with autocast() if autocast else contextlib.nullcontext():
-            logits, _ = split_output(model(make_input(batch, device)))
+            logits = parse_output(model(make_input(batch, device))).logits
         evaluator.update_batch(logits.float(), batch)
     evaluator.all_reduce()
     model.train(was_training)
@@ -68,7 +70,7 @@ def predict_scene(model, items, index: int, views: list, collate_fn, make_input,
     for rotation_z, flip_x, scale in views:
         item = items.item(index) if plain else items.get_view(index, rotation_z, flip_x, scale)
         batch = collate_fn([item])
-        logits, _ = split_output(model(make_input(batch, device)))
+        logits = parse_output(model(make_input(batch, device))).logits
         inverse = batch["inverse"][0].to(device)
         probs = logits.float().softmax(dim=1)[inverse]
         if first is None:

@@ -1,84 +1,56 @@
-"""Entry of the engine: process setup (device, process group, seeds, run folder, log file),
-the run modes, and `<run>/summary.json`.
+"""Entry of the engine: `launch` (main.py's handoff, re-running itself in N processes when asked)
+and `run` (one process: setup, the mode's runner from lib/engine/modes/, `<run>/summary.json`).
 
 main.py calls `launch(cfg, args, build_dataset=..., build_model=..., collate_fn=..., train_collate_fn=...)`
 (the training loader's collate may enforce a voxel cap; evaluation never defers a scene); with
 `--nproc N` (or dist.nproc > 1) outside torchrun it re-runs main.py in N processes through
 torch.distributed.run.
 """
+import importlib
 import json
 import logging
 import os
-import random
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from lib.engine import dist as D
-from lib.engine.checkpoint import atomic_write
+from lib.engine.inputs import InputMaker
+from lib.engine.process import process
+from lib.io import atomic_write_json
 
 log = logging.getLogger("voxseg")
+
+MODES = ("train", "test", "profile")  # each runs lib.engine.modes.<module>.run(run)
+_MODE_MODULES = {"train": "train", "test": "evaluate", "profile": "profile"}
 
 
 @dataclass
 class RunContext:
-    """Everything a mode needs; built once per process."""
+    """Everything a mode needs; built once per process and passed to a mode as `run`."""
     cfg: object
     mode: str
     run_dir: Path
     device: torch.device
     rank: int
     world: int
-    build_dataset: Callable
-    build_model: Callable
+    build_dataset: Callable  # (data_cfg, split) -> dataset
+    build_model: Callable  # (model_cfg, in_channels, num_classes) -> nn.Module
     collate_fn: Callable
-    make_input: Callable  # (collated batch, device) -> model input
+    make_input: Callable  # (batch, device[, input_type]) -> model input; lib.engine.inputs.InputMaker
     weights: str = ""
     resume: bool = False
     train_collate_fn: Callable = None  # the training loader's collate; None: collate_fn
+    oom_guard: object = None  # lib.profiler.oom_guard's guard around the mode (None in tests' own contexts)
 
-
-def sparse_input(engine: str):
-    """make_input building a lib.sparse.SparseTensor on `device` with the configured engine."""
-    def make_input(batch, device):
-        from lib.sparse.tensor import SparseTensor
-        return SparseTensor(batch["feats"].to(device, non_blocking=True),
-                            batch["coords"].to(device, non_blocking=True), engine=engine)
-    return make_input
-
-
-class _TqdmStream(logging.StreamHandler):
-    """Writes log lines through tqdm so they do not break a progress bar."""
-
-    def emit(self, record):
-        from tqdm import tqdm
-        tqdm.write(self.format(record), file=sys.stderr)
-
-
-def setup_logging(run_dir: Path, rank: int) -> list:
-    """Rank 0 logs INFO to stderr and <run>/log.txt; other ranks log warnings only.
-    Returns the handlers added (removed again at the end of the run)."""
-    logger = logging.getLogger("voxseg")
-    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
-    logger.propagate = False
-    fmt = logging.Formatter(f"%(asctime)s [rank {rank}] %(levelname)s %(message)s", "%H:%M:%S")
-    handlers = [_TqdmStream()]
-    if rank == 0:
-        handlers.append(logging.FileHandler(run_dir / "log.txt"))
-    for h in handlers:
-        h.setFormatter(fmt)
-        logger.addHandler(h)
-    return handlers
-
-
-def write_json(obj, path: Path) -> None:
-    """JSON through a temporary file and os.replace (never half-written)."""
-    atomic_write(path, lambda f: json.dump(obj, f, indent=1), mode="w")
+    def watch_model(self, model) -> None:
+        """Let the out-of-memory report name the tensors `model`'s modules make."""
+        if self.oom_guard is not None:
+            self.oom_guard.watch(model)
 
 
 def summary_metrics(scores) -> dict:
@@ -95,71 +67,33 @@ def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights
     Returns the summary dict (also written to <run>/summary.json by rank 0)."""
     from lib.config import save_config
 
-    device = D.pick_device(cfg.device)
-    if cfg.train.cpu_threads > 0:
-        torch.set_num_threads(cfg.train.cpu_threads)
-    D.init_distributed(cfg.dist, device)
-    rank, world = D.get_rank(), D.get_world_size()
-    run_dir = Path(D.broadcast_object(str(run_dir)))  # ranks may have computed different timestamps
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    D.barrier()
-    handlers = setup_logging(run_dir, rank)
-    try:
-        random.seed(cfg.seed + rank)
-        np.random.seed(cfg.seed + rank)
-        torch.manual_seed(cfg.seed + rank)
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} ({'|'.join(MODES)})")
+    with process(cfg, run_dir) as (device, rank, world, run_dir):
         if rank == 0:
             save_config(cfg, run_dir / "config.yaml")
-        ctx = RunContext(cfg, mode, run_dir, device, rank, world, build_dataset, build_model,
-                         collate_fn, make_input or sparse_input(cfg.engine), str(weights or ""),
-                         resume, train_collate_fn)
+        context = RunContext(cfg, mode, run_dir, device, rank, world, build_dataset, build_model, collate_fn,
+                             make_input or InputMaker(cfg.engine, cfg.data.voxel_size), str(weights or ""),
+                             resume, train_collate_fn)
         log.info("%s run in %s: %d process(es), device %s, engine %s", mode, run_dir, world,
                  device, cfg.engine)
         start = time.perf_counter()
-        iterations = 0
-        if mode == "train":
-            from lib.engine.train_mode import run_train
-            scores, trainer = run_train(ctx)
-            iterations = trainer.iteration
-        elif mode == "test":
-            from lib.engine.test_mode import run_test
-            scores = run_test(ctx)
-        elif mode == "profile":
-            scores = run_profile(ctx)
+        runner = importlib.import_module(f"lib.engine.modes.{_MODE_MODULES[mode]}")
+        if mode == "profile":  # the profile mode runs its own guard, at its report depth
+            scores, iterations = runner.run(context)
         else:
-            raise ValueError(f"unknown mode {mode!r} (train|test|profile)")
+            from lib.profiler import oom_guard
+            # An out-of-memory error writes <run>/oom_report.json, then reaches the user unchanged.
+            with oom_guard(run_dir, rank=rank) as context.oom_guard:
+                scores, iterations = runner.run(context)
         summary = {"mode": mode, "iterations": iterations,
                    "elapsed_s": round(time.perf_counter() - start, 3),
                    "metrics": summary_metrics(scores),
                    "convention": scores.get("convention") if scores else None}
         if rank == 0:
-            write_json(summary, run_dir / "summary.json")
+            atomic_write_json(run_dir / "summary.json", summary)
             log.info("summary: %s", json.dumps(summary["metrics"] | {"per_class_iou": "..."}))
         return summary
-    finally:
-        logger = logging.getLogger("voxseg")
-        for h in handlers:
-            logger.removeHandler(h)
-            h.close()
-        D.cleanup()
-
-
-def run_profile(ctx):
-    """`--mode profile`: lib/profiler.py's memory profile of the model on the first training batch
-    (the JSON lands in the run folder). Returns no scores."""
-    from lib.engine.data import make_loader
-    from lib.engine.state_check import load_weights
-    from lib.profiler import profile_memory
-
-    cfg = ctx.cfg
-    dataset = ctx.build_dataset(cfg.data, "train")
-    model = ctx.build_model(cfg.model, dataset.meta.in_channels, dataset.meta.num_classes).to(ctx.device)
-    if ctx.weights:
-        load_weights(model, ctx.weights, ctx.device)
-    loader = make_loader(dataset, cfg.data.batch_size, 0, ctx.collate_fn, shuffle=True, seed=cfg.seed)
-    profile_memory(model, next(iter(loader)), ctx.device, ctx.run_dir, cfg.profile, ctx.make_input)
-    return None
 
 
 def _argv_for_workers(argv: list, run_dir: Path) -> list:

@@ -3,7 +3,7 @@ another model or another class count stop with one line naming the file and the 
 differ, instead of load_state_dict's multi-line RuntimeError."""
 from torch import nn
 
-from lib.engine.checkpoint import CheckpointError
+from lib.engine.checkpoint import CheckpointError, load_checkpoint, model_state
 
 SHOWN = 3  # keys named per kind of difference
 
@@ -36,10 +36,9 @@ def check_state_dict(model: nn.Module, state: dict, path) -> None:
                               f"count?): {'; '.join(problems)}")
 
 
-def load_weights(model: nn.Module, path, device) -> None:
-    """Load the weights to evaluate (`model_state`) of checkpoint `path` into `model`, checked first."""
-    from lib.engine.checkpoint import load_checkpoint, model_state
-
-    state = model_state(load_checkpoint(path, device))
+def load_weights(model: nn.Module, path) -> None:
+    """Load the weights to evaluate (`model_state`) of checkpoint `path` into `model`, checked first
+    (read onto the CPU; load_state_dict copies them to the model's device)."""
+    state = model_state(load_checkpoint(path))
     check_state_dict(model, state, path)
     model.load_state_dict(state)

@@ -32,6 +32,10 @@ class EventStorage:
         """{name: (value, iteration)} of the most recent value of every scalar."""
         return dict(self._latest)
 
+    def latest_at(self, iteration: int) -> dict:
+        """{name: value} of the scalars put at `iteration` (what a writer flushes after a step)."""
+        return {name: value for name, (value, it) in self._latest.items() if it == iteration}
+
     def history(self, name: str) -> list:
         """[(iteration, value), ...] of scalar `name` (empty if never put)."""
         return list(self._history.get(name, ()))

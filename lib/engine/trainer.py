@@ -1,29 +1,30 @@
 """The training loop: one optimizer step per iteration, everything else in hooks.
 
-The loop knows no dataset or model name. A batch is turned into the model's input by
-`make_input(batch, device)`; the model returns logits [N, K] (rows in batch order) or
-{"logits": [N, K], "aux_losses": {name: scalar}}; auxiliary losses are added, times
-`loss.aux_weight`, and logged under their names.
+The loop knows no dataset or model name. A batch becomes the model's input through
+`make_input(batch, device)` (lib/engine/inputs.py); the model's output follows
+lib/model_contract.py: logits, plus named `losses` (each added times `train.loss_weights.<name>`,
+default 1.0) and `logs` (no gradient). Per step the trainer publishes in `self.storage`
+(lib/engine/storage.py, active while training so `get_event_storage()` finds it):
+  "step_info": {"loss" (NaN when non-finite), "lr", "data_time", "step_time" (seconds),
+                "grad_norm" (before clipping), "skipped" (no update was made: non-finite loss or
+                gradient), "losses": {name: value}, "logs": {name: value}},
+  "step_preds": [(predicted class [N], label [N]) per micro-batch], on the device.
 """
 import contextlib
+import logging
 import math
 import time
 
 import torch
 from torch import nn
 
-from lib.engine.dist import all_reduce_max
+from lib.engine.checkpoint import capture_rng, restore_rng
+from lib.engine.dist import all_reduce_max, get_rank, get_world_size, is_dist
+from lib.engine.storage import EventStorage
 from lib.errors import UserError
+from lib.model_contract import notify_progress, parse_output
 
-
-class HookBase:
-    """Callbacks around the loop. `after_train` runs on every exit path (exceptions included)."""
-
-    def before_train(self, trainer): ...
-
-    def after_step(self, trainer): ...
-
-    def after_train(self, trainer): ...
+log = logging.getLogger("voxseg")
 
 
 class BatchTooSmallError(UserError, RuntimeError):
@@ -31,14 +32,29 @@ class BatchTooSmallError(UserError, RuntimeError):
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised after `max_bad_steps` consecutive steps with a NaN/inf loss."""
+    """Raised after `max_bad_steps` consecutive steps with a NaN/inf loss or gradient."""
 
 
-def split_output(output):
-    """(logits, {name: aux loss}) from either model output form."""
-    if isinstance(output, dict):
-        return output["logits"], dict(output.get("aux_losses") or {})
-    return output, {}
+def gather_rng() -> list:
+    """Every rank's RNG states, in rank order (on every rank)."""
+    state = capture_rng()
+    if not is_dist():
+        return [state]
+    states = [None] * get_world_size()
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+def amp_dtype(amp: str, device: torch.device):
+    """The autocast dtype of `train.amp` on `device`, or None (fp32). bf16 runs on CUDA and the
+    CPU; fp16 needs CUDA (its GradScaler), elsewhere it falls back to fp32 with a warning."""
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        if device.type == "cuda":
+            return torch.float16
+        log.warning("train.amp=fp16 needs CUDA; training in fp32 on %s (bf16 works there)", device.type)
+    return None
 
 
 @contextlib.contextmanager
@@ -56,12 +72,10 @@ def _naming_scenes(batch):
 
 
 class Trainer:
-    """Runs `max_iter` optimizer steps from `start_iter`.
+    """Runs optimizer steps up to `max_iter`.
 
-    After each step `self.step_info` holds floats: loss, lr, each loss term, data_time and
-    step_time (seconds), grad_norm, and `skipped` (True when the loss was non-finite and no update
-    was made); `self.step_preds` the (predicted class [N], label [N]) voxel pairs of the step.
-    `self.stop_reason` set by a hook ends the loop after the current step.
+    `self.stop_reason` set by a hook (`request_stop`) ends the loop after the current step.
+    Checkpointed state (`state_dict`): iteration, every rank's RNG states, world size, skipped steps.
     """
 
     def __init__(self, model: nn.Module, criterion, optimizer, scheduler, stream, make_input,
@@ -72,42 +86,59 @@ class Trainer:
         self.max_iter, self.cfg, self.device = max_iter, train_cfg, device
         self.scaler, self.ema = scaler, ema
         self.hooks = list(hooks)
+        self.storage = EventStorage()
         self.iteration = 0  # optimizer steps done so far
-        self.bad_steps = 0  # consecutive non-finite losses
+        self.bad_steps = 0  # consecutive non-finite steps
         self.skipped_total = 0
-        self.step_info = {}
         self.stop_reason = ""
         self.completed = False  # True only when the loop ran to max_iter without an exception
-        use_amp = train_cfg.amp != "none" and device.type == "cuda"
-        self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(train_cfg.amp) if use_amp else None
+        self.amp_dtype = amp_dtype(train_cfg.amp, device)
+        self.loss_weights = dict(train_cfg.loss_weights)
+        self._unused_weights_checked = False
 
-    def train(self, start_iter: int = 0):
-        self.iteration = start_iter
-        try:
-            for hook in self.hooks:
-                hook.before_train(self)
-            while self.iteration < self.max_iter and not self.stop_reason:
-                self.run_step()
-                self.iteration += 1
+    def hook(self, name: str):
+        """The hook registered as `name` (KeyError when the run has none)."""
+        for h in self.hooks:
+            if h.name == name:
+                return h
+        raise KeyError(f"no hook named {name!r} in this run (train.hooks)")
+
+    def request_stop(self, reason: str) -> None:
+        self.stop_reason = reason
+
+    def train(self, start_iter: int | None = None):
+        if start_iter is not None:
+            self.iteration = start_iter
+        self.storage.iteration = self.iteration
+        with self.storage.activated():
+            try:
                 for hook in self.hooks:
-                    hook.after_step(self)
-            self.completed = self.iteration >= self.max_iter
-        finally:
-            for hook in self.hooks:
-                hook.after_train(self)
+                    hook.before_train(self)
+                while self.iteration < self.max_iter and not self.stop_reason:
+                    self.storage.clear_step()
+                    self.storage.iteration = self.iteration + 1  # values of this step carry its count
+                    self.run_step()
+                    self.iteration += 1
+                    for hook in self.hooks:
+                        hook.after_step(self)
+                self.completed = self.iteration >= self.max_iter
+            finally:
+                for hook in self.hooks:
+                    hook.after_train(self)
 
     def autocast(self):
-        """Autocast context for the configured AMP dtype (a no-op off CUDA or with amp=none)."""
+        """Autocast context for the configured AMP dtype on this device (no-op in fp32)."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def run_step(self):
         self.model.train()
+        notify_progress(self.model, self.iteration, self.max_iter)
         accum = max(1, self.cfg.accum_steps)
-        loss_sum, terms_sum, data_time = 0.0, {}, 0.0
+        loss_sum, terms_sum, logs_sum, data_time = 0.0, {}, {}, 0.0
         bad = False
-        self.step_preds = []  # (voxel predictions, voxel labels) of each micro-batch, for train metrics
+        preds = []
         start = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         for micro in range(accum):
@@ -120,12 +151,10 @@ class Trainer:
             sync = micro == accum - 1 or not hasattr(self.model, "no_sync")
             with (contextlib.nullcontext() if sync else self.model.no_sync()):
                 with self.autocast(), _naming_scenes(batch):
-                    logits, aux = split_output(self.model(inputs))
-                loss, terms = self.criterion(logits, labels)
-                self.step_preds.append((logits.detach().argmax(dim=1), labels))
-                for name, value in aux.items():
-                    loss = loss + self.cfg.loss.aux_weight * value.float()
-                    terms[f"aux/{name}"] = value.detach().float()
+                    out = parse_output(self.model(inputs))
+                loss, terms = self.criterion(out.logits, labels)
+                loss, terms = self._add_model_losses(loss, terms, out.losses)
+                preds.append((out.logits.detach().argmax(dim=1), labels))
                 # Every rank must agree to skip, or DDP's backward all-reduce would hang.
                 bad = all_reduce_max(float(not torch.isfinite(loss).item())) > 0
                 if bad:
@@ -139,40 +168,88 @@ class Trainer:
             loss_sum += loss.item() / accum
             for k, v in terms.items():
                 terms_sum[k] = terms_sum.get(k, 0.0) + v.item() / accum
-        grad_norm = math.nan
+            for k, v in out.logs.items():
+                logs_sum[k] = logs_sum.get(k, 0.0) + float(v.detach().float() if torch.is_tensor(v) else v) / accum
+        grad_norm, skipped = math.nan, bad
         if bad:
-            self._skip_step()
+            self._skip_step("loss")
         else:
-            self.bad_steps = 0
-            grad_norm = self._update()
+            grad_norm, stepped = self._update()
+            skipped = not stepped
         self.scheduler.step()  # the schedule follows the iteration count, skipped steps included
-        self.step_info = {"loss": math.nan if bad else loss_sum, "lr": self.scheduler.get_lr(),
-                          "data_time": data_time, "step_time": time.perf_counter() - start,
-                          "grad_norm": grad_norm, "skipped": bad, **terms_sum}
+        self.storage.put("step_preds", preds)
+        self.storage.put("step_info", {
+            "loss": math.nan if bad else loss_sum, "lr": self.scheduler.get_lr(), "data_time": data_time,
+            "step_time": time.perf_counter() - start, "grad_norm": grad_norm, "skipped": skipped,
+            "losses": terms_sum, "logs": logs_sum})
 
-    def _skip_step(self):
+    def _add_model_losses(self, loss, terms: dict, losses: dict):
+        """loss + sum of weight * each model loss; terms gains each model loss under its name."""
+        if not self._unused_weights_checked:
+            self._unused_weights_checked = True
+            unused = sorted(set(self.loss_weights) - set(losses))
+            if unused:
+                log.warning("train.loss_weights names %s, which the model does not return (it returns %s)",
+                            unused, sorted(losses) or "no named losses")
+        for name, value in losses.items():
+            if name in terms:
+                raise ValueError(f"the model returns a loss named '{name}', which the criterion already "
+                                 "logs; rename the model's loss")
+            loss = loss + float(self.loss_weights.get(name, 1.0)) * value.float()
+            terms[name] = value.detach().float()
+        return loss, terms
+
+    def _skip_step(self, what: str):
         self.optimizer.zero_grad(set_to_none=True)
         self.bad_steps += 1
         self.skipped_total += 1
         if self.bad_steps >= self.cfg.max_bad_steps:
-            raise NonFiniteLossError(f"loss was NaN/inf in {self.bad_steps} consecutive steps "
+            raise NonFiniteLossError(f"{what} was NaN/inf in {self.bad_steps} consecutive steps "
                                      f"(up to iteration {self.iteration + 1}); stopping "
                                      f"(train.max_bad_steps={self.cfg.max_bad_steps})")
 
-    def _update(self) -> float:
-        """Unscale, clip, step, update the EMA; returns the gradient norm before clipping (NaN
-        when clipping is off)."""
-        grad_norm = math.nan
+    def _update(self):
+        """Unscale, check the gradients, clip, step, update the EMA.
+
+        Returns (gradient norm before clipping, whether the weights were updated). Non-finite
+        gradients (agreed over ranks) skip the update: with fp16's GradScaler that is its usual
+        overflow step (the scaler lowers its scale), otherwise a bad step like a non-finite loss.
+        """
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        if self.cfg.clip_grad_norm > 0:
-            params = [p for p in self.model.parameters() if p.grad is not None]
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad_norm))
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        total = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
+        grad_norm = float(total)
+        finite = all_reduce_max(float(not math.isfinite(grad_norm))) == 0
+        if not finite and self.scaler is None:
+            self._skip_step("the gradient")
+            return grad_norm, False
+        if finite:
+            self.bad_steps = 0
+            if self.cfg.clip_grad_norm > 0:
+                torch.nn.utils.clip_grads_with_norm_(params, self.cfg.clip_grad_norm, total)
         if self.scaler is not None:
-            self.scaler.step(self.optimizer)
+            self.scaler.step(self.optimizer)  # skips the step itself when it found inf/NaN
             self.scaler.update()
         else:
             self.optimizer.step()
-        if self.ema is not None:
+        if finite and self.ema is not None:
             self.ema.update(self.model)
-        return grad_norm
+        if not finite:
+            self.skipped_total += 1
+        return grad_norm, finite
+
+    def state_dict(self) -> dict:
+        """Collective (gathers every rank's RNG state): call on every rank."""
+        return {"iteration": self.iteration, "rng": gather_rng(), "world_size": get_world_size(),
+                "skipped_total": self.skipped_total}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.iteration = int(state["iteration"])
+        self.skipped_total = int(state.get("skipped_total", 0))
+        rng = state["rng"]
+        world, rank = get_world_size(), get_rank()
+        if len(rng) != world:
+            log.warning("the checkpoint was written by %d processes, resuming with %d: RNG streams differ",
+                        len(rng), world)
+        restore_rng(rng[rank % len(rng)])

@@ -1,7 +1,7 @@
-"""Prediction export keyed by format: `ply`, `scannet`, `semantickitti`."""
-from lib.export.benchmark import kitti_frame, write_scannet, write_semantickitti
-from lib.export.exporter import WRITERS, PredictionExporter, get_writer
+"""Prediction export keyed by format: `ply` here, plus the dataset's own benchmark format
+(DatasetMeta.benchmark, written by DatasetMeta.benchmark_writer)."""
+from lib.export.benchmark import class_to_raw
+from lib.export.exporter import PredictionExporter, get_writer
 from lib.export.ply import write_ply
 
-__all__ = ["WRITERS", "PredictionExporter", "get_writer", "kitti_frame", "write_ply", "write_scannet",
-           "write_semantickitti"]
+__all__ = ["PredictionExporter", "class_to_raw", "get_writer", "write_ply"]

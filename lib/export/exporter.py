@@ -4,30 +4,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib.export.benchmark import write_scannet, write_semantickitti
 from lib.export.ply import write_ply
 
 
 def _ply(out_dir, scene, points, pred, meta, labels=None):
-    return write_ply(Path(out_dir) / f"{scene.replace('/', '_')}.ply", points, pred, meta.palette, labels)
+    return write_ply(Path(out_dir) / f"{scene.replace('/', '_')}.ply", points, pred, meta.palette, labels,
+                     list(meta.class_names))
 
 
-def _scannet(out_dir, scene, points, pred, meta, labels=None):
-    return write_scannet(out_dir, scene, pred, meta.raw_ids)
-
-
-def _semantickitti(out_dir, scene, points, pred, meta, labels=None):
-    return write_semantickitti(out_dir, scene, pred, meta.raw_ids, meta.scene_info.get(scene))
-
-
-# format -> writer(out_dir, scene, points [P, 3], pred [P], meta, labels [P] | None) -> Path
-WRITERS = {"ply": _ply, "scannet": _scannet, "semantickitti": _semantickitti}
-
-
-def get_writer(fmt: str):
-    if fmt not in WRITERS:
-        raise ValueError(f"no export writer for format {fmt!r}; known: {', '.join(sorted(WRITERS))}")
-    return WRITERS[fmt]
+def get_writer(fmt: str, meta):
+    """The writer of format `fmt`: (out_dir, scene, points [P, 3], pred [P], meta, labels [P] | None) -> Path.
+    `ply` is written here; the dataset's benchmark format (meta.benchmark) by meta.benchmark_writer."""
+    if fmt == "ply":
+        return _ply
+    writer = getattr(meta, "benchmark_writer", None)
+    if fmt != getattr(meta, "benchmark", None) or writer is None:
+        known = ["ply"] + ([meta.benchmark] if writer is not None and getattr(meta, "benchmark", None) else [])
+        raise ValueError(f"no export writer for format {fmt!r} in dataset {meta.name!r}; known: {', '.join(known)}")
+    return writer
 
 
 class PredictionExporter:
@@ -35,7 +29,7 @@ class PredictionExporter:
 
     Args:
         cfg: ExportConfig (ply, ply_labels, benchmark, folder).
-        meta: DatasetMeta (palette, raw_ids, benchmark, scene_info).
+        meta: DatasetMeta (palette, benchmark, benchmark_writer, and what that writer reads).
         run_dir: the run's output folder.
     Raises ValueError (one line) when benchmark files are asked for a dataset that names no format.
     """
@@ -48,7 +42,7 @@ class PredictionExporter:
         if cfg.benchmark:
             if not meta.benchmark:
                 raise ValueError(f"export.benchmark=true but dataset {meta.name!r} has no benchmark format")
-            get_writer(meta.benchmark)  # an unknown format fails here, before any scene is predicted
+            get_writer(meta.benchmark, meta)  # a missing writer fails here, before any scene is predicted
             self.formats.append(meta.benchmark)
 
     def folder(self, fmt: str) -> Path:
@@ -65,7 +59,8 @@ class PredictionExporter:
         """
         points, pred = _numpy(points), _numpy(pred)
         labels = _numpy(labels) if (labels is not None and self.ply_labels) else None
-        return [get_writer(fmt)(self.folder(fmt), scene, points, pred, self.meta, labels) for fmt in self.formats]
+        return [get_writer(fmt, self.meta)(self.folder(fmt), scene, points, pred, self.meta, labels)
+                for fmt in self.formats]
 
 
 def _numpy(x) -> np.ndarray:

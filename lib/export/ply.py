@@ -11,7 +11,7 @@ _BASE_FIELDS = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green
 
 
 def write_ply(path: str | Path, points: np.ndarray, pred: np.ndarray, palette: np.ndarray,
-              labels: np.ndarray | None = None) -> Path:
+              labels: np.ndarray | None = None, class_names: list[str] | None = None) -> Path:
     """Writes a binary little-endian PLY of one scene.
 
     Args:
@@ -21,6 +21,8 @@ def write_ply(path: str | Path, points: np.ndarray, pred: np.ndarray, palette: n
         palette: uint8 [K, 3] RGB per class.
         labels: optional int [P] ground-truth class (IGNORE_INDEX = unknown); adds int32 `label` and
             uchar `error` (1 = labelled point predicted wrong, 0 = right or unlabelled).
+        class_names: optional K names; each class goes into the header as a comment
+            `class <id> <r> <g> <b> <name>` (read by scripts/visualize.py for its legend).
     """
     from plyfile import PlyData, PlyElement
 
@@ -49,5 +51,7 @@ def write_ply(path: str | Path, points: np.ndarray, pred: np.ndarray, palette: n
         vertex["error"] = ((labels != IGNORE_INDEX) & (labels >= 0) & (labels != pred)).astype(np.uint8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    PlyData([PlyElement.describe(vertex, "vertex")], text=False, byte_order="<").write(str(path))
+    comments = [] if class_names is None else \
+        [f"class {k} {r} {g} {b} {name}" for k, (name, (r, g, b)) in enumerate(zip(class_names, palette.tolist()))]
+    PlyData([PlyElement.describe(vertex, "vertex")], text=False, byte_order="<", comments=comments).write(str(path))
     return path

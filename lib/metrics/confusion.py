@@ -64,8 +64,8 @@ class ConfusionMatrix:
         """int64 [K, K + 1] on the CPU: the rows of valid ground truth (column K = invalid prediction)."""
         return self.matrix[: self.num_classes].cpu()
 
-    def semantickitti_layout(self) -> torch.Tensor:
-        """int64 [K + 1, K + 1] on the CPU in np_ioueval's index order: 0 = ignore, class c at c + 1.
+    def ignore_first_layout(self) -> torch.Tensor:
+        """int64 [K + 1, K + 1] on the CPU with index 0 = ignore, class c at c + 1 (np_ioueval's order).
 
         Rows are ground truth, columns prediction (np_ioueval stores the transpose). The ignore
         row is zero because points whose ground truth is ignore are dropped.

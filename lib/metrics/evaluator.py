@@ -1,24 +1,22 @@
 """The segmentation evaluator: per-point scores on the original points, under a stated convention."""
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from lib.io import atomic_write_json
 from lib.metrics.confusion import ConfusionMatrix
 from lib.metrics.plots import plot_confusion, plot_iou_bars
 from lib.metrics.points import split_batch_points
-from lib.metrics.scores import CONVENTIONS, Scores, compute_scores, format_table
+from lib.metrics.scores import Scores, canonical_convention, compute_scores, format_table
 
 
 def resolve_convention(convention: str, meta=None) -> str:
-    """`auto` -> the dataset meta's `convention` (or `standard` when the meta names none)."""
+    """`auto` -> the dataset meta's `convention` (or `nan_absent` when the meta names none); an
+    alias -> its convention; an unknown name raises ConfigError (lib.metrics.scores)."""
     if convention == "auto":
-        convention = getattr(meta, "convention", None) or "standard"
-    if convention not in CONVENTIONS:
-        raise ValueError(f"unknown evaluation convention {convention!r}; "
-                         f"choose auto or one of {', '.join(CONVENTIONS)}")
-    return convention
+        convention = getattr(meta, "convention", None) or "nan_absent"
+    return canonical_convention(convention)
 
 
 class SegEvaluator:
@@ -26,11 +24,11 @@ class SegEvaluator:
 
     Args:
         class_names: the K class names (DatasetMeta.class_names).
-        convention: `standard`, `scannet` or `semantickitti` (see lib.metrics.scores).
+        convention: `nan_absent` or `zero_absent`, or an alias (see lib.metrics.scores).
         device: where the confusion matrix lives; use the model's device so `update` copies nothing.
     """
 
-    def __init__(self, class_names: list[str], convention: str = "standard", device: torch.device | str = "cpu"):
+    def __init__(self, class_names: list[str], convention: str = "nan_absent", device: torch.device | str = "cpu"):
         self.class_names = list(class_names)
         self.convention = resolve_convention(convention)
         self.confusion = ConfusionMatrix(len(self.class_names), device)
@@ -86,8 +84,7 @@ class SegEvaluator:
         summary["confusion_matrix"] = valid.tolist()
         summary["confusion_matrix_layout"] = ("rows = ground truth, columns = prediction, "
                                               "last column = invalid prediction")
-        with open(out_dir / "metrics.json", "w") as f:
-            json.dump(summary, f, indent=1)
+        atomic_write_json(out_dir / "metrics.json", summary)
         if plots:
             plot_confusion(valid, self.class_names, out_dir / "confusion_matrix.png", normalize_plot)
             plot_iou_bars(scores, out_dir / "iou_per_class.png")

@@ -2,32 +2,62 @@
 
 All conventions read the same confusion matrix (see lib.metrics.confusion): points whose
 ground truth is not a valid class are skipped, and a prediction outside the valid classes is a
-miss (a false negative of the ground-truth class, a false positive of no class). They differ in
-what an empty class scores and what the mean runs over:
+miss (a false negative of the ground-truth class, a false positive of no class). Per-class IoU is
+tp / (tp + fp + fn) and per-class accuracy tp / ground-truth points of the class (NaN if none;
+mAcc is its NaN-mean) in both. They differ in what an absent class scores and what allAcc counts:
 
-- `standard`: IoU = tp / (tp + fp + fn); a class absent from both ground truth and prediction is
-  NaN and left out of mIoU.
-- `scannet` (ScanNet's evaluate_semantic_label.py): the same arithmetic over the 20 valid NYU40
-  ids. What makes it ScanNet's is how official ids enter: non-valid ground-truth ids are skipped
-  and non-valid predicted ids are misses, which `raw_to_class` provides when scoring raw ids.
-- `semantickitti` (np_ioueval): a (C + 1) x (C + 1) matrix with class 0 = ignore; the same per-class
-  arithmetic, but a class absent from both scores 0 and mIoU is the mean over all C classes.
+- `nan_absent`: a class absent from both ground truth and prediction is NaN and left out of mIoU;
+  allAcc = correct points / scored points. (ScanNet's evaluate_semantic_label.py; with official
+  ids, `raw_to_class` makes non-valid ground truth skipped and non-valid predictions misses.)
+- `zero_absent`: the layout with class 0 = ignore slot ((C + 1) x (C + 1), as np_ioueval of
+  semantic-kitti-api): an absent class scores 0 and mIoU is the mean over all C classes; allAcc =
+  correct points / points predicted as a valid class (a prediction in the ignore slot leaves the
+  denominator, as np_ioueval's getacc does).
 
-Accuracy is the same in every convention: per-class accuracy = tp / ground-truth points of the
-class (NaN if none; mAcc is its NaN-mean), allAcc = correct points / scored points.
+A dataset declares its convention (DatasetMeta.convention, used by `auto`). Aliases: `standard`
+means nan_absent, and each registered dataset's name means its convention (old recipes said
+`eval.convention: <dataset>`); see `register_convention_alias`.
 """
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-CONVENTIONS = ("standard", "scannet", "semantickitti")
+from lib.config.errors import ConfigError
+from lib.config.validate import suggest
+
+CONVENTIONS = ("nan_absent", "zero_absent")
 
 DESCRIPTIONS = {
-    "standard": "standard: classes absent from GT and prediction are NaN, excluded from mIoU",
-    "scannet": "ScanNet official: non-valid GT skipped, non-valid prediction = miss, NaN classes excluded",
-    "semantickitti": "SemanticKITTI np_ioueval: GT ignore dropped, prediction 0 = miss, mean over all classes",
+    "nan_absent": "nan_absent: classes absent from GT and prediction are NaN, excluded from mIoU; "
+                  "non-valid GT skipped, non-valid prediction = miss",
+    "zero_absent": "zero_absent: class 0 = ignore layout; GT ignore dropped, prediction of ignore = miss "
+                   "(and not counted by allAcc), absent classes 0, mean over all classes",
 }
+
+ALIASES = {"standard": "nan_absent"}
+
+
+def register_convention_alias(alias: str, convention: str) -> None:
+    """Let `alias` stand for `convention` in eval.convention (the datasets registry adds each
+    dataset's name)."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention alias {alias!r}: unknown convention {convention!r} "
+                         f"(choose one of {', '.join(CONVENTIONS)})")
+    if alias not in CONVENTIONS:
+        ALIASES[alias] = convention
+
+
+def canonical_convention(name: str) -> str:
+    """A convention name or alias -> one of CONVENTIONS; anything else raises ConfigError naming
+    eval.convention with the closest valid name."""
+    if name in CONVENTIONS:
+        return name
+    if name in ALIASES:
+        return ALIASES[name]
+    choices = ["auto", *CONVENTIONS, *sorted(ALIASES)]
+    raise ConfigError(f"unknown evaluation convention {name!r} for 'eval.convention'{suggest(name, choices)} "
+                      f"(choose auto, {', '.join(CONVENTIONS)} or an alias: {', '.join(sorted(ALIASES))})")
 
 
 @dataclass
@@ -71,12 +101,11 @@ def compute_scores(valid: torch.Tensor, convention: str, class_names: list[str],
     Args:
         valid: int [K, K + 1], rows = ground-truth class, columns = predicted class, column K =
             prediction outside the valid classes.
-        convention: one of CONVENTIONS.
+        convention: one of CONVENTIONS (or an alias).
         class_names: K names.
         skipped: points not scored (ground truth outside the valid classes), only reported.
     """
-    if convention not in CONVENTIONS:
-        raise ValueError(f"unknown evaluation convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
+    convention = canonical_convention(convention)
     conf = valid.detach().cpu().to(torch.float64).numpy()
     k = conf.shape[0]
     if conf.shape != (k, k + 1) or len(class_names) != k:
@@ -88,14 +117,16 @@ def compute_scores(valid: torch.Tensor, convention: str, class_names: list[str],
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(union > 0, tp / union, np.nan)
         acc = np.where(gt > 0, tp / gt, np.nan)
-    if convention == "semantickitti":
+    total = gt.sum()
+    if convention == "zero_absent":
         iou = np.nan_to_num(iou, nan=0.0)
         miou = float(iou.mean())
+        counted = conf[:, :k].sum()  # np_ioueval getacc: predictions of the ignore slot leave the denominator
     else:
         miou = float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+        counted = total
     macc = float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan")
-    total = gt.sum()
-    allacc = float(tp.sum() / total) if total > 0 else float("nan")
+    allacc = float(tp.sum() / counted) if counted > 0 else float("nan")
     return Scores(convention, list(class_names), iou, acc, gt.astype(np.int64), miou, macc, allacc,
                   int(total), int(skipped))
 

@@ -29,6 +29,11 @@ def _recipe(tmp_path, text="seed: 1\n"):
     ("data.augment.dropout_p=1.5", "data.augment.dropout_p", "<= 1"),
     ("train.loss.label_smoothing=1", "train.loss.label_smoothing", "< 1"),
     ("dist.master_port=70000", "dist.master_port", "<= 65535"),
+    ("train.loss_weights={'aux': -1.0}", "train.loss_weights", ">= 0"),
+    ("train.loss_weights={'aux': .nan}", "train.loss_weights", "finite"),
+    ("profile.fit_fractions=[0.5, 1.5]", "profile.fit_fractions", "<= 1"),
+    ("profile.depth=0", "profile.depth", ">= 1"),
+    ("data.limit_numpoints=-3", "data.limit_numpoints", ">= 0"),
 ])
 def test_out_of_range_values_are_one_line_errors_naming_the_key(tmp_path, override, key, reason):
     with pytest.raises(ConfigError) as err:

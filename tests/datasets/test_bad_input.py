@@ -189,3 +189,6 @@ def test_cli_reports_one_line_and_exit_code(tmp_path, capsys):
     assert main(["scannet", "--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("error: ") and "nowhere" in err
+    assert main(["scanet", "--input", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown dataset 'scanet' for 'DATASET'; did you mean 'scannet'?") and "\n" not in err

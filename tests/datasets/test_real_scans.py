@@ -94,7 +94,7 @@ def test_kitti_frames_mapped_with_official_table(kitti_root):
     manifest = json.loads((kitti_root / "manifest.json").read_text())
     assert set(manifest["scenes"]) == {"00_000000", "00_000001"}
     ds = datasets.build_dataset(DataConfig(dataset="semantickitti", root=str(kitti_root), voxel_size=0.05), "train")
-    assert ds.meta.num_classes == 19 and ds.meta.convention == "semantickitti"
+    assert ds.meta.num_classes == 19 and ds.meta.convention == "zero_absent"
     assert ds.meta.raw_ids.tolist() == [OFFICIAL_LEARNING_MAP_INV[c] for c in range(1, 20)]
     for index, scene in enumerate(ds.scene_ids):
         frame = scene.split("_")[1]
@@ -122,7 +122,7 @@ def test_scannet_meta(scannet_root, split):
 
     ds = datasets.build_dataset(DataConfig(dataset="scannet", root=str(scannet_root)), split)
     meta = ds.meta
-    assert meta.name == "scannet" and meta.benchmark == "scannet" and meta.convention == "scannet"
+    assert meta.name == "scannet" and meta.benchmark == "scannet" and meta.convention == "nan_absent"
     assert meta.palette.shape == (20, 3) and meta.palette.dtype == np.uint8
     assert meta.raw_ids.tolist() == BENCHMARK_NYU40 and meta.in_channels == 3
     assert sorted(ds.scene_ids) == sorted((REAL_SCANNET / "scannetv2_val.txt").read_text().split())

@@ -47,7 +47,7 @@ def test_classes_from_file_names_stairs_are_clutter(tmp_path):
     from lib.config.schema_data import DataConfig
 
     val = datasets.build_dataset(DataConfig(dataset="s3dis", root=str(out)), "val")
-    assert val.scene_ids == ["Area_5_hallway_1"] and val.meta.convention == "standard" and val.meta.benchmark is None
+    assert val.scene_ids == ["Area_5_hallway_1"] and val.meta.convention == "nan_absent" and val.meta.benchmark is None
 
 
 def test_junk_byte_inside_a_number_is_repaired_and_reported(tmp_path):

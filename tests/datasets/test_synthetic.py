@@ -162,7 +162,7 @@ def test_s3dis_deterministic(tmp_path, s3dis_dir):
 
 
 @pytest.mark.parametrize("kind, count, kwargs, message", [
-    ("nuscenes", 1, {}, "unknown synthetic kind 'nuscenes'"),
+    ("nuscenes", 1, {}, "unknown dataset 'nuscenes' for 'synthetic kind'"),
     ("scannet", -1, {}, "num_scenes must be >= 0, got -1"),
     ("scannet", 1, {"points_per_scene": 10}, "points_per_scene must be >= 1000, got 10"),
     ("s3dis", 1, {"points_per_scene": 10}, "points_per_scene must be >= 1000, got 10"),

@@ -63,7 +63,8 @@ class ToyScenes(torch.utils.data.Dataset):
         _, _, scene_labels, scene_inverse = self.scenes[index]
         return {"coords": coords, "feats": np.asarray(feats, dtype=np.float32), "labels": labels.astype(np.int64),
                 "inverse": inverse.astype(np.int64), "point_labels": scene_labels[scene_inverse].astype(np.int64),
-                "points": points, "scene": f"scene{index:02d}"}
+                "points": points, "scene": f"scene{index:02d}",
+                "sampled_points": coords.astype(np.float32) + 0.5}
 
 
 def collate(items):
@@ -73,16 +74,19 @@ def collate(items):
                          t(it["coords"]).int()], 1) for b, it in enumerate(items)]
     sizes = torch.tensor([0] + [len(it["coords"]) for it in items])
     return {"coords": torch.cat(coords), "feats": torch.cat([t(it["feats"]) for it in items]),
+            "point_coords": torch.cat([t(it["sampled_points"]) for it in items]),
             "labels": torch.cat([t(it["labels"]) for it in items]), "offsets": sizes.cumsum(0),
             **{k: [t(it[k]) for it in items] for k in ("inverse", "point_labels", "points")},
             "scene": [it["scene"] for it in items]}
 
 
 class ToyNet(nn.Module):
-    """Per-voxel MLP on x.feats (a SparseTensor or a plain tensor); optional aux loss, dropout,
-    and NaN logits on the training forwards numbered in `nan_at` (1-based)."""
+    """Per-voxel MLP on x.feats (a SparseTensor or a plain tensor); optional named losses
+    (l2, l1) and a logged value (mean_logit), dropout, and NaN logits on the training forwards
+    numbered in `nan_at` (1-based), a finite loss with infinite gradients on those in `nan_grad_at`."""
 
-    def __init__(self, in_channels, num_classes, hidden=16, aux=False, dropout=0.0, bn=False, nan_at=()):
+    def __init__(self, in_channels, num_classes, hidden=16, aux=False, dropout=0.0, bn=False, nan_at=(),
+                 nan_grad_at=()):
         super().__init__()
         layers = [nn.Linear(in_channels, hidden)]
         if bn:
@@ -91,6 +95,7 @@ class ToyNet(nn.Module):
         self.net = nn.Sequential(*layers)
         self.aux = aux
         self.nan_at = set(nan_at)
+        self.nan_grad_at = set(nan_grad_at)
         self.train_forwards = 0
 
     def forward(self, x):
@@ -100,8 +105,12 @@ class ToyNet(nn.Module):
             self.train_forwards += 1
             if self.train_forwards in self.nan_at:
                 logits = logits * float("nan")
+            if self.train_forwards in self.nan_grad_at:  # adds 0 to the loss, inf to the gradient
+                weight = self.net[0].weight
+                logits = logits + torch.sqrt((weight - weight.detach()).sum())
         if self.aux:
-            return {"logits": logits, "aux_losses": {"l2": 1e-3 * (logits ** 2).mean()}}
+            return {"logits": logits, "losses": {"l2": 1e-3 * (logits ** 2).mean(), "l1": 1e-2 * logits.abs().mean()},
+                    "logs": {"mean_logit": logits.detach().mean()}}
         return logits
 
 

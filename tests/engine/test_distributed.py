@@ -27,7 +27,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     run_script("--mode", "train", "--output-dir", two, "--nproc", "2", "data.batch_size=1")
     w1 = torch.load(one / "last.pth", weights_only=True)
     w2 = torch.load(two / "last.pth", weights_only=True)
-    assert w2["world_size"] == 2 and len(w2["rng"]) == 2
+    assert w2["format"] == 2 and w2["trainer"]["world_size"] == 2 and len(w2["trainer"]["rng"]) == 2
     for name, value in w1["model"].items():
         assert torch.allclose(value, w2["model"][name], atol=1e-6), name
     assert (two / "summary.json").is_file() and (two / "log.txt").is_file()

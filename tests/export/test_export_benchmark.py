@@ -1,11 +1,16 @@
-"""Benchmark files in the official layouts, read back with numpy and checked against real scans."""
+"""Benchmark files in the official layouts (written by the dataset modules, dispatched by lib/export
+through DatasetMeta.benchmark_writer), read back with numpy and checked against real scans."""
 import numpy as np
 import pytest
 
 from datasets.meta import DatasetMeta
+from datasets.registry import get_dataset
 from datasets.scannet import NYU40_IDS
+from datasets.scannet import write_benchmark_file as write_scannet
+from datasets.semantickitti import kitti_frame
+from datasets.semantickitti import write_benchmark_file as write_semantickitti
 from lib.config.schema_eval import ExportConfig
-from lib.export import PredictionExporter, kitti_frame, write_scannet, write_semantickitti
+from lib.export import PredictionExporter
 from lib.metrics import raw_to_class
 from tests.conftest import REAL_DATA
 
@@ -15,11 +20,13 @@ KITTI_DIR = REAL_DATA / "semantickitti" / "sequences" / "00"
 SCANNET_SCAN = REAL_DATA / "scannet" / "scans" / "scene0000_00"
 
 
-def _meta(benchmark, raw_ids, scene_info=None):
+def _meta(benchmark, raw_ids, scene_info=None, writer=None):
     k = len(raw_ids)
+    if benchmark and writer is None:
+        writer = get_dataset(benchmark).write_benchmark
     return DatasetMeta(name=f"test-{benchmark}", class_names=[f"c{i}" for i in range(k)], in_channels=3,
                        palette=np.full((k, 3), 128, np.uint8), raw_ids=raw_ids, benchmark=benchmark,
-                       convention=benchmark or "standard", scene_info=scene_info or {})
+                       convention="nan_absent", scene_info=scene_info or {}, benchmark_writer=writer)
 
 
 def test_scannet_txt_one_nyu40_id_per_original_vertex(tmp_path):
@@ -87,3 +94,23 @@ def test_exporter_writes_every_enabled_format(tmp_path):
 def test_exporter_refuses_benchmark_for_a_dataset_without_one(tmp_path):
     with pytest.raises(ValueError, match="has no benchmark format"):
         PredictionExporter(ExportConfig(benchmark=True), _meta(None, np.array([])), tmp_path)
+
+
+def test_exporter_dispatches_to_the_writer_the_dataset_supplies(tmp_path):
+    calls = []
+
+    def csv_writer(out_dir, scene, points, pred, meta, labels=None):
+        path = out_dir / f"{scene}.csv"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.savetxt(path, np.asarray(meta.raw_ids)[pred], fmt="%d", delimiter=",")
+        calls.append(scene)
+        return path
+
+    meta = _meta("mycsv", np.array([7, 9]), writer=csv_writer)
+    exporter = PredictionExporter(ExportConfig(ply=False, benchmark=True), meta, tmp_path)
+    written = exporter.add("s1", np.zeros((3, 3), np.float32), np.array([1, 0, 1]))
+    assert written == [tmp_path / "predictions" / "mycsv" / "s1.csv"] and calls == ["s1"]
+    assert np.loadtxt(written[0], dtype=np.int64).tolist() == [9, 7, 9]
+    meta.benchmark_writer = None  # a benchmark name without a writer fails before any scene is predicted
+    with pytest.raises(ValueError, match="no export writer for format 'mycsv'"):
+        PredictionExporter(ExportConfig(benchmark=True), meta, tmp_path)

@@ -71,3 +71,67 @@ def test_show_without_display_says_so(tmp_path, monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     result = _run(ply, "--show")
     assert result.returncode != 0 and "--show needs a display" in result.stderr
+
+
+def _visualize():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("visualize", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _legend_of(fig):
+    """(texts, facecolours) of the figure's legend, read from the matplotlib artists."""
+    (legend,) = fig.legends
+    texts = [t.get_text() for t in legend.get_texts()]
+    colours = [tuple(np.round(h.get_facecolor()[:3], 4)) for h in legend.legend_handles]
+    return texts, colours
+
+
+def _render_figure(vis, ply, mode):
+    xyz, fields = vis.read_cloud(ply)
+    legend = vis.legend_entries(fields, mode, vis.read_classes(ply))
+    return vis.figure(xyz, vis.colours(ply, fields, mode), (400, 300), 10_000, 55.0, -60.0, 3.0,
+                      vis.title_of(ply, mode), legend)
+
+
+def test_legend_lists_the_exported_class_names_in_their_palette_colours(tmp_path):
+    import matplotlib.pyplot as plt
+
+    vis = _visualize()
+    rng = np.random.default_rng(1)
+    points = rng.uniform(0, 2, size=(3000, 3))
+    pred = np.where(points[:, 0] > 1, 2, 0)  # classes 0 and 2 present, class 1 absent
+    palette = np.array([[200, 30, 40], [10, 220, 30], [20, 40, 230]], dtype=np.uint8)
+    names = ["wall", "floor", "office chair"]  # a name with a space survives the header
+    labels = np.where(points[:, 0] > 1.5, 1, pred)  # right below x = 1.5, wrong (floor) above
+    ply = write_ply(tmp_path / "scene0042_00.ply", points, pred, palette, labels=labels, class_names=names)
+
+    fig = _render_figure(vis, ply, "rgb")
+    texts, colours = _legend_of(fig)
+    assert texts == ["wall", "office chair"]
+    assert colours == [tuple(np.round(palette[k] / 255.0, 4)) for k in (0, 2)]
+    assert fig._suptitle.get_text() == "scene0042_00 - colour: rgb"
+    plt.close(fig)
+
+    fig = _render_figure(vis, ply, "label")  # labels 0, 1, 2: the 20-colour map, names from the header
+    texts, colours = _legend_of(fig)
+    table = vis._class_table()
+    assert texts == names and colours == [tuple(np.round(table[k], 4)) for k in (0, 1, 2)]
+    assert fig._suptitle.get_text() == "scene0042_00 - colour: label"
+    plt.close(fig)
+
+    fig = _render_figure(vis, ply, "error")
+    assert _legend_of(fig)[0] == ["right or unlabelled", "wrong"]
+    plt.close(fig)
+
+
+def test_legend_without_header_names_classes_by_id(tmp_path):
+    vis = _visualize()
+    ply = _cloud(tmp_path)  # written without class names
+    _, fields = vis.read_cloud(ply)
+    entries = vis.legend_entries(fields, "rgb", vis.read_classes(ply))
+    assert [t for t, _ in entries] == ["class 0", "class 1"]
+    assert [tuple(c) for _, c in entries] == [tuple(PALETTE[k] / 255.0) for k in (0, 1)]

@@ -9,7 +9,9 @@ import torch
 from datasets.scannet import CLASS_NAMES as SCANNET_NAMES
 from datasets.scannet import NYU40_IDS as SCANNET_IDS
 from lib import IGNORE_INDEX as IGN
-from lib.metrics import SegEvaluator, raw_to_class, resolve_convention, split_batch_points, voxel_to_points
+from lib.config import ConfigError
+from lib.metrics import (SegEvaluator, compute_scores, raw_to_class, resolve_convention, split_batch_points,
+                         voxel_to_points)
 
 
 
@@ -19,12 +21,12 @@ def _evaluate(gt, pred, names, convention):
     return ev, ev.compute()
 
 
-def test_standard_with_ignore_labels_and_absent_class():
+def test_nan_absent_with_ignore_labels_and_absent_class():
     # classes a, b, c, d; d is absent from GT and prediction; two points carry the ignore label
     # (one of them predicted as d, which must not make d "present").
     gt = [0, 0, 0, 1, 1, 2, 2, 2, IGN, IGN, 1]
     pred = [0, 0, 1, 1, 2, 2, 2, 1, 1, 3, 1]
-    ev, s = _evaluate(gt, pred, ["a", "b", "c", "d"], "standard")
+    ev, s = _evaluate(gt, pred, ["a", "b", "c", "d"], "nan_absent")
     by_hand = [[2, 1, 0, 0, 0],  # rows = GT a..d, columns = pred a..d + invalid
                [0, 2, 1, 0, 0],
                [0, 1, 2, 0, 0],
@@ -46,7 +48,7 @@ def test_scannet_official_non_valid_gt_skipped_and_non_valid_prediction_is_a_mis
     # skipped; predictions 13 and 40 are not valid ids, so they are misses of the GT class.
     gt_raw = [1, 1, 2, 2, 5, 0, 50, 13, 5, 3]
     pred_raw = [1, 13, 2, 1, 5, 1, 2, 1, 40, 3]
-    ev = SegEvaluator(SCANNET_NAMES, "scannet")
+    ev = SegEvaluator(SCANNET_NAMES, "nan_absent")  # ScanNet's convention
     ev.update(raw_to_class(pred_raw, SCANNET_IDS), raw_to_class(gt_raw, SCANNET_IDS))
     s = ev.compute()
     by_hand = np.zeros((20, 21), dtype=np.int64)
@@ -68,28 +70,47 @@ def test_scannet_official_non_valid_gt_skipped_and_non_valid_prediction_is_a_mis
     assert np.isnan(np.delete(s.iou, [wall, floor, cabinet, chair])).all()
     assert s.miou == pytest.approx((1 / 3 + 1 / 2 + 1 + 1 / 2) / 4)
     assert s.allacc == pytest.approx(4 / 7)
-    assert "ScanNet official" in ev.table()
+    assert "convention: nan_absent" in ev.table()
 
 
-def test_semantickitti_absent_class_scores_zero_and_counts_in_the_mean():
+def test_zero_absent_class_scores_zero_and_counts_in_the_mean():
     # classes car, road, building (KITTI ids 1, 2, 3; 0 = ignore). building is absent from both
     # GT and prediction; GT ignore points are dropped; a prediction of ignore on road is a miss.
     gt = [0, 0, 0, 1, 1, 1, IGN, IGN]
     pred = [0, 0, 1, 1, 1, IGN, 2, 0]
     names = ["car", "road", "building"]
-    ev, s = _evaluate(gt, pred, names, "semantickitti")
+    ev, s = _evaluate(gt, pred, names, "zero_absent")  # SemanticKITTI's convention
     by_hand = [[0, 0, 0, 0],  # np_ioueval layout: index 0 = ignore, rows = GT, columns = prediction
                [0, 2, 1, 0],  # car: 2 right, 1 predicted road
                [1, 0, 2, 0],  # road: 2 right, 1 predicted ignore (a miss)
                [0, 0, 0, 0]]  # building: absent
-    assert ev.confusion.semantickitti_layout().tolist() == by_hand
+    assert ev.confusion.ignore_first_layout().tolist() == by_hand
     # car: tp 2, fn 1, fp 0 -> 2/3; road: tp 2, fn 1, fp 1 -> 1/2; building: 0 (not NaN)
     np.testing.assert_allclose(s.iou, [2 / 3, 1 / 2, 0.0])
     assert s.miou == pytest.approx((2 / 3 + 1 / 2 + 0.0) / 3)
-    # the standard convention would leave building out of the mean instead
-    _, standard = _evaluate(gt, pred, names, "standard")
-    assert standard.miou == pytest.approx((2 / 3 + 1 / 2) / 2)
-    assert "SemanticKITTI" in ev.table()
+    # np_ioueval's getacc: 4 right out of the 5 points predicted as a class (the road point
+    # predicted ignore leaves the denominator); nan_absent counts it: 4 / 6
+    assert s.allacc == pytest.approx(4 / 5)
+    # nan_absent would leave building out of the mean instead
+    _, nan_absent = _evaluate(gt, pred, names, "nan_absent")
+    assert nan_absent.miou == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert nan_absent.allacc == pytest.approx(4 / 6)
+    assert "convention: zero_absent" in ev.table()
+
+
+def test_zero_absent_allacc_matches_np_ioueval_on_a_hand_made_matrix():
+    # 3 classes + ignore; rows GT, columns prediction (last = prediction in the ignore slot):
+    valid = torch.tensor([[5, 1, 0, 2],
+                          [0, 4, 1, 1],
+                          [1, 0, 3, 0]])
+    s = compute_scores(valid, "zero_absent", ["a", "b", "c"])
+    # np_ioueval (conf[pred, gt], ignore row/column 0): total_tp = 5 + 4 + 3 = 12; total = tp + fp over
+    # classes 1..3 = points predicted a, b or c = 6 + 5 + 4 = 15 (the 3 ignore-slot predictions are out)
+    assert s.allacc == pytest.approx(12 / 15)
+    # IoU: a 5 / (8 + 6 - 5), b 4 / (6 + 5 - 4), c 3 / (4 + 4 - 3); mean over all three
+    np.testing.assert_allclose(s.iou, [5 / 9, 4 / 7, 3 / 5])
+    assert s.miou == pytest.approx((5 / 9 + 4 / 7 + 3 / 5) / 3)
+    assert compute_scores(valid, "nan_absent", ["a", "b", "c"]).allacc == pytest.approx(12 / 18)
 
 
 def test_updates_accumulate_and_reset_clears():
@@ -132,12 +153,20 @@ def test_inverse_out_of_range_is_an_error():
         voxel_to_points(torch.zeros(2, 3), torch.tensor([0, 2]))
 
 
-def test_convention_auto_takes_the_meta_and_unknown_names_fail():
-    assert resolve_convention("auto", SimpleNamespace(convention="semantickitti")) == "semantickitti"
-    assert resolve_convention("auto", None) == "standard"
-    assert resolve_convention("scannet", SimpleNamespace(convention="semantickitti")) == "scannet"
-    with pytest.raises(ValueError, match="unknown evaluation convention 'kitti'"):
-        resolve_convention("kitti")
+def test_convention_auto_takes_the_meta_aliases_resolve_and_unknown_names_fail():
+    import datasets.registry
+
+    datasets.registry.dataset_names()  # registering the datasets adds their names as aliases
+    assert resolve_convention("auto", SimpleNamespace(convention="zero_absent")) == "zero_absent"
+    assert resolve_convention("auto", None) == "nan_absent"
+    assert resolve_convention("nan_absent", SimpleNamespace(convention="zero_absent")) == "nan_absent"
+    # old recipe values keep their numbers
+    assert resolve_convention("standard") == "nan_absent"
+    assert resolve_convention("scannet") == "nan_absent"
+    assert resolve_convention("semantickitti") == "zero_absent"
+    with pytest.raises(ConfigError, match="unknown evaluation convention 'zero_absnt' for 'eval.convention'; "
+                                          "did you mean 'zero_absent'"):
+        resolve_convention("zero_absnt")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device to check on-device accumulation")

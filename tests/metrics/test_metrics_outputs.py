@@ -9,7 +9,7 @@ from lib.metrics import SegEvaluator
 
 
 def _evaluator():
-    ev = SegEvaluator(["wall", "floor", "chair"], "standard")
+    ev = SegEvaluator(["wall", "floor", "chair"], "nan_absent")
     ev.update(torch.tensor([0, 0, 1, 1, 2, 1]), torch.tensor([0, 1, 1, 1, IGN, 2]))
     return ev
 
@@ -21,7 +21,7 @@ def test_table_names_classes_and_convention():
     floor = next(line for line in lines if line.startswith("floor"))
     # floor: tp 2, fn 1 (predicted wall), fp 1 (chair point predicted floor) -> IoU 50.00; acc 66.67
     assert floor.split()[1:3] == ["50.00", "66.67"]
-    assert lines[-1].startswith("convention: standard")
+    assert lines[-1].startswith("convention: nan_absent")
     assert "skipped 1 points" in table
 
 
@@ -31,7 +31,7 @@ def test_save_writes_json_and_pngs(tmp_path):
     summary = _evaluator().save(tmp_path)
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk == summary
-    assert on_disk["convention"] == "standard"
+    assert on_disk["convention"] == "nan_absent"
     assert on_disk["confusion_matrix"] == [[1, 0, 0, 0], [1, 2, 0, 0], [0, 1, 0, 0]]
     assert on_disk["per_class"]["chair"]["iou"] == 0.0
     assert on_disk["mIoU"] == (0.5 + 0.5 + 0.0) / 3

@@ -35,7 +35,7 @@ def test_scannet_rules_on_a_real_scan():
     gt = PlyData.read(str(path))["vertex"].data["label"].astype(np.int64)
     assert (~np.isin(gt, SCANNET_IDS)).any()  # the scan has non-valid ids to skip
     pred = _corrupt(gt, np.arange(0, 41), 0.3, seed=1)  # includes non-valid predicted ids
-    ev = SegEvaluator([str(i) for i in SCANNET_IDS], "scannet")
+    ev = SegEvaluator([str(i) for i in SCANNET_IDS], "nan_absent")
     ev.update(raw_to_class(pred, SCANNET_IDS), raw_to_class(gt, SCANNET_IDS))
     scores = ev.compute()
 
@@ -68,7 +68,7 @@ def test_semantickitti_rules_on_a_real_frame():
     pred = _corrupt(gt, np.arange(0, 20), 0.3, seed=2)  # includes predictions of 0 (ignore)
     pred[np.isin(pred, absent)] = 0  # absent classes stay absent from the prediction too
 
-    ev = SegEvaluator([str(c) for c in range(1, 20)], "semantickitti")
+    ev = SegEvaluator([str(c) for c in range(1, 20)], "zero_absent")
     ev.update(_kitti_to_class(pred), _kitti_to_class(gt))
     scores = ev.compute()
 
@@ -81,3 +81,6 @@ def test_semantickitti_rules_on_a_real_frame():
     np.testing.assert_allclose(scores.iou, expected)
     assert scores.miou == pytest.approx(np.mean(expected))
     assert all(scores.iou[c - 1] == 0.0 for c in absent)
+    # np_ioueval's getacc: correct points / labelled points predicted as one of the 19 classes
+    labelled = gt != 0
+    assert scores.allacc == pytest.approx(np.sum(labelled & (pred == gt)) / np.sum(labelled & (pred != 0)))

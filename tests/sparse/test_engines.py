@@ -110,18 +110,26 @@ def test_engines_on_cuda_match_torch_engine(engine):
     _compare(engine, "cuda", torch.float32, backward=True, tol=1e-3)
 
 
-def test_state_dict_moves_between_engines():
-    """One checkpoint, two engines, same result: the weight layout is the canonical one everywhere."""
-    _skip_unless("minkowski")
-    coords = random_coords(1, 10, 1, 0.3, seed=3)
-    feats = torch.randn(len(coords), 4, dtype=torch.float64)
-    a = torch.nn.Sequential(snn.SubMConv3d(4, 8), snn.ReLU(), snn.SubMConv3d(8, 2)).double()
-    b = torch.nn.Sequential(snn.SubMConv3d(4, 8), snn.ReLU(), snn.SubMConv3d(8, 2)).double()
+@pytest.mark.parametrize("engine", ["minkowski", "spconv", "torchsparse"])
+def test_state_dict_moves_between_engines(engine):
+    """One checkpoint, two engines, same result: the weight layout is the canonical one everywhere.
+    Runs for every engine installed (spconv where MinkowskiEngine is absent), on CUDA for torchsparse."""
+    device = "cuda" if engine == "torchsparse" and torch.cuda.is_available() else "cpu"
+    _skip_unless(engine, device)
+    coords = random_coords(1, 10, 1, 0.3, seed=3).to(device)
+    feats = torch.randn(len(coords), 4, device=device)
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(snn.SubMConv3d(4, 8), snn.ReLU(), snn.SubMConv3d(8, 2, 3, dilation=2),
+                            snn.DownConv3d(2, 4), snn.UpConv3d(4, 2)).to(device)
+    b = torch.nn.Sequential(snn.SubMConv3d(4, 8), snn.ReLU(), snn.SubMConv3d(8, 2, 3, dilation=2),
+                            snn.DownConv3d(2, 4), snn.UpConv3d(4, 2)).to(device)
     b.load_state_dict(a.state_dict())
     with torch.no_grad():
         ya = a(SparseTensor(feats, coords, engine="torch")).feats
-        yb = b(SparseTensor(feats, coords, engine="minkowski")).feats
-    torch.testing.assert_close(yb, ya)
+        x = SparseTensor(feats, coords, engine=engine)
+        yb = b(x).feats
+    assert x.engine(training=False).name == engine  # the layers ran on that engine, not a fallback
+    torch.testing.assert_close(yb, ya, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("engine", ["spconv", "minkowski"])
@@ -138,3 +146,53 @@ def test_upconv_without_a_down_pass_on_that_engine(engine):
             feats = torch.arange(len(coarse) * 3, dtype=torch.float32).view(-1, 3).sin()
             outs.append(layer(SparseTensor(feats, coarse, 2, x.ctx)).feats)
     torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
+
+
+def test_auto_picks_the_engines_in_the_declared_order():
+    from lib.sparse.engines import ENGINES, auto_order
+
+    assert set(ENGINES) == {"torch", "spconv", "minkowski", "torchsparse"} and ENGINES[0] == "torch"
+    # the order `auto` tried before the engines declared their own priorities
+    assert auto_order("cuda") == ["spconv", "torchsparse", "minkowski", "torch"]
+    assert auto_order("cpu") == ["torch", "minkowski", "spconv"]
+
+
+def test_unknown_engine_names_suggest_the_closest():
+    from lib.config import ConfigError
+
+    with pytest.raises(ConfigError) as exc_info:
+        resolve_engine("spconf", "cpu", training=False)
+    assert str(exc_info.value).startswith("unknown sparse engine 'spconf' for 'engine'; did you mean 'spconv'?")
+    with pytest.raises(ConfigError, match="did you mean 'minkowski'"):
+        why_not("minkowsky", "cpu", False)
+
+
+def test_an_engine_registered_from_outside_is_resolved_and_used():
+    from lib.sparse import engines
+    from lib.sparse.engines.torch_engine import TorchEngine
+
+    class CountingEngine(TorchEngine):
+        name = "counting"
+        calls = 0
+
+        def subm_conv(self, x, weight, kernel_size, dilation):
+            CountingEngine.calls += 1
+            return super().subm_conv(x, weight, kernel_size, dilation)
+
+    spec = engines.EngineSpec("counting", CountingEngine, package="no_such_package_xyz", install="pip install it",
+                              priority={"cpu": 0})
+    engines.register_engine(spec)
+    try:
+        assert why_not("counting", "cpu", True) == "no_such_package_xyz is not installed (pip install it)"
+        assert resolve_engine("auto", "cpu", True) == "torch"  # not installed: auto skips it
+        engines.register_engine(engines.EngineSpec("counting", CountingEngine, priority={"cpu": 0}))
+        assert resolve_engine("auto", "cpu", True) == "counting"  # installed and first for CPU
+        coords = random_coords(1, 6, 1, 0.3, seed=1)
+        layer = snn.SubMConv3d(2, 3, 3)
+        feats = torch.randn(len(coords), 2)
+        out = layer(SparseTensor(feats, coords, engine="counting")).feats
+        torch.testing.assert_close(out, layer(SparseTensor(feats, coords, engine="torch")).feats)
+        assert CountingEngine.calls == 1
+    finally:
+        engines._SPECS.pop("counting")
+        engines._INSTANCES.pop("counting", None)

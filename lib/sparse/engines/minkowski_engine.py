@@ -12,7 +12,7 @@ import collections.abc
 import torch
 
 from .. import kernel_map as km
-from . import torch_engine
+from . import EngineSpec, register_engine, torch_engine
 
 
 def import_minkowski():
@@ -120,3 +120,14 @@ class MinkowskiEngineAdapter:
         center = vol // 2
         in_idx[center] = out_idx[center] = None
         return km.KernelMap(in_idx, out_idx, len(x), len(x), center=center)
+
+
+def _minkowski_check(device, training):
+    if device.type == "cuda" and not import_minkowski().is_cuda_available():
+        return "the installed MinkowskiEngine was built CPU-only"
+    return None
+
+
+register_engine(EngineSpec("minkowski", MinkowskiEngineAdapter, package="MinkowskiEngine", check=_minkowski_check,
+                           install="bash scripts/install_minkowski.sh $(which python)",
+                           priority={"cuda": 30, "cpu": 20}))  # CPU: slower than torch (scripts/bench_sparse.py)

@@ -10,7 +10,7 @@ torch engine's kernel maps.
 import torch
 
 from ..coords import ORIGIN_ALIGN
-from . import coarse_rows, torch_engine
+from . import EngineSpec, coarse_rows, register_engine, torch_engine
 
 
 def import_spconv():
@@ -128,3 +128,17 @@ class SpconvEngine:
 
     def depthwise_conv(self, x, weight, kernel_size: int, dilation: int):
         return torch_engine.depthwise(x.feats, weight, x.ctx.kernel_map(x.stride, kernel_size, dilation))
+
+
+def _spconv_check(device, training):
+    from spconv.cppconstants import CPU_ONLY_BUILD
+    if device.type == "cuda" and CPU_ONLY_BUILD:
+        return "the installed spconv is the CPU-only wheel; install spconv-cu1xx for CUDA"
+    if device.type != "cuda" and training:
+        return "spconv's backward needs CUDA: on CPU it runs forward only"
+    return None
+
+
+register_engine(EngineSpec("spconv", SpconvEngine, package="spconv", check=_spconv_check,
+                           install="pip install spconv (CPU, forward only) or spconv-cu126 (CUDA)",
+                           priority={"cuda": 10, "cpu": 30}))  # CPU: slower than torch (scripts/bench_sparse.py)

@@ -1,10 +1,18 @@
 """The pure-PyTorch engine: gather -> GEMM -> scatter-add over the kernel map's pairs (CPU and CUDA).
 
-On CPU the pairs go in chunks of consecutive output rows (KernelMap.chunks): one gather, one GEMM
-per offset and one sparse CSR product per chunk, all on cache-sized buffers. Elsewhere they go
-offset by offset with index_add_. No [N, K, C] tensor is ever built: the working buffers hold one
-chunk (or one offset) of pairs. The autograd Functions save the inputs and the map, not the
-gathered copies, and the backward pass runs the same pairs transposed.
+On CPU (float32/64) the pairs go in chunks of consecutive output rows (KernelMap.chunks): one gather,
+one GEMM per offset and one sparse CSR product per chunk, all on cache-sized buffers, split between
+torch.get_num_threads() Python threads. Elsewhere (CUDA, half precision) they go offset by offset
+with index_add_. No [N, K, C] tensor is ever built: the working buffers hold one chunk (or one
+offset) of pairs. The autograd Functions save the inputs and the map, not the gathered copies, and
+the backward pass runs the same pairs transposed.
+
+Autocast: under torch.autocast the convolutions run in the autocast dtype (features and weight cast
+to it, like F.conv3d) and return that dtype; the Functions themselves run with autocast off.
+
+The environment variable VOXSEG_TORCH_CONV_PATH picks the pair loop: `auto` (default, as above) or
+`per_offset`, which forces the CUDA path (per-offset index_add_) on every device, so that path is
+tested on CPU (tests/sparse/test_cuda_branch.py). It is read at each call.
 """
 
 import os
@@ -13,12 +21,16 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from ..kernel_map import KernelMap
+from . import EngineSpec, register_engine
 
 
 # pairs per chunk of the CPU path: at C=32 the working buffers (2 MiB each) stay in cache; one size
 # for every width keeps one chunk plan per map, and the per-offset GEMMs of wide layers (C=256:
 # about 600 rows each) efficient. Measured on the bench cloud and on Res16UNet34C train steps.
 PAIRS_PER_CHUNK = 16384
+
+
+PATHS = ("auto", "per_offset")
 
 
 def _scatter_add(dst: torch.Tensor, idx: torch.Tensor, src: torch.Tensor, kmap: KernelMap) -> None:
@@ -30,8 +42,42 @@ def _scatter_add(dst: torch.Tensor, idx: torch.Tensor, src: torch.Tensor, kmap: 
 
 
 def _cpu_float(t: torch.Tensor) -> bool:
-    """CPU float32/64: the paths built on sparse CSR products (run there through MKL)."""
-    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+    """True where the paths built on sparse CSR products run: CPU float32/64 (MKL has those), unless
+    VOXSEG_TORCH_CONV_PATH=per_offset forces the CUDA path."""
+    path = os.environ.get("VOXSEG_TORCH_CONV_PATH", "auto")
+    if path not in PATHS:
+        raise ValueError(f"VOXSEG_TORCH_CONV_PATH must be one of {', '.join(PATHS)}, got {path!r}")
+    return path == "auto" and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+
+
+def _autocast_dtype(t: torch.Tensor):
+    """The dtype autocast gives a GEMM on t's device now, or None when autocast is off there."""
+    device = t.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return None
+
+
+def _apply(function, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+    """function.apply with autocast resolved here: both operands in the autocast dtype, autocast off
+    inside (its per-op casts would meet fp32 buffers in addmm_ / index_add_)."""
+    dtype = _autocast_dtype(feats)
+    if dtype is None:
+        return function.apply(feats, weight, kmap)
+    with torch.autocast(feats.device.type, enabled=False):
+        return function.apply(feats.to(dtype), weight.to(dtype), kmap)
+
+
+def _autocast_off(backward):
+    """Run a backward with autocast off on the gradient's device (it may be called inside an
+    autocast region; the forward ran with it off, on operands of one dtype)."""
+    def run(ctx, grad_out):
+        device = grad_out.device.type
+        if not torch.amp.is_autocast_available(device):
+            return backward(ctx, grad_out)
+        with torch.autocast(device, enabled=False):
+            return backward(ctx, grad_out)
+    return run
 
 
 def _chunks(kmap: KernelMap, weight: torch.Tensor) -> list:
@@ -176,6 +222,7 @@ class _SparseConv(torch.autograd.Function):
         return out if kmap.out_order is None else out.index_select(0, kmap.out_inverse)
 
     @staticmethod
+    @_autocast_off
     def backward(ctx, grad_out):
         xs, weight = ctx.saved_tensors
         kmap = ctx.kmap
@@ -212,6 +259,7 @@ class _DepthwiseConv(torch.autograd.Function):
         return out if kmap.out_order is None else out.index_select(0, kmap.out_inverse)
 
     @staticmethod
+    @_autocast_off
     def backward(ctx, grad_out):
         xs, weight = ctx.saved_tensors
         kmap = ctx.kmap
@@ -233,12 +281,12 @@ class _DepthwiseConv(torch.autograd.Function):
 
 def conv(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
     """Sparse convolution by a kernel map: feats [N_in, Cin], weight [K, Cin, Cout] -> [N_out, Cout]."""
-    return _SparseConv.apply(feats, weight, kmap)
+    return _apply(_SparseConv, feats, weight, kmap)
 
 
 def depthwise(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
     """Channelwise sparse convolution: feats [N, C], weight [K, C] -> [N, C]."""
-    return _DepthwiseConv.apply(feats, weight, kmap)
+    return _apply(_DepthwiseConv, feats, weight, kmap)
 
 
 class TorchEngine:
@@ -257,3 +305,6 @@ class TorchEngine:
 
     def depthwise_conv(self, x, weight, kernel_size: int, dilation: int):
         return depthwise(x.feats, weight, x.ctx.kernel_map(x.stride, kernel_size, dilation))
+
+
+register_engine(EngineSpec("torch", TorchEngine, priority={"cuda": 40, "cpu": 10}))

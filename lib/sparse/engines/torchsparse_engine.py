@@ -13,7 +13,7 @@ dilated and depthwise layers run on the torch engine's kernel maps (CUDA too).
 import torch
 
 from ..coords import ORIGIN_ALIGN
-from . import coarse_rows, torch_engine
+from . import EngineSpec, coarse_rows, register_engine, torch_engine
 from .minkowski_engine import canonical_to_me
 
 
@@ -100,3 +100,11 @@ class TorchsparseEngine:
 
     def depthwise_conv(self, x, weight, kernel_size: int, dilation: int):
         return torch_engine.depthwise(x.feats, weight, x.ctx.kernel_map(x.stride, kernel_size, dilation))
+
+
+def _torchsparse_check(device, training):
+    return None if device.type == "cuda" else "torchsparse has no CPU path"
+
+
+register_engine(EngineSpec("torchsparse", TorchsparseEngine, package="torchsparse", check=_torchsparse_check,
+                           install="torchsparse from its GitHub source (CUDA only)", priority={"cuda": 20}))

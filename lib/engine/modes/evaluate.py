@@ -13,34 +13,41 @@ from lib import IGNORE_INDEX
 from lib.engine.data import SeededItems
 from lib.engine.dist import is_main
 from lib.engine.inference import predict_scene, tta_views
+from lib.engine.inputs import for_model
 from lib.engine.state_check import load_weights
 
 log = logging.getLogger("voxseg")
 
 
-def run_test(ctx):
-    """Returns the evaluator's score dict (None when the split has no labels)."""
-    cfg, device = ctx.cfg, ctx.device
-    if not ctx.weights:
+def run(run):
+    """Returns (the evaluator's score dict or None when the split has no labels, 0 iterations)."""
+    return evaluate(run), 0
+
+
+def evaluate(run):
+    cfg, device = run.cfg, run.device
+    if not run.weights:
         raise ValueError("--mode test needs --weights <checkpoint>")
-    dataset = ctx.build_dataset(cfg.data, cfg.train.test_split)
+    dataset = run.build_dataset(cfg.data, cfg.train.test_split)
     meta = dataset.meta
-    model = ctx.build_model(cfg.model, meta.in_channels, meta.num_classes).to(device)
-    load_weights(model, ctx.weights, device)
+    model = run.build_model(cfg.model, meta.in_channels, meta.num_classes).to(device)
+    load_weights(model, run.weights)
+    make_input = for_model(run.make_input, model)
+    run.watch_model(model)
     views = tta_views(cfg.eval.tta)
     if len(views) > 1 and not hasattr(dataset, "get_view"):
         raise ValueError(f"eval.tta is enabled but dataset {meta.name!r} has no get_view()")
-    log.info("testing %s on split %r: %d scenes, %d view(s) each", ctx.weights,
+    log.info("testing %s on split %r: %d scenes, %d view(s) each", run.weights,
              cfg.train.test_split, len(dataset), len(views))
 
     from lib.export import PredictionExporter
     from lib.metrics import SegEvaluator
-    exporter = PredictionExporter(cfg.export, meta, ctx.run_dir)  # fails before any prediction if misconfigured
+    exporter = PredictionExporter(cfg.export, meta, run.run_dir)  # fails before any prediction if misconfigured
     evaluator = SegEvaluator.from_meta(meta, cfg.eval.convention, device)
     items = SeededItems(dataset, cfg.seed)
-    indices = range(ctx.rank, len(dataset), ctx.world)
+    indices = range(run.rank, len(dataset), run.world)
     for i, index in enumerate(indices):
-        item, probs = predict_scene(model, items, index, views, ctx.collate_fn, ctx.make_input, device)
+        item, probs = predict_scene(model, items, index, views, run.collate_fn, make_input, device)
         pred = probs.argmax(dim=1)
         # Items may hold numpy arrays or tensors (collate converts; here there is no collate).
         labels = torch.as_tensor(np.asarray(item["point_labels"]), dtype=torch.int64)
@@ -56,7 +63,7 @@ def run_test(ctx):
     if evaluator.confusion.valid().sum() == 0:
         log.info("split %r has no labels: predictions exported, nothing scored", cfg.train.test_split)
         return None
-    scores = evaluator.save(ctx.run_dir, cfg.eval.plots, cfg.eval.normalize_plot)
+    scores = evaluator.save(run.run_dir, cfg.eval.plots, cfg.eval.normalize_plot)
     if cfg.eval.table:
         log.info("test scores\n%s", evaluator.table())
     return scores

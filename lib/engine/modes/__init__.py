@@ -1,0 +1,1 @@
+"""One runner per `--mode`: `run(run: RunContext) -> (scores dict or None, iterations)`."""

@@ -1,0 +1,114 @@
+"""`--mode train`: builds the model, loaders, optimizer, schedule and the recipe's hooks
+(`train.hooks`), resumes every checkpointed piece from `<run>/last.pth` when asked, and trains."""
+import logging
+
+import torch
+from torch import nn
+
+from lib.config import config_to_dict
+from lib.engine.checkpoint import Checkpointer
+from lib.engine.data import EpochStream, make_loader
+from lib.engine.dist import is_dist, is_main
+from lib.engine.ema import ModelEMA
+from lib.engine.hookbase import build_hooks, check_hook_names
+from lib.engine.hooks import HookEnv
+from lib.engine.inference import validate
+from lib.engine.inputs import for_model
+from lib.engine.losses import build_loss
+from lib.engine.optim import IterationScheduler, build_optimizer
+from lib.engine.process import shared_seed
+from lib.engine.state_check import load_weights
+from lib.engine.trainer import Trainer
+from lib.engine.voxel_budget import VoxelBudgetBatchSampler
+from lib.model_contract import unwrap
+
+log = logging.getLogger("voxseg")
+
+
+def prepare_model(model: nn.Module, run) -> nn.Module:
+    """SyncBN conversion and DDP wrapping when more than one process trains."""
+    cfg = run.cfg
+    if not is_dist():
+        return model
+    if cfg.train.sync_bn:
+        if run.device.type != "cuda":
+            raise RuntimeError("train.sync_bn=true needs CUDA: torch.nn.SyncBatchNorm has no CPU path")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [run.device.index] if run.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=ids, find_unused_parameters=cfg.dist.find_unused_parameters)
+
+
+def make_train_loaders(run, train_set, val_set):
+    """(training EpochStream, validation loader) for this rank."""
+    cfg = run.cfg
+    budget = None
+    if cfg.data.limit_numpoints > 0 and hasattr(train_set, "voxel_counts"):
+        # Pack scenes under the voxel cap instead of a fixed count per batch (no scene dropped).
+        budget = VoxelBudgetBatchSampler(train_set.voxel_counts(), cfg.data.limit_numpoints,
+                                         cfg.data.batch_size, run.rank, run.world, shuffle=True, seed=cfg.seed)
+    loader = make_loader(train_set, cfg.data.batch_size, cfg.data.num_workers,
+                         run.train_collate_fn or run.collate_fn, run.rank, run.world, shuffle=True,
+                         seed=cfg.seed, batch_sampler=budget)
+    val_loader = make_loader(val_set, cfg.data.batch_size, cfg.data.num_workers, run.collate_fn,
+                             run.rank, run.world, shuffle=False, seed=cfg.seed)
+    return EpochStream(loader), val_loader
+
+
+def build_trainer(run):
+    """The trainer with its hooks and checkpointer, resumed when `run.resume`."""
+    cfg, device = run.cfg, run.device
+    check_hook_names(cfg.train.hooks)  # before anything slow is built
+    train_set = run.build_dataset(cfg.data, "train")
+    val_set = run.build_dataset(cfg.data, "val")
+    meta = train_set.meta
+    with shared_seed(cfg.seed):  # identical initial weights on every rank, per-rank streams after
+        model = run.build_model(cfg.model, meta.in_channels, meta.num_classes).to(device)
+    if run.weights:
+        load_weights(model, run.weights)
+        log.info("initialised weights from %s", run.weights)
+    make_input = for_model(run.make_input, model)
+    run.watch_model(model)
+    model = prepare_model(model, run)
+    criterion = build_loss(cfg.train.loss, meta.num_classes).to(device)
+    optimizer = build_optimizer(unwrap(model), cfg.train.optimizer)
+
+    stream, val_loader = make_train_loaders(run, train_set, val_set)
+    accum = max(1, cfg.train.accum_steps)
+    max_iter = (stream.steps_in(cfg.train.epochs) // accum if cfg.train.epochs > 0
+                else cfg.train.iterations)
+    scheduler = IterationScheduler(optimizer, cfg.train.scheduler, max_iter)
+    scaler = torch.amp.GradScaler("cuda") if cfg.train.amp == "fp16" and device.type == "cuda" else None
+    ema = ModelEMA(unwrap(model), cfg.train.ema.decay, cfg.train.ema.warmup) if cfg.train.ema.enabled else None
+    trainer = Trainer(model, criterion, optimizer, scheduler, stream, make_input, max_iter,
+                      cfg.train, device, scaler, ema)
+
+    from lib.metrics import SegEvaluator
+    evaluator = SegEvaluator.from_meta(meta, cfg.eval.convention, device)
+    eval_model = ema.module if ema is not None else unwrap(model)
+    env = HookEnv(cfg, meta.class_names, device, run_dir=run.run_dir,
+                  validate=lambda: validate(eval_model, val_loader, make_input, evaluator, device,
+                                                    trainer.autocast),
+                  save=lambda name: checkpointer.save(name))
+    trainer.hooks = build_hooks(cfg.train.hooks, env)
+    checkpointer = Checkpointer(run.run_dir, trainer, trainer.hooks, config_to_dict(cfg), is_writer=is_main(),
+                                model=unwrap(model), optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema)
+    if run.resume:
+        path = run.run_dir / "last.pth"
+        checkpointer.load(path)
+        log.info("resumed from %s at iteration %d", path, trainer.iteration)
+    stream.seek(trainer.iteration * accum)
+    return trainer
+
+
+def run(run):
+    """Train per `run.cfg`; returns (the best validation scores, or the last, iterations done)."""
+    trainer = build_trainer(run)
+    trainer.train()
+    if trainer.stop_reason:
+        log.info("stopped early at iteration %d: %s", trainer.iteration, trainer.stop_reason)
+    scores = None
+    if any(h.name == "validation" for h in trainer.hooks):
+        val = trainer.hook("validation")
+        scores = val.best or val.last
+    return scores, trainer.iteration

@@ -1,0 +1,90 @@
+"""Process setup shared by every mode: device, process group, per-rank RNG streams, the run folder
+(stale temporaries of a killed run removed), and logging."""
+import contextlib
+import logging
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lib.engine import dist as D
+from lib.io import remove_stale_temporaries
+
+log = logging.getLogger("voxseg")
+
+
+def seed_process(seed: int, rank: int) -> None:
+    """Per-rank streams for python, numpy and torch (dropout masks etc. differ across ranks).
+    Item augmentation does not use them: it is seeded per item (lib/engine/data.py)."""
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+    torch.manual_seed(seed + rank)
+
+
+@contextlib.contextmanager
+def shared_seed(seed: int):
+    """Inside: torch's CPU stream seeded with `seed` on every rank (identical initial weights; models
+    are built on the CPU); after: each rank's own stream continues where it was. CUDA generators
+    are left alone (torch.manual_seed would reseed them too, and fork_rng(devices=[]) would not
+    restore them: every rank's GPU dropout would then draw the same masks)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        yield
+
+
+class _TqdmStream(logging.StreamHandler):
+    """Writes log lines through tqdm so they do not break a progress bar."""
+
+    def emit(self, record):
+        from tqdm import tqdm
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def setup_logging(run_dir: Path, rank: int) -> list:
+    """Rank 0 logs INFO to stderr and <run>/log.txt; other ranks log warnings only.
+    Returns the handlers added (`teardown_logging` removes them)."""
+    logger = logging.getLogger("voxseg")
+    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    logger.propagate = False
+    fmt = logging.Formatter(f"%(asctime)s [rank {rank}] %(levelname)s %(message)s", "%H:%M:%S")
+    handlers = [_TqdmStream()]
+    if rank == 0:
+        handlers.append(logging.FileHandler(run_dir / "log.txt"))
+    for h in handlers:
+        h.setFormatter(fmt)
+        logger.addHandler(h)
+    return handlers
+
+
+def teardown_logging(handlers: list) -> None:
+    logger = logging.getLogger("voxseg")
+    for h in handlers:
+        logger.removeHandler(h)
+        h.close()
+
+
+@contextlib.contextmanager
+def process(cfg, run_dir):
+    """Set up this process for a run; yields (device, rank, world, run_dir) and tears down after."""
+    device = D.pick_device(cfg.device)
+    if cfg.train.cpu_threads > 0:
+        torch.set_num_threads(cfg.train.cpu_threads)
+    D.init_distributed(cfg.dist, device)
+    rank, world = D.get_rank(), D.get_world_size()
+    run_dir = Path(D.broadcast_object(str(run_dir)))  # ranks may have computed different timestamps
+    stale = 0
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        stale = remove_stale_temporaries(run_dir)
+    D.barrier()
+    handlers = setup_logging(run_dir, rank)
+    try:
+        if stale:
+            log.info("removed %d temporary file(s) left in %s by an interrupted write", stale, run_dir)
+        seed_process(cfg.seed, rank)
+        yield device, rank, world, run_dir
+    finally:
+        teardown_logging(handlers)
+        D.cleanup()
