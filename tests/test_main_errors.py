@@ -59,7 +59,8 @@ def _one_line_error(capsys, argv, *expected):
     return lines[0]
 
 
-def test_checkpoint_of_another_class_count(tmp_path, data_root, capsys):
+@pytest.mark.parametrize("mode", ["train", "test", "profile"])
+def test_checkpoint_of_another_class_count(tmp_path, data_root, capsys, mode):
     import torch
 
     import models
@@ -68,7 +69,7 @@ def test_checkpoint_of_another_class_count(tmp_path, data_root, capsys):
     other = models.build_model(ModelConfig(name="Res16UNet14A"), 3, 13)  # an S3DIS model: 13 classes
     weights = tmp_path / "s3dis.pth"
     torch.save({"model": other.state_dict()}, weights)
-    line = _one_line_error(capsys, ["--config", str(_recipe(tmp_path, data_root)), "--mode", "test",
+    line = _one_line_error(capsys, ["--config", str(_recipe(tmp_path, data_root)), "--mode", mode,
                                     "--weights", str(weights), "--output-dir", str(tmp_path / "run")],
                            str(weights), "shape mismatch(es):", "(13,", "vs model", "(20,")
     assert "missing" not in line  # same architecture: only the classifier differs
@@ -116,18 +117,21 @@ def test_one_voxel_batch_names_the_scene(tmp_path, capsys):
 
 
 def test_disk_full_names_the_file(tmp_path, monkeypatch):
-    import os
-    import tempfile
+    import torch
 
     from lib.engine.checkpoint import atomic_save
     from lib.errors import DiskFullError
 
+    def save_to_full_disk(obj, f):
+        with open("/dev/full", "wb") as full:  # fails with ENOSPC and no file name, as on a full disk
+            full.write(b"\0" * 64)
+
     target = tmp_path / "last.pth"
-    monkeypatch.setattr(tempfile, "mkstemp", lambda **kw: (os.open("/dev/full", os.O_WRONLY), str(tmp_path / "t")))
+    monkeypatch.setattr(torch, "save", save_to_full_disk)
     with pytest.raises(DiskFullError) as err:
         atomic_save({"model": {}}, target)
     assert str(err.value) == f"no space left writing {target} (No space left on device)"
-    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []  # neither the target nor the temporary file
 
 
 def test_disk_full_is_one_line_in_main(tmp_path, data_root, capsys, monkeypatch):
