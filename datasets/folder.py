@@ -92,10 +92,11 @@ def _parse_classes(path: str, mtime_ns: int, size: int) -> ClassTable:
     import yaml
 
     from lib.config import suggest
+    from lib.config.loader import safe_load
 
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = safe_load(path.read_text()) or {}  # a key given twice is an error, as in recipes
     except yaml.YAMLError as exc:
         raise DataFormatError(path, f"not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(doc, dict):

@@ -14,6 +14,7 @@ from pathlib import Path
 from datasets import store
 from datasets.errors import DataFormatError
 from datasets.registry import get_dataset
+from lib.io import remove_stale_temporaries
 
 
 def _process_one(job):
@@ -39,6 +40,7 @@ def preprocess(name: str, raw_root, out, workers: int = 1, strict: bool = True, 
     description = spec.describe(raw_root)
     out.mkdir(parents=True, exist_ok=True)
     store.remove_stale_tmp(out)
+    remove_stale_temporaries(out)  # a manifest write cut short (lib.io)
     records, todo = {}, []
     for scene_id, split, folder in scenes:
         record = store.finished_record(out, scene_id)

@@ -1,7 +1,7 @@
 """The folder dataset gets the same bad-input care as the official readers: colours scaled by their
 stored type, float64 coordinates far from 0 kept to the centimetre through a local origin, a stray
 point rejected at preprocessing and at voxelization, PLY data beyond the header's counts, a scene in
-two split files, and scenes of labelled splits without a labelled point listed under 'unlabelled'."""
+two split files, a key given twice in classes.yaml, and scenes of labelled splits without a labelled point listed under 'unlabelled'."""
 import numpy as np
 import pytest
 
@@ -154,3 +154,10 @@ def test_unlabelled_training_scenes_are_listed_and_unlabelled_splits_come_from_c
     with pytest.warns(UserWarning, match="1 scene\\(s\\) of labelled splits have no labelled point"):
         manifest = preprocess("folder", root, tmp_path / "out", progress=False)
     assert manifest["unlabelled"] == ["b"] and manifest["scenes"]["c"]["ignored"] == len(xyz)
+
+
+def test_a_key_given_twice_in_classes_yaml_names_both_lines(tmp_path):
+    root = _root(tmp_path, CLASSES + "ignore: [0]\n")
+    xyz, rgb, label = _scene()
+    np.savetxt(root / "train" / "a.txt", np.concatenate([xyz, rgb, label[:, None]], axis=1))
+    _fails(root, tmp_path, root / "classes.yaml", "key 'ignore' is given twice (lines 2 and 3)")
