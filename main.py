@@ -13,11 +13,13 @@ Everything a run needs is in the recipe; `key=value` overrides change it for one
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
 from pathlib import Path
 
 from lib.config import ConfigError, dump_config, load_config, resolve_config_path
+from lib.errors import UserError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,6 +52,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def default_output_dir(config: str) -> Path:
     stem = Path(config).name.removesuffix(".yaml")
     return Path("outputs") / stem / time.strftime("%Y%m%d-%H%M%S")
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of `exc` as one line. An error from a DataLoader worker arrives with the worker's
+    traceback in its message; its last line holds the original `module.Error: message`."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(exc).__name__
+    last = lines[-1]
+    name, sep, rest = last.partition(": ")
+    return rest if sep and "." in name and " " not in name else last
+
+
+def stopped_message(exc: BaseException, output_dir: Path) -> str:
+    """What to tell after SIGINT / SIGTERM: the signal and where the last checkpoint is."""
+    last = output_dir / "last.pth"
+    where = f"last checkpoint: {last}" if last.is_file() else f"no checkpoint written in {output_dir} yet"
+    reason = str(exc) if str(exc) else "interrupted (SIGINT)"
+    return f"{reason}; {where} (continue with --output-dir {output_dir} --resume)"
 
 
 def check_registered_names(cfg) -> None:
@@ -98,29 +119,40 @@ def main(argv: list[str] | None = None) -> int:
         args.output_dir = default_output_dir(str(config_path))
     # Heavy imports only once the command line is known good. main.py is where the generic engine
     # meets the dataset and model registries: lib/ never imports them itself.
-    import datasets
     import models
     from datasets.collate import LimitedCollate, collate_fn
-    from lib.engine.checkpoint import CheckpointError
     from lib.engine.launch import launch
+    from lib.engine.signals import Terminated, install_sigterm_handler
+
+    install_sigterm_handler()
     build_dataset = dataset_builder(cfg)
-    if cfg.data.limit_numpoints == "auto":
-        # Resolved before any loader exists: measured on the recipe's own model and first batch.
-        if args.mode == "train":
-            from lib.profiler.fit import resolve_auto_limit
-            cfg.data.limit_numpoints, note = resolve_auto_limit(cfg, build_dataset, models.build_model, collate_fn)
-            print(note, file=sys.stderr)
-        else:
-            cfg.data.limit_numpoints = 0  # the cap only shapes training batches
-    # The voxel cap guards training batches only: evaluation must see every scene, so it never defers.
-    train_collate = LimitedCollate(cfg.data.limit_numpoints) if cfg.data.limit_numpoints > 0 else None
     try:
         check_registered_names(cfg)
+        if cfg.data.limit_numpoints == "auto":
+            # Resolved before any loader exists: measured on the recipe's own model and first batch.
+            if args.mode == "train":
+                from lib.profiler.fit import resolve_auto_limit
+                cfg.data.limit_numpoints, note = resolve_auto_limit(cfg, build_dataset, models.build_model,
+                                                                    collate_fn)
+                print(note, file=sys.stderr)
+            else:
+                cfg.data.limit_numpoints = 0  # the cap only shapes training batches
+        # The voxel cap guards training batches only: evaluation must see every scene, so it never defers.
+        train_collate = LimitedCollate(cfg.data.limit_numpoints) if cfg.data.limit_numpoints > 0 else None
         return launch(cfg, args, build_dataset=build_dataset, build_model=models.build_model,
                       collate_fn=collate_fn, train_collate_fn=train_collate)
-    except (datasets.DatasetRootError, CheckpointError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UserError as exc:  # config, data, checkpoint, disk full: one line, no traceback
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = exc.filename or f"under {args.output_dir}"  # a failed write() names no file
+        print(f"error: no space left writing {where}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Terminated) as exc:
+        print(f"error: {stopped_message(exc, args.output_dir)}", file=sys.stderr)
+        return 128 + getattr(exc, "signum", 2)
 
 
 if __name__ == "__main__":

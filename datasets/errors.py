@@ -1,20 +1,28 @@
 """Errors raised by the data pipeline; each message is one line naming the file and the fault."""
 from lib.config.errors import ConfigError
+from lib.errors import UserError
 
 
-class DataFormatError(ValueError):
-    """A raw or preprocessed file is missing, malformed or inconsistent."""
+class DataError(UserError):
+    """The base of the data pipeline's errors (main.py prints them as one line)."""
 
-    def __init__(self, path, problem: str):
+
+class DataFormatError(DataError, ValueError):
+    """A raw or preprocessed file is missing, malformed or inconsistent.
+
+    `problem` may be left out: a DataLoader worker's error is re-raised in the main process with
+    the whole message (and the worker's traceback) as the only argument."""
+
+    def __init__(self, path, problem: str | None = None):
         self.path = str(path)
         self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        super().__init__(self.path if problem is None else f"{self.path}: {problem}")
 
     def __reduce__(self):  # survive the trip back from a worker process
         return type(self), (self.path, self.problem)
 
 
-class DatasetRootError(FileNotFoundError):
+class DatasetRootError(DataError, FileNotFoundError):
     """The preprocessed data root does not exist (the message names the command that creates it)."""
 
 

@@ -6,8 +6,11 @@ Layout (RAW = the folder; scene id = file name without suffix, unique across the
   RAW/<split>/<scene>.{ply,npy,txt,csv}   split folders (train, val, test, any name), or
   RAW/splits/<split>.txt             split files: one point file per line, relative to RAW
   RAW/.../<scene>.labels             optional: labels of <scene> as one integer per line
-Point files: see datasets/point_files.py (x, y, z metres; optional red, green, blue 0..255 and
-nx, ny, nz; a label field).
+Point files: see datasets/point_files.py (x, y, z metres; optional red, green, blue and
+nx, ny, nz; a label field). Colours are scaled by their stored type (uchar as is, 16-bit / 257,
+float 0..1 x 255: datasets/ply_io.colors_to_uint8); coordinates far from 0 (georeferenced float64
+files) are stored relative to a float64 origin kept in the scene's manifest entry, and a scene
+wider than 10 km is rejected (datasets/local_frame.py). A scene in two splits is an error.
 
 classes.yaml:
   classes:                  # class index = position in this list
@@ -29,7 +32,9 @@ from typing import NamedTuple
 import numpy as np
 
 from datasets.errors import DataFormatError
+from datasets.local_frame import to_local_float32
 from datasets.meta import DatasetMeta
+from datasets.ply_io import colors_to_uint8
 from datasets.point_files import SUFFIXES, read_columns, read_side_labels
 from datasets.registry import register_dataset
 from datasets.spec import DatasetSpec
@@ -87,10 +92,11 @@ def _parse_classes(path: str, mtime_ns: int, size: int) -> ClassTable:
     import yaml
 
     from lib.config import suggest
+    from lib.config.loader import safe_load
 
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = safe_load(path.read_text()) or {}  # a key given twice is an error, as in recipes
     except yaml.YAMLError as exc:
         raise DataFormatError(path, f"not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(doc, dict):
@@ -148,27 +154,29 @@ def map_labels(path: Path, raw: np.ndarray, table: ClassTable) -> np.ndarray:
     return np.array([lookup[int(v)] for v in values], dtype=np.int16)[inverse.reshape(-1)]
 
 
-def read_scene(path: Path, table: ClassTable, labelled: bool) -> dict[str, np.ndarray]:
-    """coord float32 [P, 3], label int16 [P], and color uint8 [P, 3] / normal float32 [P, 3] when present."""
+def read_scene(path: Path, table: ClassTable, labelled: bool) -> tuple[dict[str, np.ndarray], list[float]]:
+    """(arrays, origin): coord float32 [P, 3] relative to origin [3] (float64 metres, see
+    datasets/local_frame.py), label int16 [P], and color uint8 [P, 3] (scaled by its stored type,
+    datasets/ply_io.colors_to_uint8) / normal float32 [P, 3] when present."""
     data = read_columns(path, table.columns)
     have = ", ".join(sorted(data))
     if not {"x", "y", "z"} <= set(data):
         raise DataFormatError(path, f"no x, y, z fields (has {have})")
-    coord = np.stack([data["x"], data["y"], data["z"]], axis=1).astype(np.float32)
-    if len(coord) == 0:
+    raw_coord = np.stack([data["x"], data["y"], data["z"]], axis=1)  # stored precision: float64 stays float64
+    if len(raw_coord) == 0:
         raise DataFormatError(path, "empty scene (0 points)")
-    if not np.isfinite(coord).all():
-        raise DataFormatError(path, f"{int((~np.isfinite(coord)).any(axis=1).sum())} points with NaN/inf coordinates")
+    if not np.isfinite(raw_coord).all():
+        raise DataFormatError(path, f"{int((~np.isfinite(raw_coord)).any(axis=1).sum())} points with NaN/inf coordinates")
+    coord, origin = to_local_float32(raw_coord, path)
     arrays = {"coord": coord}
     for name, fields in (("color", ("red", "green", "blue")), ("normal", ("nx", "ny", "nz"))):
         present = [f for f in fields if f in data]
         if present and len(present) < 3:
             raise DataFormatError(path, f"has {', '.join(present)} but not all of {', '.join(fields)}")
-        if present:
-            values = np.stack([data[f] for f in fields], axis=1).astype(np.float64)
-            if name == "color" and (not np.isfinite(values).all() or values.min() < 0 or values.max() > 255):
-                raise DataFormatError(path, "colours must be 0..255")
-            arrays[name] = values.astype(np.uint8 if name == "color" else np.float32)
+        if present and name == "color":
+            arrays[name] = colors_to_uint8([data[f] for f in fields], path)
+        elif present:
+            arrays[name] = np.stack([data[f] for f in fields], axis=1).astype(np.float32)
     side = read_side_labels(path)
     raw = side if side is not None else data.get(table.label_field)
     if raw is None:
@@ -176,24 +184,26 @@ def read_scene(path: Path, table: ClassTable, labelled: bool) -> dict[str, np.nd
             raise DataFormatError(path, f"no label field '{table.label_field}' (has {have}; set 'label_field' or "
                                         f"'columns' in {CLASSES_FILE}, or add {path.stem}.labels)")
         arrays["label"] = np.full(len(coord), IGNORE_INDEX, dtype=np.int16)
-        return arrays
+        return arrays, origin
     if len(raw) != len(coord):
         raise DataFormatError(path, f"{len(raw)} labels for {len(coord)} points")
     arrays["label"] = map_labels(path, np.asarray(raw), table)
-    return arrays
+    return arrays, origin
 
 
-def _split_files(root: Path) -> list[tuple[str, Path]]:
+def _split_files(root: Path) -> list[tuple[str, Path, Path]]:
+    """(split, point file, the split file naming it), in file order."""
     listed = []
     for split_file in sorted((root / SPLITS_FOLDER).glob("*.txt")):
         for line in split_file.read_text().splitlines():
             if line.strip() and not line.lstrip().startswith("#"):
-                listed.append((split_file.stem, root / line.strip()))
+                listed.append((split_file.stem, root / line.strip(), split_file))
     return listed
 
 
-def _split_folders(root: Path) -> list[tuple[str, Path]]:
-    return [(folder.name, f) for folder in sorted(p for p in root.iterdir() if p.is_dir())
+def _split_folders(root: Path) -> list[tuple[str, Path, Path]]:
+    """(split, point file, its split folder)."""
+    return [(folder.name, f, folder) for folder in sorted(p for p in root.iterdir() if p.is_dir())
             for f in sorted(folder.iterdir()) if f.suffix.lower() in SUFFIXES]
 
 
@@ -212,23 +222,30 @@ class Folder(DatasetSpec):
         if not listed:
             raise DataFormatError(root, f"no point files ({', '.join(SUFFIXES)}) in split folders or {SPLITS_FOLDER}/*.txt")
         seen, scenes = {}, []
-        for split, path in listed:
+        for split, path, source in listed:
             if path.stem in seen:
-                raise DataFormatError(path, f"scene name '{path.stem}' is used twice (also {seen[path.stem]})")
-            seen[path.stem] = path
+                other_split, other_path, other_source = seen[path.stem]
+                if other_split != split:  # it would train on validation (or test) data
+                    raise DataFormatError(source, f"scene '{path.stem}' is also in split '{other_split}' "
+                                                  f"({other_source}); a scene belongs to one split")
+                raise DataFormatError(path, f"scene name '{path.stem}' is used twice (also {other_path})")
+            seen[path.stem] = (split, path, source)
             scenes.append((path.stem, split, FolderScene(str(classes), str(path))))
         return scenes
 
     def read_raw_scene(self, scene_id, split, location, strict=True):
         table = load_classes(location.classes_yaml)
         path = Path(location.file)
-        arrays = read_scene(path, table, labelled=split not in table.unlabeled_splits)
+        arrays, origin = read_scene(path, table, labelled=split not in table.unlabeled_splits)
         label = arrays["label"]
         valid = label[label != IGNORE_INDEX]
-        record = {"split": split, "points": len(label), "file": str(path),
+        record = {"split": split, "points": len(label), "file": str(path), "origin": origin,
                   "class_counts": np.bincount(valid, minlength=len(table.names)).tolist(),
                   "ignored": int(len(label) - len(valid)), "color": "color" in arrays, "normal": "normal" in arrays}
         return arrays, record
+
+    def unlabelled_splits(self, raw_root):
+        return set(load_classes(str(Path(raw_root) / CLASSES_FILE)).unlabeled_splits)
 
     def describe(self, raw_root):
         table = load_classes(str(Path(raw_root) / CLASSES_FILE))

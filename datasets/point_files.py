@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from datasets.errors import DataFormatError
+from datasets.ply_io import read_vertex_element
 
 SUFFIXES = (".ply", ".npy", ".txt", ".csv")
 LABEL_SIDE_FILE = ".labels"
@@ -22,15 +23,8 @@ DEFAULT_COLUMNS = {3: ["x", "y", "z"], 4: ["x", "y", "z", "label"], 6: ["x", "y"
 
 
 def _ply_columns(path: Path) -> dict[str, np.ndarray]:
-    from plyfile import PlyData
-
-    try:
-        vertex = PlyData.read(str(path))["vertex"]
-    except KeyError:
-        raise DataFormatError(path, "PLY has no 'vertex' element") from None
-    except Exception as exc:  # plyfile raises several types for damaged files
-        raise DataFormatError(path, f"truncated or corrupt PLY ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
-    return {name: np.asarray(vertex.data[name]) for name in vertex.data.dtype.names or ()}
+    data = read_vertex_element(path)
+    return {name: np.asarray(data[name]) for name in data.dtype.names or ()}
 
 
 def _named(path: Path, table: np.ndarray, columns: Optional[list[str]]) -> dict[str, np.ndarray]:

@@ -3,14 +3,18 @@
 Scenes are processed in parallel worker processes; a scene whose folder is already complete is
 reused, so a re-run (or a run after a kill) only does the missing scenes. When `strict` is False a
 scene with bad input is skipped and listed with its one-line reason under "skipped" in the manifest.
+Scenes of labelled splits (all but the spec's `unlabelled_splits`) without a single labelled point
+are listed under "unlabelled" and warned about: they would train on all-ignore points with loss 0.
 """
 import multiprocessing
 import sys
+import warnings
 from pathlib import Path
 
 from datasets import store
 from datasets.errors import DataFormatError
 from datasets.registry import get_dataset
+from lib.io import remove_stale_temporaries
 
 
 def _process_one(job):
@@ -36,6 +40,7 @@ def preprocess(name: str, raw_root, out, workers: int = 1, strict: bool = True, 
     description = spec.describe(raw_root)
     out.mkdir(parents=True, exist_ok=True)
     store.remove_stale_tmp(out)
+    remove_stale_temporaries(out)  # a manifest write cut short (lib.io)
     records, todo = {}, []
     for scene_id, split, folder in scenes:
         record = store.finished_record(out, scene_id)
@@ -56,9 +61,15 @@ def preprocess(name: str, raw_root, out, workers: int = 1, strict: bool = True, 
             records[scene_id] = record
         else:
             skipped[scene_id] = error
+    test_tags = spec.unlabelled_splits(raw_root)
+    unlabelled = sorted(k for k, r in records.items()  # a record without class_counts: not known
+                        if r["split"] not in test_tags and "class_counts" in r and not sum(r["class_counts"]))
+    if unlabelled:
+        warnings.warn(f"{out / store.MANIFEST}: {len(unlabelled)} scene(s) of labelled splits have no labelled "
+                      f"point (listed under 'unlabelled'), first {unlabelled[0]}")
     manifest = {"dataset": name, "num_classes": len(description["class_names"]), **description,
                 "raw_root": str(raw_root), "scenes": {k: records[k] for k in sorted(records)},
-                "skipped": {k: skipped[k] for k in sorted(skipped)}}
+                "skipped": {k: skipped[k] for k in sorted(skipped)}, "unlabelled": unlabelled}
     store.write_json_atomic(out / store.MANIFEST, manifest)
     return manifest
 

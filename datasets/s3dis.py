@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.errors import DataFormatError
+from datasets.local_frame import to_local_float32
 from datasets.registry import register_dataset
 from datasets.s3dis_text import read_annotation
 from datasets.spec import DatasetSpec
@@ -58,10 +59,11 @@ def read_raw_scene(scene_id: str, split: str, folder: Path, strict: bool = True)
     if len(rows) == 0:
         raise DataFormatError(annotations, "empty scene (no annotated points)")
     label = np.concatenate(labels)
-    record = {"split": split, "points": len(rows),
+    coord, origin = to_local_float32(rows[:, :3], annotations)  # rows are float64 as parsed
+    record = {"split": split, "points": len(rows), "origin": origin,
               "class_counts": np.bincount(label, minlength=len(CLASS_NAMES)).tolist(), "ignored": 0,
               "repairs": repairs, "dropped_lines": dropped}
-    arrays = {"coord": rows[:, :3].astype(np.float32), "color": rows[:, 3:].astype(np.uint8), "label": label}
+    arrays = {"coord": coord, "color": rows[:, 3:].astype(np.uint8), "label": label}
     return arrays, record
 
 

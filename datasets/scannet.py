@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from datasets.errors import DataFormatError
-from datasets.ply_io import read_ply_vertices
+from datasets.local_frame import to_local_float32
+from datasets.ply_io import colors_to_uint8, read_ply_vertices
 from datasets.registry import register_dataset
 from datasets.spec import DatasetSpec
 from lib import IGNORE_INDEX
@@ -30,6 +31,7 @@ PALETTE = [(174, 199, 232), (152, 223, 138), (31, 119, 180), (255, 187, 120), (1
            (247, 182, 210), (219, 219, 141), (255, 127, 14), (158, 218, 229), (44, 160, 44), (112, 128, 144),
            (227, 119, 194), (82, 84, 163)]  # the ScanNet benchmark colours
 NUM_NYU40 = 40
+SAME_VERTEX_M = 1e-3  # labels.ply vertices farther than this from the mesh's belong to another scan
 SPLIT_FILES = {"train": "scannetv2_train.txt", "val": "scannetv2_val.txt", "test": "scannetv2_test.txt"}
 DEFAULT_SPLITS = {"train": ["train"], "val": ["val"], "test": ["test"]}
 DEFAULT_FEATURES = ["rgb"]
@@ -50,11 +52,12 @@ def map_labels(raw: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
 
 
 def list_raw_scenes(raw_root: Path) -> list[tuple[str, str, Path]]:
-    """(scene id, split, scene folder) for every scene named in the split files."""
+    """(scene id, split, scene folder) for every scene named in the split files. A scene named in
+    two split files (or twice in one) is an error naming both: it would train on validation data."""
     raw_root = Path(raw_root)
     if not raw_root.is_dir():
         raise DataFormatError(raw_root, "ScanNet raw folder not found")
-    scenes = []
+    scenes, listed_in = [], {}
     for split, name in SPLIT_FILES.items():
         path = raw_root / name
         if not path.is_file():
@@ -63,6 +66,10 @@ def list_raw_scenes(raw_root: Path) -> list[tuple[str, str, Path]]:
             raise DataFormatError(path, f"missing ScanNet split file for '{split}'")
         folder = raw_root / ("scans_test" if split == "test" else "scans")
         for line in path.read_text().split():
+            if line in listed_in:
+                raise DataFormatError(path, f"scene {line} is also listed in {listed_in[line]}; a scene "
+                                            "belongs to one split")
+            listed_in[line] = path
             scenes.append((line, split, folder / line))
     return scenes
 
@@ -73,21 +80,29 @@ def read_raw_scene(scene_id: str, split: str, folder: Path) -> tuple[dict, dict]
         raise DataFormatError(folder, "scene folder listed in the split file is missing")
     mesh = folder / f"{scene_id}_vh_clean_2.ply"
     v = read_ply_vertices(mesh, ["x", "y", "z", "red", "green", "blue"])
-    coord = np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float32)
-    color = np.stack([v["red"], v["green"], v["blue"]], axis=1).astype(np.uint8)
-    if len(coord) == 0:
+    raw_coord = np.stack([v["x"], v["y"], v["z"]], axis=1)  # stored precision (float64 files stay float64)
+    color = colors_to_uint8([v["red"], v["green"], v["blue"]], mesh)
+    if len(raw_coord) == 0:
         raise DataFormatError(mesh, "empty scene (0 vertices)")
-    if not np.isfinite(coord).all():
-        raise DataFormatError(mesh, f"{int((~np.isfinite(coord)).any(axis=1).sum())} vertices with NaN/inf coordinates")
-    record = {"split": split, "points": len(coord)}
+    if not np.isfinite(raw_coord).all():
+        raise DataFormatError(mesh, f"{int((~np.isfinite(raw_coord)).any(axis=1).sum())} vertices with NaN/inf coordinates")
+    coord, origin = to_local_float32(raw_coord, mesh)
+    record = {"split": split, "points": len(coord), "origin": origin}
     if split == "test":
         label = np.full(len(coord), IGNORE_INDEX, dtype=np.int16)
         invalid = {}
     else:
         label_path = folder / f"{scene_id}_vh_clean_2.labels.ply"
-        raw = read_ply_vertices(label_path, ["label"])["label"]
+        lv = read_ply_vertices(label_path, ["label"], optional=("x", "y", "z"))
+        raw = lv["label"]
         if len(raw) != len(coord):
             raise DataFormatError(label_path, f"{len(raw)} labelled vertices but the mesh has {len(coord)}")
+        if all(k in lv for k in "xyz"):  # the official files repeat the mesh's vertices: check they match
+            gap = np.abs(np.stack([lv["x"], lv["y"], lv["z"]], axis=1).astype(np.float64) - raw_coord).max(axis=1)
+            moved = ~(gap <= SAME_VERTEX_M)  # NaN counts as moved
+            if moved.any():
+                raise DataFormatError(label_path, f"{int(moved.sum())} of {len(gap)} vertices differ from {mesh.name} "
+                                                  f"(up to {np.nanmax(gap):.3g} m): labels of another scan?")
         label, invalid = map_labels(raw)
     valid = label[label != IGNORE_INDEX]
     record["class_counts"] = np.bincount(valid, minlength=len(CLASS_NAMES)).tolist()

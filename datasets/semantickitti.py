@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.errors import DataFormatError
+from datasets.local_frame import check_extent
 from datasets.registry import register_dataset
 from datasets.spec import DatasetSpec
 from datasets.voxel_dataset import VoxelDataset, check_scene_arrays
@@ -26,6 +27,7 @@ DEFAULT_SPLITS = {"train": ["00", "01", "02", "03", "04", "05", "06", "07", "09"
 DEFAULT_FEATURES = ["remission"]
 AVAILABLE_FEATURES = {"remission"}
 _UNKNOWN = -1
+LABELLED_SEQUENCES = {s for split in ("train", "val") for s in DEFAULT_SPLITS[split]}  # 00..10 ship labels
 
 
 @lru_cache(maxsize=1)
@@ -108,6 +110,7 @@ def read_raw_scene(scene_id: str, split: str, folder: Path) -> tuple[dict, dict]
     points = read_points(bin_path)
     if not np.isfinite(points[:, :3]).all():
         raise DataFormatError(bin_path, f"{int((~np.isfinite(points[:, :3])).any(axis=1).sum())} points with NaN/inf coordinates")
+    check_extent(points[:, :3], bin_path)
     record = {"split": split, "points": len(points), "sequence": folder.name, "frame": frame,
               "velodyne": f"sequences/{folder.name}/velodyne/{frame}.bin", "label": None}
     num_classes = len(class_names())
@@ -117,6 +120,9 @@ def read_raw_scene(scene_id: str, split: str, folder: Path) -> tuple[dict, dict]
         record["label"] = f"sequences/{folder.name}/labels/{frame}.label"
         record["class_counts"] = np.bincount(valid, minlength=num_classes).tolist()
         record["ignored"] = int(len(label) - len(valid))
+    elif folder.name in LABELLED_SEQUENCES:  # without labels it would train on all-ignore points, loss 0
+        raise DataFormatError(folder / "labels", f"missing labels folder of sequence {folder.name} "
+                                                 "(a training / validation sequence)")
     else:  # test sequences have no labels
         record["class_counts"] = [0] * num_classes
         record["ignored"] = len(points)
@@ -130,6 +136,9 @@ class SemanticKittiDataset(VoxelDataset):
         record = self.manifest["scenes"][scene_id]
         raw_root = Path(self.manifest["raw_root"])
         points = read_points(raw_root / record["velodyne"])
+        if len(points) != record["points"]:
+            raise DataFormatError(raw_root / record["velodyne"], f"holds {len(points)} points but {record['points']} "
+                                  "when preprocessed: the file changed since; re-run scripts/preprocess.py")
         if record["label"]:
             label = read_labels(raw_root / record["label"], len(points))
         else:

@@ -48,6 +48,12 @@ class DatasetSpec:
         with strict=False the scene is skipped and counted, or a reader may repair what it can."""
         raise NotImplementedError
 
+    def unlabelled_splits(self, raw_root: Path) -> set:
+        """Split tags whose scenes come without labels (default: the tags of the 'test' split).
+        Preprocessing warns about, and lists under 'unlabelled', scenes of the other splits that
+        have not one labelled point (they would train on all-ignore points, loss 0)."""
+        return set(self.default_splits.get("test", ()))
+
     def describe(self, raw_root: Path) -> dict:
         """Fields added to the manifest at preprocessing (at least 'class_names')."""
         return {"class_names": list(self.class_names)}

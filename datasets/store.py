@@ -1,6 +1,8 @@
 """The preprocessed layout: one folder of .npy arrays per scene, plus OUT/manifest.json.
 
-OUT/manifest.json                 {"dataset", "num_classes", "class_names", "scenes": {...}, "skipped": {...}}
+OUT/manifest.json                 {"dataset", "num_classes", "class_names", "scenes": {...}, "skipped": {...},
+                                   "unlabelled": [...]}; a scene entry's "origin" (metres) is added
+                                   to the stored coordinates to give the raw ones
 OUT/scenes/<scene id>/scene.json  the scene's manifest entry (lets a re-run skip finished scenes)
 OUT/scenes/<scene id>/coord.npy   float32 [P, 3] metres
 OUT/scenes/<scene id>/color.npy   uint8 [P, 3] RGB (datasets with colour)
@@ -16,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from datasets.errors import DataFormatError
+from lib.errors import naming_disk_full
+from lib.io import atomic_write_json
 
 MANIFEST = "manifest.json"
 SCENE_JSON = "scene.json"
@@ -43,8 +47,9 @@ def write_scene(root: Path, scene_id: str, arrays: dict[str, np.ndarray], record
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     for name, array in arrays.items():
-        np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
-    with open(tmp / SCENE_JSON, "w") as f:
+        with naming_disk_full(tmp / f"{name}.npy"):
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
+    with naming_disk_full(tmp / SCENE_JSON), open(tmp / SCENE_JSON, "w") as f:
         json.dump(record, f)
     try:
         os.rename(tmp, final)
@@ -78,10 +83,8 @@ def load_array(root: Path, scene_id: str, name: str, mmap: bool = True) -> np.nd
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = Path(f"{path}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    """The manifest, written atomically by lib.io (a full disk names `path`)."""
+    atomic_write_json(path, obj)
 
 
 def read_manifest(root: Path) -> dict:

@@ -16,7 +16,7 @@ from datasets.heap import retain_freed_memory
 from datasets.meta import DatasetMeta
 from datasets.transforms import (apply_affine, augment_colors, column_min_max, dropout_mask, elastic_distort,
                                  random_affine, rotation_matrix)
-from datasets.voxelize import voxel_majority, voxel_mean, voxelize
+from datasets.voxelize import VoxelGridError, voxel_majority, voxel_mean, voxelize
 from lib import IGNORE_INDEX
 from lib.io import atomic_write_json
 from lib.config.schema_data import DataConfig
@@ -107,7 +107,10 @@ class VoxelDataset(torch.utils.data.Dataset):
             for granularity, magnitude in zip(aug.elastic_granularity, aug.elastic_magnitude):
                 if rng.random() < aug.elastic_p:
                     xyz = elastic_distort(xyz, granularity, magnitude, rng)
-        vox = voxelize(xyz, self.cfg.voxel_size, rng if quantization == "random" else None)
+        try:
+            vox = voxelize(xyz, self.cfg.voxel_size, rng if quantization == "random" else None)
+        except VoxelGridError as exc:
+            raise DataFormatError(f"{self.meta.name} scene {scene_id}", str(exc)) from None
         if quantization == "random":
             voxel_labels = np.take(labels, vox.pick)
         else:

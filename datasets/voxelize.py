@@ -1,6 +1,8 @@
 """Sparse voxelization of a point cloud that keeps the point -> voxel map.
 
 One sort of a packed integer key per scene (no np.unique over rows, which is ~50x slower here).
+The key packs three cell indices of at most MAX_CELLS each into int64, so it cannot overflow: a
+cloud wider than that (a stray point far away) raises VoxelGridError instead of merging voxels.
 """
 from dataclasses import dataclass
 from typing import Optional
@@ -8,6 +10,12 @@ from typing import Optional
 import numpy as np
 
 from lib import IGNORE_INDEX
+
+MAX_CELLS = 2**21 - 1  # cells per axis: 3 x 21 bits fit an int64 key (42 km at 2 cm voxels)
+
+
+class VoxelGridError(ValueError):
+    """The points span more voxels along an axis than a key can hold, or the voxel size is not > 0."""
 
 
 @dataclass
@@ -34,12 +42,19 @@ def voxelize(xyz: np.ndarray, voxel_size: float, rng: Optional[np.random.Generat
     """
     if len(xyz) == 0:
         raise ValueError("cannot voxelize an empty point cloud")
+    if not voxel_size > 0:
+        raise VoxelGridError(f"voxel size must be > 0, got {voxel_size}")
     # column-wise work (an axis-0 reduction of [P, 3] is ~20x slower here); truncating the
     # non-negative offsets from the lowest occupied cell is floor() at a fraction of its cost
     scale = np.float32(1.0 / voxel_size)
     scaled = [xyz[:, i] * scale for i in range(3)]
     lows = [np.floor(c.min()) for c in scaled]
-    extent = [int(np.floor(c.max()) - low) + 1 for c, low in zip(scaled, lows)]
+    spans = [float(np.floor(c.max())) - float(low) for c, low in zip(scaled, lows)]  # float64: no overflow
+    for axis, span in enumerate(spans):
+        if not span < MAX_CELLS:  # also NaN / inf
+            raise VoxelGridError(f"points span {span:.4g} voxels of {voxel_size} m along {'xyz'[axis]} (limit "
+                                 f"{MAX_CELLS}): a point far from the others?")
+    extent = [int(span) + 1 for span in spans]
     # int32 keys sort faster; fall back to int64 for grids of more than 2^31 cells
     dtype = np.int32 if extent[0] * extent[1] * extent[2] < 2**31 else np.int64
     grid = []

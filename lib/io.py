@@ -4,12 +4,15 @@ target, so a reader (or a crash) sees either the old complete file or the new on
 Temporary files are named `.<name>.<random>.tmp`; a run killed mid-write leaves one behind, and
 `remove_stale_temporaries(folder)` (called when a run starts or resumes) deletes them. Files get the
 mode an ordinary `open()` would give (0666 minus the umask), not mkstemp's private 0600, so a group
-can read run folders.
+can read run folders. A full disk (ENOSPC / EDQUOT) raises lib.errors.DiskFullError naming `path`
+(the OSError of a failed write names no file).
 """
 import json
 import os
 import tempfile
 from pathlib import Path
+
+from lib.errors import naming_disk_full
 
 
 def _umask() -> int:
@@ -21,13 +24,13 @@ def _umask() -> int:
 
 def atomic_write(path, write, mode: str = "wb") -> Path:
     """Call `write(f)` on a temporary file opened with `mode` beside `path`, then rename it onto
-    `path` (parents are created). Returns `path`."""
+    `path` (parents are created). Returns `path`. DiskFullError naming `path` on a full disk."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        with naming_disk_full(path), os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

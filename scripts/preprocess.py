@@ -5,9 +5,9 @@ import argparse
 import os
 import sys
 
-from datasets.errors import DataFormatError, UnknownDatasetError
 from datasets.preprocessing import preprocess
 from datasets.registry import dataset_names, get_dataset
+from lib.errors import UserError
 
 
 def main(argv=None) -> int:
@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     try:
         get_dataset(args.dataset, key="DATASET")
         manifest = preprocess(args.dataset, args.input, args.output, workers=args.workers, strict=args.strict)
-    except (DataFormatError, UnknownDatasetError) as exc:
+    except UserError as exc:  # bad input, unknown dataset, disk full: one line naming the file
         print(f"error: {exc}", file=sys.stderr)
         return 2
     scenes = manifest["scenes"].values()

@@ -34,10 +34,43 @@ def resolve_config_path(name: str | Path, relative_to: Path | None = None) -> Pa
     raise ConfigError(f"config file not found: '{name}' (looked in {relative_to or Path.cwd()} and {CONFIG_DIR})")
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, first, second):
+        super().__init__(f"key '{key}' is given twice (lines {first} and {second}); keep one")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader (no object construction from tags) that refuses a key given twice in one
+    mapping, which plain YAML loading silently resolves to the last value."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, seen[key], line)
+                    seen[key] = line
+                except TypeError:  # an unhashable key: construct_mapping reports it
+                    pass
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load(stream):
+    """yaml.safe_load, except that a mapping key given twice raises a yaml.YAMLError naming both lines."""
+    return yaml.load(stream, Loader=_StrictLoader)
+
+
 def _read_yaml(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)  # safe: no object construction from tags
+            data = safe_load(f)
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -114,7 +147,9 @@ def parse_override(text: str) -> tuple[str, Any, str]:
     if not sep or not key:
         raise ConfigError(f"override '{text}' is not of the form key=value (e.g. train.optimizer.lr=0.02)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load(raw) if raw.strip() else ""
+    except _DuplicateKey as exc:
+        raise ConfigError(f"override '{text}' (command line): {exc}") from None
     except yaml.YAMLError:
         value = raw  # left as text; the schema decides whether text is acceptable
     return key, value, raw
@@ -127,10 +162,13 @@ def apply_overrides(data: dict, sources: dict, overrides: list[str]) -> dict:
         key, value, raw = parse_override(text)
         node = data
         parts = key.split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
             child = node.get(part)
             if not isinstance(child, dict):
                 child = node[part] = {}
+                # a section the override creates comes from the command line (an unknown key
+                # there is reported as such, not as coming from the defaults)
+                sources[".".join(parts[:depth + 1])] = "command line"
             node = child
         node[parts[-1]] = value
         _forget(sources, key)

@@ -1,8 +1,9 @@
 """Turning a nested dict into the typed dataclass schema, with errors a user can act on.
 
 Supported field types: int, float, bool, str, Any, Optional[X] / X | None, list[X], tuple[X, ...],
-Literal[...], dict[str, X], and nested dataclasses. An unknown key or a value of the wrong type raises
-`ConfigError` naming the dotted key, the file it came from and the closest valid key or value.
+Literal[...], dict[str, X], and nested dataclasses. An unknown key, a value of the wrong type or a
+value out of its range (lib/config/constraints.py) raises `ConfigError` naming the dotted key, the
+file it came from and the closest valid key or value, or the accepted range.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import types
 import typing
 from typing import Any
 
+from .constraints import check_value
 from .errors import ConfigError
 
 _NONE = type(None)
@@ -142,6 +144,9 @@ def build_dataclass(cls: type, data: dict, sources: dict, prefix: str = "", raws
                 f"wrong type for '{dotted}' (from {_where(sources, dotted)}): expected {type_name(tp)}, "
                 f"got {type(value).__name__} {shown}"
             ) from None
+        problem = check_value(cls, name, kwargs[name])
+        if problem:
+            raise ConfigError(f"invalid value {value!r} for '{dotted}' (from {_where(sources, dotted)}): {problem}")
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:  # __post_init__ checks of a section

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lib.errors import UserError
 from lib.io import atomic_write
 
 FORMAT_VERSION = 2
@@ -30,7 +31,7 @@ def atomic_save(obj, path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, unreadable, or not one of ours (one-line message naming the file)."""
 
 
@@ -145,7 +146,11 @@ class Checkpointer:
     def load(self, path) -> dict:
         """Restore every piece from the checkpoint at `path` (read onto the CPU; each piece moves
         its tensors where they belong). Returns the checkpoint dict."""
+        from lib.engine.state_check import check_state_dict  # state_check imports this module
+
         ckpt = load_checkpoint(path, "cpu")
+        if self.pieces["model"] is not None:  # another model or class count: one line, before any piece changes
+            check_state_dict(self.pieces["model"], ckpt["model"], path)
         for name, piece in self.pieces.items():
             state = ckpt.get(name)
             if piece is None:

@@ -21,9 +21,14 @@ from torch import nn
 from lib.engine.checkpoint import capture_rng, restore_rng
 from lib.engine.dist import all_reduce_max, get_rank, get_world_size, is_dist
 from lib.engine.storage import EventStorage
+from lib.errors import UserError
 from lib.model_contract import notify_progress, parse_output
 
 log = logging.getLogger("voxseg")
+
+
+class BatchTooSmallError(UserError, RuntimeError):
+    """BatchNorm met a single voxel in training (a scene too small for the network); names the scenes."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -50,6 +55,20 @@ def amp_dtype(amp: str, device: torch.device):
             return torch.float16
         log.warning("train.amp=fp16 needs CUDA; training in fp32 on %s (bf16 works there)", device.type)
     return None
+
+
+@contextlib.contextmanager
+def _naming_scenes(batch):
+    """Turn BatchNorm's "Expected more than 1 value per channel" into one line naming the batch's scenes."""
+    try:
+        yield
+    except ValueError as exc:
+        if "more than 1 value per channel" not in str(exc):
+            raise
+        scenes = batch.get("scene") if isinstance(batch, dict) else None
+        raise BatchTooSmallError(f"scene(s) {', '.join(scenes or ['?'])}: the batch holds too few voxels for "
+                                 f"BatchNorm in training ({exc}); a scene this small is bad input: remove it, "
+                                 "or lower data.voxel_size") from None
 
 
 class Trainer:
@@ -131,7 +150,7 @@ class Trainer:
             # Under DDP only the last micro-batch synchronises gradients.
             sync = micro == accum - 1 or not hasattr(self.model, "no_sync")
             with (contextlib.nullcontext() if sync else self.model.no_sync()):
-                with self.autocast():
+                with self.autocast(), _naming_scenes(batch):
                     out = parse_output(self.model(inputs))
                 loss, terms = self.criterion(out.logits, labels)
                 loss, terms = self._add_model_losses(loss, terms, out.losses)

@@ -27,8 +27,8 @@ def run_profile_mode(run) -> dict:
         dataset = run.build_dataset(cfg.data, "train")
         model = run.build_model(cfg.model, dataset.meta.in_channels, dataset.meta.num_classes).to(device)
         if run.weights:
-            from lib.engine.checkpoint import load_checkpoint, model_state
-            model.load_state_dict(model_state(load_checkpoint(run.weights)))
+            from lib.engine.state_check import load_weights
+            load_weights(model, run.weights)
         guard.watch(model)
         from lib.engine.inputs import for_model
         make_input = for_model(run.make_input, model)  # SparseTensor or PointBatch, as the model declares

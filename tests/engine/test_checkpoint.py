@@ -1,7 +1,8 @@
 """Checkpoints: an interrupted write leaves the previous file intact, a full training state
 loads with weights_only=True, anything else is refused in one line naming the file; the
 Checkpointer round-trips every piece (GradScaler included) and restores RNG states onto the CPU
-whatever device the run uses; format 1 is migrated."""
+whatever device the run uses; a checkpoint of another model stops the resume in one line before
+any piece changes; format 1 is migrated."""
 import os
 import random
 
@@ -151,6 +152,24 @@ def test_resume_onto_another_device_restores_rng_from_cpu_states(tmp_path):
     C.Checkpointer(tmp_path, meta_trainer, [], {}, model=meta_model).load(tmp_path / "last.pth")
     assert meta_trainer.iteration == 5
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+
+
+def test_resume_of_another_class_count_is_one_line_and_changes_nothing(tmp_path):
+    from lib.engine.trainer import Trainer
+    from lib.config.schema_train import TrainConfig
+    model = torch.nn.Linear(3, 5)  # 5 classes
+    trainer = Trainer(model, None, None, None, None, None, 10, TrainConfig(), torch.device("cpu"))
+    trainer.iteration = 4
+    C.Checkpointer(tmp_path, trainer, [], {}, model=model).save("last")
+
+    model2 = torch.nn.Linear(3, 2)  # the run now has 2 classes
+    before = {k: v.clone() for k, v in model2.state_dict().items()}
+    trainer2 = Trainer(model2, None, None, None, None, None, 10, TrainConfig(), torch.device("cpu"))
+    with pytest.raises(C.CheckpointError) as err:
+        C.Checkpointer(tmp_path, trainer2, [], {}, model=model2).load(tmp_path / "last.pth")
+    assert str(err.value) == (f"{tmp_path / 'last.pth'}: weights do not fit Linear (another model or class count?): "
+                              "2 shape mismatch(es): weight (5, 3) vs model (2, 3), bias (5,) vs model (2,)")
+    assert trainer2.iteration == 0 and all(torch.equal(v, before[k]) for k, v in model2.state_dict().items())
 
 
 def v1_layout(v2: dict) -> dict:

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 from lib import IGNORE_INDEX
-from lib.engine.checkpoint import load_checkpoint, model_state
 from lib.engine.data import SeededItems
 from lib.engine.dist import is_main
 from lib.engine.inference import predict_scene, tta_views
 from lib.engine.inputs import for_model
+from lib.engine.state_check import load_weights
 
 log = logging.getLogger("voxseg")
 
@@ -31,7 +31,7 @@ def evaluate(run):
     dataset = run.build_dataset(cfg.data, cfg.train.test_split)
     meta = dataset.meta
     model = run.build_model(cfg.model, meta.in_channels, meta.num_classes).to(device)
-    model.load_state_dict(model_state(load_checkpoint(run.weights)))
+    load_weights(model, run.weights)
     make_input = for_model(run.make_input, model)
     run.watch_model(model)
     views = tta_views(cfg.eval.tta)

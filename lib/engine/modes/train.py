@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from lib.config import config_to_dict
-from lib.engine.checkpoint import Checkpointer, load_checkpoint, model_state
+from lib.engine.checkpoint import Checkpointer
 from lib.engine.data import EpochStream, make_loader
 from lib.engine.dist import is_dist, is_main
 from lib.engine.ema import ModelEMA
@@ -17,6 +17,7 @@ from lib.engine.inputs import for_model
 from lib.engine.losses import build_loss
 from lib.engine.optim import IterationScheduler, build_optimizer
 from lib.engine.process import shared_seed
+from lib.engine.state_check import load_weights
 from lib.engine.trainer import Trainer
 from lib.engine.voxel_budget import VoxelBudgetBatchSampler
 from lib.model_contract import unwrap
@@ -64,7 +65,7 @@ def build_trainer(run):
     with shared_seed(cfg.seed):  # identical initial weights on every rank, per-rank streams after
         model = run.build_model(cfg.model, meta.in_channels, meta.num_classes).to(device)
     if run.weights:
-        model.load_state_dict(model_state(load_checkpoint(run.weights)))
+        load_weights(model, run.weights)
         log.info("initialised weights from %s", run.weights)
     make_input = for_model(run.make_input, model)
     run.watch_model(model)
