@@ -169,8 +169,8 @@ class CodedVTRBlock(nn.Module):
             total = total + (gram - torch.eye(len(gram), device=gram.device, dtype=gram.dtype)).pow(2).sum()
         return total
 
-    def forward(self, x):
-        h = x if self.proj is None else self.proj(x)
+    def attend(self, h):
+        """Codebook attention of h [N, planes] -> (y [N, C'], alpha [N, H, D])."""
         v = self.value(h).feats
         tables = [neighbor_table(h, r) for r in self.regions]
         rho = self.density(tables) if self.density_guidance else None
@@ -178,6 +178,11 @@ class CodedVTRBlock(nn.Module):
         y = 0
         for d, (weight, table) in enumerate(zip(self.codebook, tables)):
             y = y + neighborhood_aggregate(v, table, alpha[:, None, :, d], weight)
+        return y, alpha
+
+    def forward(self, x):
+        h = x if self.proj is None else self.proj(x)
+        y, alpha = self.attend(h)
         out = self.out(h.replace(y))
         skip = x if self.shortcut is None else self.shortcut(x)
         usage = alpha.detach().mean((0, 1))
