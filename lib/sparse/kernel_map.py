@@ -1,7 +1,8 @@
 """Kernel maps: for each kernel offset, the (input row, output row) pairs it connects.
 
 Offsets are enumerated in the canonical order (x slowest, z fastest, each in -r..r, or 0..1 for
-the k2s2 down/up convolutions), matching the weight layout [K, Cin, Cout].
+the k2s2 down/up convolutions), matching the weight layout [K, Cin, Cout]. Submanifold maps of a
+general KernelRegion (lib.sparse.regions) follow the region's own offset order.
 """
 
 import itertools
@@ -14,6 +15,7 @@ import torch
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
 
 from .coords import CoordSet, KeyCoder
+from .regions import KernelRegion
 
 
 def kernel_offsets(kernel_size: int):
@@ -62,10 +64,31 @@ class KernelMap:
         self.in_order, self.out_order = in_order, out_order
         self.in_inverse, self.out_inverse = in_inverse, out_inverse
         self._csr = {} if _csr is None else _csr
+        self._table = None
 
     @property
     def volume(self) -> int:
         return len(self.in_idx)
+
+    def neighbor_table(self, device) -> torch.Tensor:
+        """[n_out, K] int64 in row order: input row read by each output row at offset k, -1 where
+        empty (the centre column, when there is one, is the row itself). Built once, cached."""
+        if self._table is None:
+            n = self.n_out
+            table = torch.full((n, self.volume), -1, dtype=torch.int64, device=device)
+            if self.center is not None:
+                table[:, self.center] = torch.arange(n, device=device)
+            for k in range(self.volume):
+                if k == self.center:
+                    continue
+                out, inp = self.out_idx[k], self.in_idx[k]
+                if self.out_order is not None:  # the map holds sorted positions; the table holds rows
+                    out = self.out_order[out]
+                if self.in_order is not None:
+                    inp = self.in_order[inp]
+                table[out, k] = inp
+            self._table = table
+        return self._table
 
     def transposed(self) -> "KernelMap":
         """The same pairs read backwards: the map of the transposed convolution."""
@@ -202,6 +225,35 @@ def submanifold_map(cs: CoordSet, coder: KeyCoder, stride: int, kernel_size: int
                 if abs(dz) < r:
                     pos = pos + hit if direction == 1 else pos - hit.long()
     return _attach_row_orders(KernelMap(in_idx, out_idx, n, n, center=center), cs, cs)
+
+
+def region_map(cs: CoordSet, coder: KeyCoder, stride: int, region: KernelRegion) -> KernelMap:
+    """Submanifold map of any KernelRegion: offset k pairs row i with the row at c_i + offsets[k] * stride.
+
+    Cube regions take submanifold_map's column search. Otherwise each offset is one searchsorted of
+    shifted keys, and an offset whose negation is also in the region reuses those pairs reversed.
+    """
+    cube = region.as_cube()
+    if cube is not None:
+        return submanifold_map(cs, coder, stride, *cube)
+    index = {o: k for k, o in enumerate(region.offsets)}
+    vol = len(region)
+    in_idx = [None] * vol
+    out_idx = [None] * vol
+    sk = cs.sorted_keys
+    n = sk.numel()
+    for k, o in enumerate(region.offsets):
+        if o == (0, 0, 0) or in_idx[k] is not None:
+            continue
+        t = sk + coder.delta(tuple(v * stride for v in o))
+        pos = torch.searchsorted(sk, t).clamp_(max=n - 1)
+        p = (sk[pos] == t).nonzero().squeeze(1)
+        q = pos[p]
+        in_idx[k], out_idx[k] = q, p  # output p reads input q = p + o; both ascend
+        neg = index.get((-o[0], -o[1], -o[2]))
+        if neg is not None:
+            in_idx[neg], out_idx[neg] = p, q  # -o: output q reads input p
+    return _attach_row_orders(KernelMap(in_idx, out_idx, n, n, center=region.center), cs, cs)
 
 
 def down_map(fine: CoordSet, coarse: CoordSet, parent: torch.Tensor, child: torch.Tensor) -> KernelMap:

@@ -2,6 +2,9 @@
 
 Weights use the canonical layout [K, Cin, Cout] (depthwise [K, C]) with offsets enumerated
 x slowest, z fastest (see kernel_map.kernel_offsets), so a state_dict works with every engine.
+Submanifold layers also take a KernelRegion (lib.sparse.regions): K and the weight rows follow the
+region's offset order. Cube regions run on the engine; no engine has the other regions, so those
+run the torch kernels on the SparseContext's map of the region, whatever the engine.
 """
 
 import math
@@ -9,6 +12,9 @@ import math
 import torch
 from torch import nn
 
+from .engines import torch_engine
+from .neighborhood import neighborhood_aggregate
+from .regions import KernelRegion, as_region
 from .tensor import SparseTensor
 
 
@@ -38,26 +44,43 @@ class _ConvBase(nn.Module):
         return feats if self.bias is None else feats + self.bias
 
 
-class SubMConv3d(_ConvBase):
-    """Submanifold convolution: output coordinates = input coordinates. Odd kernel, any dilation.
+def _layer_region(layer: str, kernel_size: int, dilation: int, region) -> KernelRegion:
+    """The layer's region: `region` if given (then kernel_size/dilation must stay default), else the cube."""
+    if region is not None:
+        if not isinstance(region, KernelRegion):
+            raise TypeError(f"{layer} region must be a KernelRegion, got {type(region).__name__}")
+        if (kernel_size, dilation) != (3, 1):
+            raise ValueError(f"{layer}: give either region or kernel_size/dilation, not both")
+        return region
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"{layer} needs an odd kernel_size, got {kernel_size}")
+    if dilation < 1:
+        raise ValueError(f"{layer} needs dilation >= 1, got {dilation}")
+    return as_region(kernel_size, dilation)
 
-    Reads neighbours at c + o * dilation * stride, o in -r..r per axis.
+
+class SubMConv3d(_ConvBase):
+    """Submanifold convolution: output coordinates = input coordinates, weight [K, Cin, Cout].
+
+    Reads neighbours at c + o * stride for the region's offsets o; by default the cube
+    o in (-r..r) * dilation per axis. kernel_size / dilation are None for non-cube regions.
     """
 
-    def __init__(self, cin: int, cout: int, kernel_size: int = 3, dilation: int = 1, bias: bool = False):
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"SubMConv3d needs an odd kernel_size, got {kernel_size}")
-        if dilation < 1:
-            raise ValueError(f"SubMConv3d needs dilation >= 1, got {dilation}")
-        self.kernel_size, self.dilation = kernel_size, dilation
-        super().__init__(cin, cout, kernel_size ** 3, bias)
+    def __init__(self, cin: int, cout: int, kernel_size: int = 3, dilation: int = 1, bias: bool = False,
+                 region: KernelRegion = None):
+        self.region = _layer_region("SubMConv3d", kernel_size, dilation, region)
+        self.kernel_size, self.dilation = self.region.as_cube() or (None, None)
+        super().__init__(cin, cout, len(self.region), bias)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        engine = x.engine(_grad_needed())
-        return x.replace(self._finish(engine.subm_conv(x, self.weight, self.kernel_size, self.dilation)))
+        if self.kernel_size is None:
+            feats = torch_engine.conv(x.feats, self.weight, x.ctx.kernel_map(x.stride, self.region))
+        else:
+            feats = x.engine(_grad_needed()).subm_conv(x, self.weight, self.kernel_size, self.dilation)
+        return x.replace(self._finish(feats))
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, dilation={self.dilation}"
+        return f"{self.in_channels}, {self.out_channels}, region={self.region.name}"
 
 
 class DownConv3d(_ConvBase):
@@ -90,20 +113,31 @@ class UpConv3d(_ConvBase):
 
 
 class DepthwiseConv3d(nn.Module):
-    """Channelwise submanifold convolution, weight [K, C] (dense equivalent: conv3d groups=C)."""
+    """Channelwise submanifold convolution, weight [K, C] (dense equivalent: conv3d groups=C).
 
-    def __init__(self, channels: int, kernel_size: int = 3, dilation: int = 1, bias: bool = False):
+    Any region: cube regions run on the engine, the others through neighborhood_aggregate on the
+    ctx's neighbour table of the region (weights all ones over the offsets).
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, dilation: int = 1, bias: bool = False,
+                 region: KernelRegion = None):
         super().__init__()
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"DepthwiseConv3d needs an odd kernel_size, got {kernel_size}")
-        self.kernel_size, self.dilation = kernel_size, dilation
-        bound = 1.0 / math.sqrt(kernel_size ** 3)
-        self.weight = nn.Parameter(torch.empty(kernel_size ** 3, channels).uniform_(-bound, bound))
+        self.region = _layer_region("DepthwiseConv3d", kernel_size, dilation, region)
+        self.kernel_size, self.dilation = self.region.as_cube() or (None, None)
+        bound = 1.0 / math.sqrt(len(self.region))
+        self.weight = nn.Parameter(torch.empty(len(self.region), channels).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(channels).uniform_(-bound, bound)) if bias else None
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        feats = x.engine(_grad_needed()).depthwise_conv(x, self.weight, self.kernel_size, self.dilation)
+        if self.kernel_size is None:
+            nbr = neighbor_table(x, self.region)
+            feats = neighborhood_aggregate(x.feats, nbr, x.feats.new_ones(1, 1, 1), self.weight)
+        else:
+            feats = x.engine(_grad_needed()).depthwise_conv(x, self.weight, self.kernel_size, self.dilation)
         return x.replace(feats if self.bias is None else feats + self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, region={self.region.name}"
 
 
 class _FeatureWise(nn.Module):
@@ -179,20 +213,11 @@ def cat(*tensors: SparseTensor) -> SparseTensor:
     return first.replace(torch.cat([t.feats for t in tensors], 1))
 
 
-def neighbor_table(x: SparseTensor, kernel_size: int = 3, dilation: int = 1) -> torch.Tensor:
-    """[N, K] int64: row of the neighbour at each canonical offset (c + o * dilation * stride), -1 if empty.
+def neighbor_table(x: SparseTensor, region=3, dilation: int = 1) -> torch.Tensor:
+    """[N, K] int64: row of the neighbour at each region offset (c + o * stride), -1 if empty.
 
-    Column K // 2 (the centre) is the row itself. Shares the ctx's kernel maps.
+    `region` is a KernelRegion, or an odd int kernel size meaning the cube with `dilation`.
+    The centre column (region.center, K // 2 for cubes) is the row itself. Built from the ctx's
+    cached kernel map and cached with it: the same tensor comes back on every call, do not modify it.
     """
-    kmap = x.ctx.kernel_map(x.stride, kernel_size, dilation)
-    n = len(x)
-    table = torch.full((n, kmap.volume), -1, dtype=torch.int64, device=x.device)
-    table[:, kmap.center] = torch.arange(n, device=x.device)
-    order = kmap.in_order  # the map holds sorted positions; the table holds rows
-    for k in range(kmap.volume):
-        if k != kmap.center:
-            out, inp = kmap.out_idx[k], kmap.in_idx[k]
-            if order is not None:
-                out, inp = order[out], order[inp]
-            table[out, k] = inp
-    return table
+    return x.ctx.kernel_map(x.stride, region, dilation).neighbor_table(x.device)

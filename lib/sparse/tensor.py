@@ -3,11 +3,12 @@
 import torch
 
 from .coords import CoordSet, KeyCoder, downsample
-from .kernel_map import KernelMap, down_map, submanifold_map
+from .kernel_map import KernelMap, down_map, region_map
+from .regions import as_region
 
 
 class SparseContext:
-    """Per-input cache: coordinate sets per stride, kernel maps per (stride, kernel, dilation),
+    """Per-input cache: coordinate sets per stride, kernel maps per (stride, KernelRegion),
     down maps per stride, the engine that runs this input, and engine-private state.
 
     Created with the first SparseTensor of an input; lives for one forward (and backward) pass.
@@ -39,10 +40,12 @@ class SparseContext:
     def coords(self, stride: int) -> torch.Tensor:
         return self.coord_set(stride).coords
 
-    def kernel_map(self, stride: int, kernel_size: int, dilation: int) -> KernelMap:
-        key = (stride, kernel_size, dilation)
+    def kernel_map(self, stride: int, region=3, dilation: int = 1) -> KernelMap:
+        """Submanifold map at `stride` of a KernelRegion, or of the cube (kernel_size, dilation)
+        when `region` is an int; cached per (stride, region), so equal regions share one map."""
+        key = (stride, as_region(region, dilation))
         if key not in self._kernel_maps:
-            self._kernel_maps[key] = submanifold_map(self.coord_set(stride), self.coder, stride, kernel_size, dilation)
+            self._kernel_maps[key] = region_map(self.coord_set(stride), self.coder, stride, key[1])
         return self._kernel_maps[key]
 
     def down_map(self, stride: int) -> KernelMap:

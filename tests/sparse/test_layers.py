@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lib.sparse import SparseTensor, resolve_engine
+from lib.sparse import KernelRegion, SparseTensor, resolve_engine
 from lib.sparse import nn as snn
 from tests.sparse.dense_ref import random_coords
 
@@ -18,7 +18,7 @@ def test_kernel_map_built_once_and_shared():
     x = _tensor()
     a, b = snn.SubMConv3d(3, 3).double(), snn.SubMConv3d(3, 3).double()
     b(a(x))
-    assert list(x.ctx._kernel_maps) == [(1, 3, 1)]
+    assert list(x.ctx._kernel_maps) == [(1, KernelRegion.cube(3, 1))]
     kmap = x.ctx.kernel_map(1, 3, 1)
     snn.DepthwiseConv3d(3).double()(x)
     assert x.ctx.kernel_map(1, 3, 1) is kmap and len(x.ctx._kernel_maps) == 1
