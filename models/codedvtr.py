@@ -27,7 +27,8 @@ from torch import nn
 
 from lib.sparse import nn as snn
 from lib.sparse.neighborhood import neighborhood_aggregate
-from lib.sparse.regions import KernelRegion, neighbor_table
+from lib.sparse.nn import neighbor_table
+from lib.sparse.regions import KernelRegion
 
 CHOICES = ("soft", "hard_st", "gumbel")
 SHAPES = ("cube", "cross", "plane_xy", "plane_xz", "plane_yz")
@@ -136,8 +137,8 @@ class CodedVTRBlock(nn.Module):
 
     def choice_logits(self, h, tables) -> torch.Tensor:
         """s [N, H, D] from the per-element convolutions q_d and the head-summed codebook weights."""
-        n, heads = len(h), self.heads
-        ones = h.feats.new_ones(1, 1, heads).expand(n, 1, heads)
+        heads = self.heads
+        ones = h.feats.new_ones(1, 1, heads)  # broadcast over voxels and offsets
         logits = []
         for conv, weight, table in zip(self.choice_convs, self.codebook, tables):
             if self.detach_codebook_in_choice:

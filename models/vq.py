@@ -20,7 +20,8 @@ from torch import nn
 
 from lib.sparse import nn as snn
 from lib.sparse.neighborhood import masked_softmax, neighborhood_aggregate
-from lib.sparse.regions import KernelRegion, neighbor_table
+from lib.sparse.nn import neighbor_table
+from lib.sparse.regions import KernelRegion
 
 NORMS = ("l1", "l2")
 

@@ -16,7 +16,8 @@ from torch import nn
 
 from lib.sparse import nn as snn
 from lib.sparse.neighborhood import masked_softmax, neighborhood_aggregate, pair_scores
-from lib.sparse.regions import KernelRegion, neighbor_table
+from lib.sparse.nn import neighbor_table
+from lib.sparse.regions import KernelRegion
 
 PE_KINDS = ("table", "mlp")
 GATHERS = ("chunked", "naive")

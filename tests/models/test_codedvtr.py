@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from lib.sparse.regions import neighbor_table
+from lib.sparse.nn import neighbor_table
 from models.codedvtr import CodedVTRBlock, DiscreteAttentionBlock, make_region
 from tests.models.attention_helpers import brute_neighbors, small_cloud
 

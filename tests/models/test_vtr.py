@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from lib.sparse.regions import neighbor_table
+from lib.sparse.nn import neighbor_table
 from models.vtr import VTRBlock
 from tests.models.attention_helpers import brute_neighbors, small_cloud
 
