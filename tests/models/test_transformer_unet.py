@@ -71,7 +71,7 @@ def test_codedvtr_network_has_the_release_shape():
     kinds = [type(stage[0]).__name__ for stage in list(model.encoders) + list(model.decoders)]
     assert kinds == ["BasicBlock"] + ["CodedVTRBlock"] * 6 + ["BasicBlock"]
     assert all(len(stage) == 2 for stage in list(model.encoders) + list(model.decoders))
-    # Our count for 6 input channels and 20 classes (the release's 6,742,884: see models/transformer_unet.py).
+    # Ours for 6 input channels and 20 classes; the release: 6,742,884 (CodedVTRUNet docstring says why).
     assert sum(p.numel() for p in model.parameters()) == 6_702_900
 
 
