@@ -19,7 +19,6 @@ T follows T_start^(1-p) * T_end^p over training progress p (a buffer, so evaluat
 iteration count).
 """
 import itertools
-import math
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +30,7 @@ from lib.sparse.nn import neighbor_table
 from lib.sparse.regions import KernelRegion
 
 CHOICES = ("soft", "hard_st", "gumbel")
+AGGREGATES = ("fused", "depthwise")
 SHAPES = ("cube", "cross", "plane_xy", "plane_xz", "plane_yz")
 
 
@@ -85,6 +85,9 @@ class CodedVTRBlock(nn.Module):
         detach_codebook_in_choice: W_d gets no gradient through the choice logits (as in the release).
         diversity: return the diversity regulariser as loss 'diversity' (needs two elements of
             equal support size).
+        aggregate: 'fused' (neighborhood_aggregate: the D products in one chunked pass each, nothing
+            [N, C'] kept per element) or 'depthwise' (the engine's depthwise convolution per element,
+            then the per-head weights: faster on CPU, keeps D x [N, C'] for backward).
     """
 
     expansion = 1
@@ -93,9 +96,11 @@ class CodedVTRBlock(nn.Module):
                  value_expansion: int = 2, kernel_size: int = 3, dilations: list = (2, 1, 3), shapes: list = ("cube",),
                  choice: str = "soft", t_start: float = 1.0, t_end: float = 1.0,
                  density_guidance: bool = True, density_tau: float = 0.15,
-                 detach_codebook_in_choice: bool = True, diversity: bool = False):
+                 detach_codebook_in_choice: bool = True, diversity: bool = False, aggregate: str = "fused"):
         super().__init__()
         inner = value_expansion * planes
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
         if choice not in CHOICES:
             raise ValueError(f"choice must be one of {CHOICES}, got {choice!r}")
         if heads < 1 or inner % heads:
@@ -104,7 +109,7 @@ class CodedVTRBlock(nn.Module):
             raise ValueError(f"t_start, t_end and density_tau must be > 0, got {t_start}, {t_end}, {density_tau}")
         if not dilations or not shapes:
             raise ValueError("dilations and shapes must each name at least one entry")
-        self.heads, self.inner, self.choice = heads, inner, choice
+        self.heads, self.inner, self.choice, self.aggregate = heads, inner, choice, aggregate
         self.t_start, self.t_end = float(t_start), float(t_end)
         self.density_guidance, self.density_tau = density_guidance, float(density_tau)
         self.detach_codebook_in_choice = detach_codebook_in_choice
@@ -117,9 +122,8 @@ class CodedVTRBlock(nn.Module):
             _conv_bn_relu(snn.SubMConv3d(planes, planes, kernel_size=3), planes, bn_momentum),
             _conv_bn_relu(snn.Linear(planes, inner, bias=False), inner, bn_momentum))
         self.choice_convs = nn.ModuleList(snn.SubMConv3d(planes, heads, region=r) for r in self.regions)
-        self.codebook = nn.ParameterList(
-            nn.Parameter(torch.empty(len(r), inner).uniform_(-1 / math.sqrt(len(r)), 1 / math.sqrt(len(r))))
-            for r in self.regions)
+        # Element d's weight W_d [K_d, C'] is codebook[d].weight (uniform +-1/sqrt(K_d) at init).
+        self.codebook = nn.ModuleList(snn.DepthwiseConv3d(inner, region=r) for r in self.regions)
         self.out = _conv_bn_relu(snn.Linear(inner, planes, bias=False), planes, bn_momentum)
         self.diversity_pairs = [(a, b) for a, b in itertools.combinations(range(len(self.regions)), 2)
                                 if len(self.regions[a]) == len(self.regions[b])] if diversity else None
@@ -140,7 +144,8 @@ class CodedVTRBlock(nn.Module):
         heads = self.heads
         ones = h.feats.new_ones(1, 1, heads)  # broadcast over voxels and offsets
         logits = []
-        for conv, weight, table in zip(self.choice_convs, self.codebook, tables):
+        for conv, element, table in zip(self.choice_convs, self.codebook, tables):
+            weight = element.weight
             if self.detach_codebook_in_choice:
                 weight = weight.detach()
             head_sum = weight.view(len(weight), heads, -1).sum(2)  # [K_d, H]
@@ -163,7 +168,7 @@ class CodedVTRBlock(nn.Module):
 
     def diversity_loss(self) -> torch.Tensor:
         """sum over equal-size pairs of ||sqrt(softmax_K W_a) sqrt(softmax_K W_b)^T - I||^2."""
-        roots = [torch.softmax(w, 0).sqrt() for w in self.codebook]
+        roots = [torch.softmax(element.weight, 0).sqrt() for element in self.codebook]
         total = 0.0
         for a, b in self.diversity_pairs:
             gram = roots[a] @ roots[b].t()
@@ -177,8 +182,12 @@ class CodedVTRBlock(nn.Module):
         rho = self.density(tables) if self.density_guidance else None
         alpha = self.mixing_weights(self.choice_logits(h, tables), rho)
         y = 0
-        for d, (weight, table) in enumerate(zip(self.codebook, tables)):
-            y = y + neighborhood_aggregate(v, table, alpha[:, None, :, d], weight)
+        for d, (element, table) in enumerate(zip(self.codebook, tables)):
+            if self.aggregate == "fused":
+                y = y + neighborhood_aggregate(v, table, alpha[:, None, :, d], element.weight)
+            else:  # the engine's depthwise conv, then the per-head weight (keeps [N, C'] per element)
+                z = element(h.replace(v)).feats.view(len(v), self.heads, -1)
+                y = y + (z * alpha[:, :, d:d + 1]).reshape(len(v), -1)
         return y, alpha
 
     def forward(self, x):
@@ -209,7 +218,7 @@ class DiscreteAttentionBlock(CodedVTRBlock):
                  value_expansion: int = 2, kernel_size: int = 3, dilations: list = (1, 1, 1, 1), shapes: list = ("cube",),
                  choice: str = "hard_st", t_start: float = 1.0, t_end: float = 1.0,
                  density_guidance: bool = False, density_tau: float = 0.15,
-                 detach_codebook_in_choice: bool = True, diversity: bool = False):
+                 detach_codebook_in_choice: bool = True, diversity: bool = False, aggregate: str = "fused"):
         super().__init__(inplanes, planes, bn_momentum, heads, value_expansion, kernel_size, dilations, shapes,
                          choice, t_start, t_end, density_guidance, density_tau, detach_codebook_in_choice,
-                         diversity)
+                         diversity, aggregate)

@@ -24,7 +24,8 @@ def _brute_attend(block, h):
     y = torch.zeros(n, block.inner)
     group = block.inner // heads
     tables = [brute_neighbors(h.coords, r.offsets) for r in block.regions]
-    for d, (conv, weight, table) in enumerate(zip(block.choice_convs, block.codebook, tables)):
+    for d, (conv, element, table) in enumerate(zip(block.choice_convs, block.codebook, tables)):
+        weight = element.weight
         q = conv(h).feats
         for i in range(n):
             for k, j in enumerate(table[i].tolist()):
@@ -33,7 +34,8 @@ def _brute_attend(block, h):
                         s[i, hd, d] += (weight[k, hd * group:(hd + 1) * group] * q[j, hd]).sum()
     rho = torch.stack([(t >= 0).float().mean(1) for t in tables], 1)
     alpha = torch.softmax(s / block.temperature + (rho / block.density_tau).unsqueeze(1), 2)
-    for d, (weight, table) in enumerate(zip(block.codebook, tables)):
+    for d, (element, table) in enumerate(zip(block.codebook, tables)):
+        weight = element.weight
         for i in range(n):
             for k, j in enumerate(table[i].tolist()):
                 if j >= 0:
@@ -41,8 +43,9 @@ def _brute_attend(block, h):
     return s, y
 
 
-def test_soft_block_matches_brute_force_sums():
-    block = _block().eval()
+@pytest.mark.parametrize("aggregate", ["fused", "depthwise"])
+def test_soft_block_matches_brute_force_sums(aggregate):
+    block = _block(aggregate=aggregate).eval()
     h = small_cloud(n=60)
     with torch.no_grad():
         s_ref, y_ref = _brute_attend(block, h)
@@ -69,7 +72,7 @@ def test_gradients_reach_queries_values_codebook_but_not_through_the_choice_when
     h = small_cloud(n=80)
     tables = [neighbor_table(h, r) for r in block.regions]
     block.choice_logits(h, tables).square().sum().backward()
-    codebook_grad = [w.grad for w in block.codebook]
+    codebook_grad = [e.weight.grad for e in block.codebook]
     if detach:
         assert all(g is None or g.abs().max() == 0 for g in codebook_grad)
     else:
@@ -78,7 +81,7 @@ def test_gradients_reach_queries_values_codebook_but_not_through_the_choice_when
     block.zero_grad(set_to_none=True)
     out = block(h)
     out.feats.square().sum().backward()
-    assert all(w.grad.abs().max() > 0 for w in block.codebook)       # through the output
+    assert all(e.weight.grad.abs().max() > 0 for e in block.codebook)  # through the output
     assert all(c.weight.grad.abs().max() > 0 for c in block.choice_convs)  # queries, via alpha
     assert block.value[0][0].weight.grad.abs().max() > 0              # values
 
@@ -158,7 +161,7 @@ def test_discrete_block_defaults_are_m_patterns_on_one_cube():
 
 def test_diversity_loss_matches_its_definition_and_is_named():
     block = _block(diversity=True, dilations=[1, 2], shapes=["cube"])
-    roots = [torch.softmax(w.detach(), 0).sqrt() for w in block.codebook]
+    roots = [torch.softmax(e.weight.detach(), 0).sqrt() for e in block.codebook]
     expected = ((roots[0] @ roots[1].t() - torch.eye(27)) ** 2).sum()
     torch.testing.assert_close(block.diversity_loss().detach(), expected)
     block(small_cloud(n=60))
@@ -174,3 +177,17 @@ def test_bad_settings_fail_with_one_line():
     with pytest.raises(ValueError, match="choice"):
         CodedVTRBlock(8, 8, heads=2, choice="top1")
     assert math.isfinite(float(_block().temperature))
+
+
+def test_fused_and_depthwise_aggregation_agree_in_value_and_gradients():
+    h = small_cloud(n=80)
+    results = []
+    for aggregate in ("fused", "depthwise"):
+        block = _block(aggregate=aggregate).train()
+        feats = h.feats.clone().requires_grad_(True)
+        out = block(h.replace(feats)).feats
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), [feats.grad] + [p.grad for p in block.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-4, atol=1e-5)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
