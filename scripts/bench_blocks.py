@@ -8,8 +8,8 @@ are built inside it (as in a training step). Per block, the median over --repeat
   fwd_peak_bytes / fwd_bwd_peak_bytes  peak bytes allocated above what was live when the pass began
 CPU: time.perf_counter; peak from torch.profiler's allocation events (profile_memory=True).
 CUDA (--device cuda): CUDA events; torch.cuda.max_memory_allocated after reset_peak_memory_stats.
-Blocks: basic (BasicBlock), codedvtr (release settings: D=3 cubes, dilations 2,1,3, H=8, C'=2C),
-discrete (M=4 patterns, hard straight-through), vq, vtr (chunked) and vtr_naive ([N, K, C] gathers).
+Blocks: basic (BasicBlock), codedvtr (release settings: D=3 cubes, dilations 2,1,3, H=8, C'=2C;
+codedvtr_dw the same with aggregate=depthwise), discrete (M=4 patterns, hard straight-through), vq, vtr (chunked) and vtr_naive ([N, K, C] gathers).
 Prints a table with ratios to basic (and vtr to vtr_naive); --json PATH writes
 {"results": [{"block", "fwd_s", "fwd_bwd_s", "fwd_peak_bytes", "fwd_bwd_peak_bytes"}], ...}.
 
@@ -38,6 +38,8 @@ from models.vtr import VTRBlock  # noqa: E402
 BLOCKS = {
     "basic": lambda c: BasicBlock(c, c),
     "codedvtr": lambda c: CodedVTRBlock(c, c, heads=8, value_expansion=2, dilations=(2, 1, 3)),
+    "codedvtr_dw": lambda c: CodedVTRBlock(c, c, heads=8, value_expansion=2, dilations=(2, 1, 3),
+                                           aggregate="depthwise"),
     "discrete": lambda c: DiscreteAttentionBlock(c, c, heads=8),
     "vq": lambda c: VQAttentionBlock(c, c, heads=8),
     "vtr": lambda c: VTRBlock(c, c, heads=8),
