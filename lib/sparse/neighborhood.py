@@ -3,11 +3,16 @@
 Both transformer block families reduce to these: a neighbour table nbr [N, K] (int64 rows of the
 source voxels, -1 where the offset is empty; lib.sparse.nn.neighbor_table), per-pair attention
 logits (`pair_scores`), their softmax over the K offsets (`masked_softmax`), and the weighted
-per-channel sum over the neighbourhood (`neighborhood_aggregate`).
+per-channel sum over the neighbourhood (`neighborhood_aggregate`). A term that depends on the
+offset only, such as a position encoding PE(p_ij) of p_ij = offsets[k] * stride, needs no pair
+tensor either: sum_k a[i, k, h] PE_k is torch.einsum("nkh,khc->nhc", a, pe.view(K, H, C // H)),
+a taken from masked_softmax (zero at empty offsets).
 
 Memory: every function walks the rows in chunks, so no [N, K, C] tensor of pairs is ever built or
-kept for backward; the working set is about chunk_rows x K x C elements. `chunk_rows=None` picks
-the chunk from a per-device element budget (CHUNK_ELEMENTS).
+kept for backward. neighborhood_aggregate touches only the occupied pairs: its working buffers hold
+a chunk's occupied pairs x C elements (at most chunk_rows x K x C); pair_scores gathers kv for all K
+slots of a chunk's rows. `chunk_rows=None` picks the chunk from a per-device element budget
+(CHUNK_ELEMENTS) on rows x K x C.
 
 Precision (autocast included): neighborhood_aggregate runs with autocast off and computes in the
 promoted dtype of its float inputs, at least float32 (half and bfloat16 inputs are upcast chunk
@@ -17,13 +22,14 @@ and returns at least float32. pair_scores runs score_fn under the caller's autoc
 """
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 # elements of one chunk's [rows, K, C] working buffers. CPU: a few MiB (cache-sized buffers,
 # scripts/bench_neighborhood.py); CUDA: large enough that kernel launches do not dominate.
-CHUNK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 24}
+CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 24}
 
 
 def chunk_rows_for(n: int, per_row: int, device: torch.device, chunk_rows=None) -> int:
@@ -48,12 +54,6 @@ def _no_autocast(device: torch.device):
     return torch.autocast(device_type=device.type, enabled=False)
 
 
-def _gather(src: torch.Tensor, idx: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """src [M, C] at idx [n, K] (-1 read as row 0; callers zero those pairs) -> [n, K, C] in dtype."""
-    n, k = idx.shape
-    return src.index_select(0, idx.clamp(min=0).reshape(-1)).view(n, k, src.shape[1]).to(dtype)
-
-
 def _check_aggregate(v, nbr, a, w):
     if v.ndim != 2:
         raise ValueError(f"neighborhood_aggregate: v must be [M, C], got shape {tuple(v.shape)}")
@@ -70,9 +70,68 @@ def _check_aggregate(v, nbr, a, w):
         raise ValueError(f"neighborhood_aggregate: w must be [K, C] = ({k}, {c}), got shape {tuple(w.shape)}")
 
 
+class _ChunkPairs(NamedTuple):
+    """The occupied (row, offset) pairs of rows r0:r0+n of a neighbour table, row by row.
+
+    rows [m] row within the chunk (ascending), offset [m], src [m] source row, a_row [m] row of
+    a.view(-1, H) holding the pair's weights (a's broadcast axes folded in), counts [n] pairs per row.
+    """
+    rows: torch.Tensor
+    offset: torch.Tensor
+    src: torch.Tensor
+    a_row: torch.Tensor
+    counts: torch.Tensor
+
+
+def _chunk_pairs(nbr: torch.Tensor, r0: int, rows: int, a_shape) -> _ChunkPairs:
+    idx = nbr[r0:r0 + rows]
+    valid = idx.ge(0)
+    row, offset = valid.nonzero(as_tuple=True)
+    a_row = torch.zeros_like(row)
+    if a_shape[0] != 1:
+        a_row += (row + r0) * a_shape[1]
+    if a_shape[1] != 1:
+        a_row += offset
+    return _ChunkPairs(row, offset, idx[row, offset], a_row, valid.sum(1))
+
+
+def _csr_rows(t: torch.Tensor) -> bool:
+    """Whether _sum_rows uses a CSR product (CPU) rather than index_add_ (CUDA's atomics)."""
+    return t.device.type == "cpu"
+
+
+def _sum_rows(contrib: torch.Tensor, pairs: _ChunkPairs) -> torch.Tensor:
+    """[m, C] per-pair values -> [n, C] sums per chunk row. CPU: one sparse CSR product (pairs
+    come row by row, so the CSR needs no sort; MKL beats index_add_ there); elsewhere index_add_."""
+    n = pairs.counts.numel()
+    if not _csr_rows(contrib):
+        return contrib.new_zeros(n, contrib.shape[1]).index_add_(0, pairs.rows, contrib)
+    m = contrib.shape[0]
+    crow = torch.zeros(n + 1, dtype=torch.int32)
+    torch.cumsum(pairs.counts, 0, out=crow[1:])
+    # int32 indices: what MKL's sparse kernels take natively
+    ones = torch.sparse_csr_tensor(crow, torch.arange(m, dtype=torch.int32), torch.ones(m, dtype=contrib.dtype),
+                                   size=(n, m), check_invariants=False)
+    return ones @ contrib
+
+
+def _add_grad_a(grad_a: torch.Tensor, ga: torch.Tensor, pairs: _ChunkPairs, r0: int, a_shape) -> None:
+    """Add the per-pair gradients ga [m, H] into grad_a, shaped like a ([N or 1, K or 1, H])."""
+    if a_shape[0] == 1:  # shared over voxels: sum per offset (or over all pairs)
+        if a_shape[1] == 1:
+            grad_a[0, 0] += ga.sum(0)
+        else:
+            grad_a[0].index_add_(0, pairs.offset, ga)
+    elif a_shape[1] == 1:  # one weight per voxel and head: sum each row's pairs
+        grad_a[r0:r0 + pairs.counts.numel(), 0] = _sum_rows(ga, pairs)
+    else:  # one weight per pair: every (row, offset) once, a plain scatter
+        grad_a[r0:r0 + pairs.counts.numel()][pairs.rows, pairs.offset] = ga
+
+
 class _NeighborhoodAggregate(torch.autograd.Function):
     """out[i, c] = sum_k a[i, k, head(c)] * w[k, c] * v[nbr[i, k], c]; see neighborhood_aggregate.
 
+    Works on the occupied pairs only, chunk by chunk (working buffers [pairs of the chunk, C]).
     Saves v, a, w and nbr (no gathered copies); backward re-gathers each chunk.
     """
 
@@ -84,15 +143,17 @@ class _NeighborhoodAggregate(torch.autograd.Function):
         rows = chunk_rows_for(n, k * c, v.device, chunk_rows)
         out = torch.empty(n, c, dtype=torch.promote_types(torch.promote_types(v.dtype, a.dtype),
                                                           v.dtype if w is None else w.dtype), device=v.device)
+        a_flat = a.reshape(-1, h)
         with _no_autocast(v.device):
-            wk = None if w is None else w.to(dtype).view(k, h, c // h)
             for r0 in range(0, n, rows):
-                idx = nbr[r0:r0 + rows]
-                coef = _chunk_coef(a, idx, r0, dtype)  # [m, K, H], zero at empty pairs
-                g = _gather(v, idx, dtype).view(idx.shape[0], k, h, c // h)
-                if wk is not None:
-                    g.mul_(wk)
-                out[r0:r0 + rows] = (g.mul_(coef.unsqueeze(-1))).sum(1).view(-1, c)
+                pairs = _chunk_pairs(nbr, r0, rows, a.shape)
+                m = pairs.src.numel()
+                g = v.index_select(0, pairs.src).to(dtype).view(m, h, c // h)
+                g.mul_(a_flat.index_select(0, pairs.a_row).to(dtype).unsqueeze(-1))
+                g = g.view(m, c)
+                if w is not None:
+                    g.mul_(w.index_select(0, pairs.offset).to(dtype))
+                out[r0:r0 + rows] = _sum_rows(g, pairs)
         ctx.save_for_backward(v, a, w, nbr)
         ctx.rows = rows
         return out
@@ -105,50 +166,33 @@ class _NeighborhoodAggregate(torch.autograd.Function):
         c, h = v.shape[1], a.shape[2]
         cg = c // h
         dtype = _compute_dtype(v, a, w)
-        rows = ctx.rows
         grad_v = torch.zeros(v.shape, dtype=dtype, device=v.device) if need_v else None
         grad_a = torch.zeros(a.shape, dtype=dtype, device=a.device) if need_a else None
-        grad_w = torch.zeros(k, h, cg, dtype=dtype, device=v.device) if need_w else None
+        grad_w = torch.zeros(k, c, dtype=dtype, device=v.device) if need_w else None
+        a_flat = a.reshape(-1, h)
         with _no_autocast(v.device):
-            wk = None if w is None else w.to(dtype).view(k, h, cg)
-            for r0 in range(0, n, rows):
-                idx = nbr[r0:r0 + rows]
-                m = idx.shape[0]
-                coef = _chunk_coef(a, idx, r0, dtype)
-                go = grad_out[r0:r0 + rows].to(dtype).view(m, 1, h, cg)
+            for r0 in range(0, n, ctx.rows):
+                pairs = _chunk_pairs(nbr, r0, ctx.rows, a.shape)
+                m = pairs.src.numel()
+                go = grad_out[r0:r0 + ctx.rows].index_select(0, pairs.rows).to(dtype)  # [m, C] per pair
+                coef = a_flat.index_select(0, pairs.a_row).to(dtype).unsqueeze(-1)  # [m, H, 1]
+                w_p = None if w is None else w.index_select(0, pairs.offset).to(dtype)  # [m, C]
                 if need_a or need_w:
-                    prod = _gather(v, idx, dtype).view(m, k, h, cg).mul_(go)  # v[nbr] * g_out per pair
+                    prod = v.index_select(0, pairs.src).to(dtype).mul_(go)  # v[nbr] * g_out per pair
                     if need_w:
-                        grad_w += (prod * coef.unsqueeze(-1)).sum(0)
+                        grad_w.index_add_(0, pairs.offset, (prod.view(m, h, cg) * coef).view(m, c))
                     if need_a:
-                        ga = (prod if wk is None else prod.mul_(wk)).sum(-1)
-                        ga.mul_(idx.ge(0).unsqueeze(-1))
-                        _accumulate_broadcast(grad_a, ga, r0, m)
+                        ga = (prod if w_p is None else prod.mul_(w_p)).view(m, h, cg).sum(-1)
+                        _add_grad_a(grad_a, ga, pairs, r0, a.shape)
                 if need_v:
-                    t = go * coef.unsqueeze(-1)  # [m, K, H, cg]
-                    if wk is not None:
-                        t.mul_(wk)
-                    grad_v.index_add_(0, idx.clamp(min=0).reshape(-1), t.view(m * k, c))
+                    t = go.view(m, h, cg).mul_(coef).view(m, c)
+                    if w_p is not None:
+                        t.mul_(w_p)
+                    grad_v.index_add_(0, pairs.src, t)
         return (None if grad_v is None else grad_v.to(v.dtype),
                 None if grad_a is None else grad_a.to(a.dtype),
-                None if grad_w is None else grad_w.view(k, c).to(w.dtype),
+                None if grad_w is None else grad_w.to(w.dtype),
                 None, None)
-
-
-def _chunk_coef(a, idx, r0, dtype):
-    """a's rows for this chunk times the validity of each pair: [m, K, H] in dtype."""
-    a_rows = a if a.shape[0] == 1 else a[r0:r0 + idx.shape[0]]
-    return a_rows.to(dtype) * idx.ge(0).unsqueeze(-1)
-
-
-def _accumulate_broadcast(grad_a, ga, r0, m):
-    """Add a chunk's full [m, K, H] gradient into grad_a, summing over a's broadcast axes."""
-    if grad_a.shape[1] == 1:
-        ga = ga.sum(1, keepdim=True)
-    if grad_a.shape[0] == 1:
-        grad_a += ga.sum(0, keepdim=True)
-    else:
-        grad_a[r0:r0 + m] += ga
 
 
 def neighborhood_aggregate(v: torch.Tensor, nbr: torch.Tensor, a: torch.Tensor, w: torch.Tensor = None,
@@ -160,7 +204,8 @@ def neighborhood_aggregate(v: torch.Tensor, nbr: torch.Tensor, a: torch.Tensor, 
     None (ones). H divides C and head(c) = c // (C // H) (contiguous channel groups):
         out[i, c] = sum_k a[i, k, head(c)] * w[k, c] * v[nbr[i, k], c],  empty pairs contribute 0.
     Forward and backward run over chunks of `chunk_rows` rows (None: from CHUNK_ELEMENTS);
-    gradients flow to v, a and w. Empty pairs read v's row 0 times zero, so v must be finite.
+    gradients flow to v, a and w. Empty pairs are skipped, never read. On CUDA the sums use
+    atomics (index_add_), so results may differ in the last bits from run to run.
     Precision: see the module docstring.
     """
     _check_aggregate(v, nbr, a, w)

@@ -14,12 +14,15 @@ Regions are immutable and hashable on their offsets (the name takes no part), so
 part of the SparseContext's kernel-map cache key and equal offset lists share one map.
 """
 
+import functools
 import itertools
 import math
+import re
 
 import torch
 
 _PLANES = {"xy": 2, "xz": 1, "yz": 0}  # plane -> the axis held at 0
+_NAME = re.compile(r"(cube|cross|plane_(?:xy|xz|yz))(\d+)(?:d(\d+))?")
 
 
 def _cube_offsets(kernel_size: int, dilation: int):
@@ -46,12 +49,7 @@ class KernelRegion:
         if not offs:
             raise ValueError("a region needs at least one offset")
         if len(set(offs)) != len(offs):
-            seen, dup = set(), None
-            for o in offs:
-                if o in seen:
-                    dup = o
-                    break
-                seen.add(o)
+            dup = next(o for i, o in enumerate(offs) if o in offs[:i])
             raise ValueError(f"region offsets hold a duplicate: {dup}")
         object.__setattr__(self, "_offsets", offs)
         object.__setattr__(self, "_name", name or f"custom{len(offs)}")
@@ -80,6 +78,19 @@ class KernelRegion:
         zero = _PLANES[axes]
         offs = [o for o in _cube_offsets(kernel_size, dilation) if o[zero] == 0]
         return cls(offs, f"plane_{axes}{kernel_size}" + (f"d{dilation}" if dilation > 1 else ""))
+
+    @classmethod
+    def from_name(cls, name: str) -> "KernelRegion":
+        """The built-in region a `name` stands for (configs): cube<k>, cross<k>, plane_<xy|xz|yz><k>,
+        each optionally followed by d<dilation>, e.g. "cube3d2", "cross5", "plane_xz3"."""
+        match = _NAME.fullmatch(str(name))
+        if match is None:
+            raise ValueError(f"unknown region name {name!r}: expected cube<k>, cross<k> or plane_<xy|xz|yz><k>, "
+                             "optionally followed by d<dilation> (e.g. cube3d2)")
+        kind, k, d = match.group(1), int(match.group(2)), int(match.group(3) or 1)
+        if kind.startswith("plane_"):
+            return cls.plane(kind[len("plane_"):], k, d)
+        return getattr(cls, kind)(k, d)
 
     @classmethod
     def custom(cls, offsets, name: str = None) -> "KernelRegion":
@@ -183,5 +194,11 @@ def as_region(region=3, dilation: int = 1) -> KernelRegion:
                              "put the dilation into the region's offsets")
         return region
     if isinstance(region, int) and not isinstance(region, bool):
-        return KernelRegion.cube(region, dilation)
+        return _cube(region, dilation)
     raise TypeError(f"expected a KernelRegion or an odd int kernel size, got {type(region).__name__}")
+
+
+@functools.lru_cache(maxsize=None)
+def _cube(kernel_size: int, dilation: int) -> KernelRegion:
+    # engines look maps up by (kernel_size, dilation) in every layer: build each cube once
+    return KernelRegion.cube(kernel_size, dilation)

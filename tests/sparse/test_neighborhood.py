@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lib.sparse import KernelRegion, SparseTensor, masked_softmax, neighborhood_aggregate, pair_scores
+from lib.sparse import neighborhood
 from lib.sparse import nn as snn
 from tests.sparse.dense_ref import random_coords
 
@@ -56,22 +57,25 @@ def test_aggregate_matches_the_naive_gather_in_value_and_gradient(region, a_shap
 
 def test_aggregate_hand_computed():
     v = torch.tensor([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]])
-    nbr = torch.tensor([[0, 1], [-1, 0]])
-    a = torch.tensor([[[1.0, 2.0], [0.5, -1.0]], [[7.0, 7.0], [3.0, 0.0]]])  # [N=2, K=2, H=2]
+    nbr = torch.tensor([[0, 1], [-1, 0], [-1, -1]])
+    a = torch.tensor([[[1.0, 2.0], [0.5, -1.0]], [[7.0, 7.0], [3.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]]])  # [3, 2, H=2]
     w = torch.tensor([[1.0, 1.0, 1.0, 2.0], [1.0, 0.0, 1.0, 1.0]])
-    out = neighborhood_aggregate(v, nbr, a, w)
     # row 0: head 0 = channels 0-1, head 1 = channels 2-3
     expect0 = [1 * 1 * 1 + 0.5 * 1 * 10, 1 * 1 * 2 + 0.5 * 0 * 20, 2 * 1 * 3 + -1 * 1 * 30, 2 * 2 * 4 + -1 * 1 * 40]
     expect1 = [3 * 1 * 1, 3 * 0 * 2, 0 * 3, 0 * 4]  # offset 0 empty: contributes nothing
-    torch.testing.assert_close(out, torch.tensor([expect0, expect1]))
+    expect2 = [0.0] * 4  # no neighbour at all (with chunk_rows=1 a chunk without any pair)
+    for rows in (None, 1):
+        out = neighborhood_aggregate(v, nbr, a, w, chunk_rows=rows)
+        torch.testing.assert_close(out, torch.tensor([expect0, expect1, expect2]))
 
 
 def test_aggregate_gradcheck_float64():
     nbr = _table(KernelRegion.cross(3), seed=1, grid=3, density=0.5)
     v, a, w = _inputs(nbr, 4, 2, "full", True, seed=2)
-    assert torch.autograd.gradcheck(lambda v, a, w: neighborhood_aggregate(v, nbr, a, w, chunk_rows=5), (v, a, w))
-    v, a, _ = _inputs(nbr, 4, 2, "shared", False, seed=3)
-    assert torch.autograd.gradcheck(lambda v, a: neighborhood_aggregate(v, nbr, a, chunk_rows=3), (v, a))
+    assert torch.autograd.gradcheck(lambda v, a, w: neighborhood_aggregate(v, nbr, a, w, chunk_rows=9), (v, a, w),
+                                    fast_mode=True)
+    v, a, _ = _inputs(nbr[:6], 4, 2, "shared", False, seed=3)
+    assert torch.autograd.gradcheck(lambda v, a: neighborhood_aggregate(v, nbr[:6], a, chunk_rows=4), (v, a))
 
 
 def test_aggregate_does_not_depend_on_the_chunk_size():
@@ -80,6 +84,49 @@ def test_aggregate_does_not_depend_on_the_chunk_size():
     outs = [neighborhood_aggregate(v, nbr, a, w, chunk_rows=r) for r in (1, 16, 10 ** 6, None)]
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0])
+
+
+def test_aggregate_cuda_branch_on_cpu(monkeypatch):
+    """The index_add_ row sums that CUDA takes, forced on CPU, give the same values and gradients."""
+    nbr = _table(KernelRegion.cross(3), seed=9)
+    v, a, w = _inputs(nbr, 6, 2, "full", True, seed=9)
+    up = torch.randn(len(nbr), 6, dtype=torch.float64)
+    results = []
+    for csr in (True, False):
+        monkeypatch.setattr(neighborhood, "_csr_rows", lambda t, csr=csr: csr)
+        out = neighborhood_aggregate(v, nbr, a, w, chunk_rows=17)
+        results.append([out] + list(torch.autograd.grad(out, [v, a, w], up)))
+    for x, y in zip(*results):
+        torch.testing.assert_close(x, y)
+
+
+def test_aggregate_never_holds_a_pair_tensor():
+    """Peak CPU memory of forward + backward (lib.profiler's allocation replay) stays far below one
+    [N, K, C] tensor, which the naive gather needs several of."""
+    from lib.profiler import _CpuMeter
+
+    nbr = _table(KernelRegion.cube(3), seed=11, grid=16, density=0.5)
+    v, a, w = _inputs(nbr, 16, 2, "full", True, seed=11)
+    pair_tensor = nbr.numel() * v.shape[1] * v.element_size()
+
+    def peak(fn):
+        meter = _CpuMeter()
+        with meter.session():
+            meter.active = True
+            meter.enter("pass")
+            fn()
+            meter.exit("pass")
+        return meter.result()["pass"]["peak_bytes"]
+
+    def step(impl):
+        v.grad = a.grad = w.grad = None
+        impl().sum().backward()
+
+    fused = peak(lambda: step(lambda: neighborhood_aggregate(v, nbr, a, w, chunk_rows=64)))
+    naive = peak(lambda: step(lambda: _naive_aggregate(v, nbr, a, w)))
+    assert pair_tensor > 10 * 2 ** 20 and naive > 2 * pair_tensor
+    # output, the three gradients and a few chunk buffers: about a quarter of one pair tensor here
+    assert fused < pair_tensor / 2
 
 
 def test_aggregate_sources_may_differ_from_outputs():
@@ -128,7 +175,7 @@ def test_pair_scores_match_direct_computation_and_mask_empty_slots():
     g = torch.Generator().manual_seed(6)
     q = torch.randn(len(nbr), 4, dtype=torch.float64, generator=g).requires_grad_()
     kv = torch.randn(int(nbr.max()) + 1, 4, dtype=torch.float64, generator=g).requires_grad_()
-    s = pair_scores(_score, q, kv, nbr, chunk_rows=13)
+    s = pair_scores(_score, q, kv, nbr, chunk_rows=40)
     direct = _score(q, kv[nbr.clamp(min=0)], nbr >= 0)
     valid = nbr >= 0
     assert s.shape == (len(nbr), 7, 2)
@@ -163,6 +210,22 @@ def test_pair_scores_recompute_each_chunk_in_backward_with_parameters_in_score_f
     assert n_forward == -(-len(nbr) // 64)
     for a, b in zip(grads[True], grads[False]):
         torch.testing.assert_close(a, b)
+
+
+def test_pair_scores_then_aggregate_under_cpu_autocast_bf16():
+    nbr = _table(KernelRegion.cube(3), seed=10)
+    proj = torch.nn.Linear(8, 8)
+    feats = torch.randn(len(nbr), 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        qkv = proj(feats)  # bf16 under autocast
+        s = pair_scores(lambda q, k, valid: (q.unsqueeze(1) * k).view(*k.shape[:2], 2, 4).sum(-1), qkv, qkv, nbr,
+                        chunk_rows=50)
+        attn = masked_softmax(s, nbr)
+        out = neighborhood_aggregate(qkv, nbr, attn)
+    assert s.dtype == torch.bfloat16 and attn.dtype == torch.float32 and out.dtype == torch.float32
+    out.sum().backward()
+    assert torch.isfinite(feats.grad).all() and torch.isfinite(proj.weight.grad).all()
+    torch.testing.assert_close(attn.sum(1), (nbr >= 0).any(1, keepdim=True).float().expand(-1, 2))
 
 
 def test_masked_softmax_ignores_empty_slots_and_gives_zeros_for_isolated_rows():

@@ -1,7 +1,9 @@
 """Kernel regions: offsets and order, neighbour sets against a coordinate dictionary (random and
 real scans), region convolutions against dense conv3d with the region's mask, map caching, engines."""
 
+import copy
 import math
+import pickle
 from functools import reduce
 
 import pytest
@@ -61,6 +63,16 @@ def test_custom_keeps_order_rejects_duplicates_and_bad_input():
         KernelRegion.masked(KernelRegion.cross(3), [False] * 7)
     with pytest.raises(AttributeError):
         r.name = "other"
+
+
+def test_from_name_inverts_the_built_in_names():
+    for region in (KernelRegion.cube(3), KernelRegion.cube(5, 2), KernelRegion.cross(3, 3),
+                   KernelRegion.plane("xz", 3), KernelRegion.plane("yz", 5, 2)):
+        back = KernelRegion.from_name(region.name)
+        assert back == region and back.name == region.name
+    for bad in ("cube", "cube4", "sphere3", "plane_xx3", "cube3d0", "cross3 "):
+        with pytest.raises(ValueError):
+            KernelRegion.from_name(bad)
 
 
 def test_equality_and_hash_follow_the_offsets_only():
@@ -154,6 +166,25 @@ def test_region_convs_match_dense_conv3d_with_the_region_mask(name, depthwise):
                      groups=3 if depthwise else 1)
     ref = sample(dense, coords, stride)
     assert_same_value_and_grads(out, ref, [feats, layer.weight], [feats_ref, weight_ref])
+
+
+def test_region_conv_on_a_real_scan_matches_dense_conv3d():
+    coords, feats, size = _voxelized_scan(0.1)
+    region = KernelRegion.masked(KernelRegion.cube(3, 2), [o[2] <= 0 for o in KernelRegion.cube(3, 2).offsets])
+    torch.manual_seed(0)
+    layer = snn.SubMConv3d(3, 2, region=region).double()
+    out = layer(SparseTensor(feats, coords, engine="torch")).feats
+    kernel, d, pad = _dense_region_kernel(region, layer.weight.detach())
+    ref = sample(F.conv3d(densify(feats, coords, 1, size, 1), kernel, padding=pad, dilation=d), coords, 1)
+    torch.testing.assert_close(out, ref)
+
+
+def test_regions_survive_pickling_and_layer_deepcopy():
+    r = REGIONS["custom_no_centre"]
+    back = pickle.loads(pickle.dumps(r))
+    assert back == r and back.name == r.name and hash(back) == hash(r)
+    layer = copy.deepcopy(snn.SubMConv3d(2, 3, region=REGIONS["cross5"]))
+    assert layer.region == REGIONS["cross5"] and layer.weight.shape == (13, 2, 3)
 
 
 def test_layer_arguments():
