@@ -117,3 +117,4 @@ def test_a_checkpoint_reloads_to_the_same_logits_on_the_torch_engine(trained):
     with torch.no_grad():
         out = parse_output(fresh.eval()(sparse_input(coords, feats, engine="torch"))).logits
     torch.testing.assert_close(out, reference)
+

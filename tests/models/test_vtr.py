@@ -78,3 +78,19 @@ def test_bad_settings_fail_with_one_line():
         VTRBlock(8, 8, heads=3)
     with pytest.raises(ValueError, match="pe"):
         VTRBlock(8, 8, heads=2, pe="sine")
+
+
+def test_attention_under_cpu_bf16_autocast_stays_close_to_fp32():
+    # The AMP path of a CUDA run, exercised with CPU autocast (the attention part: no sparse conv,
+    # whose torch-engine kernel does not run under CPU autocast yet).
+    torch.manual_seed(0)
+    block = VTRBlock(16, 16, heads=4).train()
+    h = small_cloud(n=90, channels=16)
+    nbr = neighbor_table(h, block.region)
+    reference = block.attend(h.feats, nbr).detach()
+    feats = h.feats.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = block.attend(feats, nbr)
+    low.float().square().sum().backward()
+    assert torch.isfinite(feats.grad).all() and block.qkv.weight.grad.abs().max() > 0
+    assert (low.float() - reference).abs().mean() < 0.02 * reference.abs().mean()
