@@ -57,7 +57,9 @@ def make_region(shape, kernel_size: int, dilation: int) -> KernelRegion:
 
 
 def _conv_bn_relu(conv, channels, bn_momentum):
-    return nn.Sequential(conv, snn.BatchNorm(channels, momentum=bn_momentum), snn.ReLU())
+    # In place: BatchNorm keeps its input, not its output, for backward, so ReLU may overwrite it
+    # (one [N, C] activation less per ConvBNReLU).
+    return nn.Sequential(conv, snn.BatchNorm(channels, momentum=bn_momentum), snn.ReLU(inplace=True))
 
 
 def geometric_temperature(t_start: float, t_end: float, progress: float) -> float:

@@ -121,14 +121,14 @@ class VQAttentionBlock(nn.Module):
         self.region = KernelRegion.cube(kernel_size=kernel_size, dilation=dilation)
         volume = len(self.region)
         self.lin_in = nn.Sequential(snn.Linear(inplanes, planes, bias=False),
-                                    snn.BatchNorm(planes, momentum=bn_momentum), snn.ReLU())
+                                    snn.BatchNorm(planes, momentum=bn_momentum), snn.ReLU(inplace=True))
         self.context = nn.Sequential(snn.SubMConv3d(planes, planes, kernel_size=3),
-                                     snn.BatchNorm(planes, momentum=bn_momentum), snn.ReLU())
+                                     snn.BatchNorm(planes, momentum=bn_momentum), snn.ReLU(inplace=True))
         self.to_logits = nn.Linear(planes, heads * volume)
         self.value = nn.Linear(planes, planes)
         self.quantizer = VectorQuantizer(num_codes, volume, vq_norm, vq_codebook_weight, vq_commit_weight,
                                          vq_reset_every, vq_memory)
-        self.norm_attn = nn.Sequential(snn.BatchNorm(planes, momentum=bn_momentum), snn.ReLU())
+        self.norm_attn = nn.Sequential(snn.BatchNorm(planes, momentum=bn_momentum), snn.ReLU(inplace=True))
         self.lin_out = nn.Sequential(snn.Linear(planes, planes, bias=False),
                                      snn.BatchNorm(planes, momentum=bn_momentum))
         self.shortcut = None if inplanes == planes else nn.Sequential(

@@ -53,7 +53,7 @@ class VTRBlock(nn.Module):
         self.region = KernelRegion.cube(kernel_size=kernel_size, dilation=dilation)
         volume = len(self.region)
         self.lin_in = nn.Sequential(snn.Linear(inplanes, planes, bias=False),
-                                    snn.BatchNorm(planes, momentum=bn_momentum), snn.ReLU())
+                                    snn.BatchNorm(planes, momentum=bn_momentum), snn.ReLU(inplace=True))
         self.qkv = nn.Linear(planes, 3 * planes)
         if pe == "table":
             self.pe_table = nn.Parameter(torch.randn(volume, planes) * 0.02)
@@ -63,7 +63,7 @@ class VTRBlock(nn.Module):
             steps = self.region.offsets_tensor("cpu").float() / dilation
             self.register_buffer("pe_offsets", steps, persistent=False)
         self.weight_mlp = nn.Sequential(nn.Linear(planes, heads), nn.ReLU(), nn.Linear(heads, heads))
-        self.norm_attn = nn.Sequential(snn.BatchNorm(planes, momentum=bn_momentum), snn.ReLU())
+        self.norm_attn = nn.Sequential(snn.BatchNorm(planes, momentum=bn_momentum), snn.ReLU(inplace=True))
         self.lin_out = nn.Sequential(snn.Linear(planes, planes, bias=False),
                                      snn.BatchNorm(planes, momentum=bn_momentum))
         self.shortcut = None if inplanes == planes else nn.Sequential(
