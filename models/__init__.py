@@ -2,7 +2,7 @@
 
 Importing this package registers every model; see models/build.py for the arg checks.
 """
-from models import point_transformer, ptv3, res16unet  # noqa: F401  (register their models)
+from models import point_transformer, ptv3, res16unet, transformer_unet  # noqa: F401  (register their models)
 from models.build import MODELS, ModelConfigError, build_model, register_model
 
 __all__ = ["MODELS", "ModelConfigError", "build_model", "register_model"]

@@ -53,8 +53,8 @@ class Res16UNetBase(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.in_channels = in_channels
-        block, layers, planes = self.BLOCK, self.LAYERS, self.PLANES
-        exp = block.expansion
+        layers, planes = self.LAYERS, self.PLANES
+        exp = self.BLOCK.expansion
 
         self.stem = _conv_bn_relu(
             snn.SubMConv3d(in_channels, self.INIT_DIM, kernel_size=conv1_kernel_size),
@@ -65,7 +65,7 @@ class Res16UNetBase(nn.Module):
         inplanes = self.INIT_DIM
         for i in range(4):
             self.downs.append(_conv_bn_relu(snn.DownConv3d(inplanes, inplanes), inplanes, bn_momentum))
-            self.encoders.append(make_stage(block, inplanes, planes[i], layers[i], bn_momentum))
+            self.encoders.append(self._make_stage(i, inplanes, planes[i], layers[i], bn_momentum))
             inplanes = planes[i] * exp
             skip_channels.append(inplanes)
 
@@ -74,12 +74,17 @@ class Res16UNetBase(nn.Module):
             self.ups.append(_conv_bn_relu(snn.UpConv3d(inplanes, planes[i]), planes[i], bn_momentum))
             # The skip at the stride this decoder stage reaches: encoder 3, 2, 1, then the stem.
             cat_channels = planes[i] + skip_channels[7 - i]
-            self.decoders.append(make_stage(block, cat_channels, planes[i], layers[i], bn_momentum))
+            self.decoders.append(self._make_stage(i, cat_channels, planes[i], layers[i], bn_momentum))
             inplanes = planes[i] * exp
 
         self.dropout = snn.Dropout(dropout)
         self.classifier = snn.Linear(inplanes, num_classes, bias=True)
         self._init_conv_weights()
+
+    def _make_stage(self, index, inplanes, planes, blocks, bn_momentum):
+        """Stage `index` (0-3 encoder, 4-7 decoder): `blocks` blocks of self.BLOCK. Subclasses may
+        choose the block per stage; every block must output planes * self.BLOCK.expansion channels."""
+        return make_stage(self.BLOCK, inplanes, planes, blocks, bn_momentum)
 
     def _init_conv_weights(self):
         # Kaiming-normal (fan_out, ReLU gain) as in the public MinkowskiEngine ResNet recipes, in

@@ -1,0 +1,226 @@
+"""CodedVTR block: codebook-based sparse voxel attention with geometric guidance (Zhao et al., CVPR 2022),
+and its discrete variant (one hard choice per voxel and head). See /work/shared/CODEDVTR.md.
+
+For voxel i, head h (a contiguous group of C'/H channels) and codebook element d (a depthwise
+weight W_d [K_d, C'] over the offsets of its own support region R_d):
+    q_d    = SubMConv_{R_d}(x)                        [N, H]   one scalar per head, no bias
+    s[i,h,d] = sum_k sum_{c in h} W_d[k,c] q_d[i + o_k, h]       (W_d detached here if asked)
+    rho[i,d] = occupied offsets of R_d around i / |R_d|          (density, centre included)
+    alpha[i,h,:] = softmax_d(s[i,h,:] / T + rho[i,:] / tau)      = softmax(s/T) * softmax(rho/tau), renormalised
+    y[i,c] = sum_d alpha[i,head(c),d] sum_k W_d[k,c] v[i + o_k, c]   (empty neighbours give 0)
+    out    = ConvBNReLU1x1(y) + residual                         (no activation after the sum)
+The D products run through lib.sparse.neighborhood.neighborhood_aggregate, so no [N, K, C'] tensor
+is ever stored. Choice modes (`choice`):
+    soft     alpha as above (CodedVTR);
+    hard_st  forward one-hot argmax_d alpha, backward through the soft alpha (straight-through);
+    gumbel   training: one-hot of a Gumbel-softmax sample, softmax((log pi + g) / T) with
+             pi = softmax_d(s + rho/tau), straight-through; evaluation: one-hot argmax pi.
+T follows T_start^(1-p) * T_end^p over training progress p (a buffer, so evaluation needs no
+iteration count).
+"""
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lib.sparse import nn as snn
+from lib.sparse.neighborhood import neighborhood_aggregate
+from lib.sparse.nn import neighbor_table
+from lib.sparse.regions import KernelRegion
+
+CHOICES = ("soft", "hard_st", "gumbel")
+AGGREGATES = ("fused", "depthwise")
+SHAPES = ("cube", "cross", "plane_xy", "plane_xz", "plane_yz")
+
+
+def make_region(shape, kernel_size: int, dilation: int) -> KernelRegion:
+    """The support of one codebook element.
+
+    shape: one of SHAPES, or a list of [dx, dy, dz] offsets in kernel steps (scaled by `dilation`;
+    the centre is added when missing, so every voxel sees itself).
+    """
+    if isinstance(shape, str):
+        if shape not in SHAPES:
+            raise ValueError(f"codebook shape {shape!r} is not one of {SHAPES} or a list of [dx, dy, dz] offsets")
+        if shape == "cube":
+            return KernelRegion.cube(kernel_size=kernel_size, dilation=dilation)
+        if shape == "cross":
+            return KernelRegion.cross(kernel_size=kernel_size, dilation=dilation)
+        return KernelRegion.plane(axes=shape[-2:], kernel_size=kernel_size, dilation=dilation)
+    offsets = [tuple(int(v) * dilation for v in o) for o in shape]
+    if not offsets or any(len(o) != 3 for o in offsets):
+        raise ValueError(f"codebook shape {shape!r}: a custom shape is a non-empty list of [dx, dy, dz]")
+    if (0, 0, 0) not in offsets:
+        offsets.insert(0, (0, 0, 0))
+    return KernelRegion.custom(offsets)
+
+
+def _conv_bn_relu(conv, channels, bn_momentum):
+    # In place: BatchNorm keeps its input, not its output, for backward, so ReLU may overwrite it
+    # (one [N, C] activation less per ConvBNReLU).
+    return nn.Sequential(conv, snn.BatchNorm(channels, momentum=bn_momentum), snn.ReLU(inplace=True))
+
+
+def geometric_temperature(t_start: float, t_end: float, progress: float) -> float:
+    """T_start^(1 - p) * T_end^p: geometric interpolation over training progress p in [0, 1]."""
+    p = min(1.0, max(0.0, progress))
+    return t_start ** (1.0 - p) * t_end ** p
+
+
+class CodedVTRBlock(nn.Module):
+    """Codebook attention block: SparseTensor [N, inplanes] -> [N, planes], same coordinates.
+
+    Args:
+        inplanes, planes: input / output channels; when they differ the input goes through a 1x1
+            ConvBNReLU to `planes` and the residual is a plain 1x1 convolution (no BN).
+        bn_momentum: BatchNorm momentum (torch convention).
+        heads: H, channel groups of the value path; must divide C'.
+        value_expansion: C' = value_expansion * planes (the release: 2).
+        kernel_size: edge of each element's cube before its shape mask (3).
+        dilations, shapes: the codebook is the grid dilations x shapes (D = len * len elements,
+            dilation-major); the release: dilations (2, 1, 3), shapes ("cube",).
+        choice: 'soft' | 'hard_st' | 'gumbel' (module docstring).
+        t_start, t_end: temperature schedule ends (the release: 1, 1).
+        density_guidance: multiply the prior softmax_d(rho / density_tau) into alpha.
+        density_tau: prior temperature (0.1-0.2 in the paper's description).
+        detach_codebook_in_choice: W_d gets no gradient through the choice logits (as in the release).
+        diversity: return the diversity regulariser as loss 'diversity' (needs two elements of
+            equal support size).
+        aggregate: 'fused' (neighborhood_aggregate: the D products in one chunked pass each, nothing
+            [N, C'] kept per element) or 'depthwise' (the engine's depthwise convolution per element,
+            then the per-head weights: faster on CPU, keeps D x [N, C'] for backward).
+    """
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, bn_momentum: float = 0.1, heads: int = 8,
+                 value_expansion: int = 2, kernel_size: int = 3, dilations: list = (2, 1, 3), shapes: list = ("cube",),
+                 choice: str = "soft", t_start: float = 1.0, t_end: float = 1.0,
+                 density_guidance: bool = True, density_tau: float = 0.15,
+                 detach_codebook_in_choice: bool = True, diversity: bool = False, aggregate: str = "fused"):
+        super().__init__()
+        inner = value_expansion * planes
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+        if choice not in CHOICES:
+            raise ValueError(f"choice must be one of {CHOICES}, got {choice!r}")
+        if heads < 1 or inner % heads:
+            raise ValueError(f"heads={heads} must divide the value width {inner} (value_expansion * planes)")
+        if t_start <= 0 or t_end <= 0 or density_tau <= 0:
+            raise ValueError(f"t_start, t_end and density_tau must be > 0, got {t_start}, {t_end}, {density_tau}")
+        if not dilations or not shapes:
+            raise ValueError("dilations and shapes must each name at least one entry")
+        self.heads, self.inner, self.choice, self.aggregate = heads, inner, choice, aggregate
+        self.t_start, self.t_end = float(t_start), float(t_end)
+        self.density_guidance, self.density_tau = density_guidance, float(density_tau)
+        self.detach_codebook_in_choice = detach_codebook_in_choice
+        self.regions = [make_region(s, kernel_size, d) for d, s in itertools.product(dilations, shapes)]
+
+        self.proj = None if inplanes == planes else _conv_bn_relu(snn.Linear(inplanes, planes, bias=False),
+                                                                  planes, bn_momentum)
+        self.shortcut = None if inplanes == planes else snn.Linear(inplanes, planes, bias=False)
+        self.value = nn.Sequential(
+            _conv_bn_relu(snn.SubMConv3d(planes, planes, kernel_size=3), planes, bn_momentum),
+            _conv_bn_relu(snn.Linear(planes, inner, bias=False), inner, bn_momentum))
+        self.choice_convs = nn.ModuleList(snn.SubMConv3d(planes, heads, region=r) for r in self.regions)
+        # Element d's weight W_d [K_d, C'] is codebook[d].weight (uniform +-1/sqrt(K_d) at init).
+        self.codebook = nn.ModuleList(snn.DepthwiseConv3d(inner, region=r) for r in self.regions)
+        self.out = _conv_bn_relu(snn.Linear(inner, planes, bias=False), planes, bn_momentum)
+        self.diversity_pairs = [(a, b) for a, b in itertools.combinations(range(len(self.regions)), 2)
+                                if len(self.regions[a]) == len(self.regions[b])] if diversity else None
+        if diversity and not self.diversity_pairs:
+            raise ValueError("diversity=True needs two codebook elements with supports of equal size")
+        self.register_buffer("temperature", torch.tensor(self.t_start))
+        self._aux = {}
+
+    def on_train_progress(self, iteration: int, progress: float):
+        self.temperature.fill_(geometric_temperature(self.t_start, self.t_end, progress))
+
+    def density(self, tables) -> torch.Tensor:
+        """rho [N, D]: occupied fraction of each element's support around each voxel."""
+        return torch.stack([(t >= 0).sum(1).float() / t.shape[1] for t in tables], 1)
+
+    def choice_logits(self, h, tables) -> torch.Tensor:
+        """s [N, H, D] from the per-element convolutions q_d and the head-summed codebook weights."""
+        heads = self.heads
+        ones = h.feats.new_ones(1, 1, heads)  # broadcast over voxels and offsets
+        logits = []
+        for conv, element, table in zip(self.choice_convs, self.codebook, tables):
+            weight = element.weight
+            if self.detach_codebook_in_choice:
+                weight = weight.detach()
+            head_sum = weight.view(len(weight), heads, -1).sum(2)  # [K_d, H]
+            logits.append(neighborhood_aggregate(conv(h).feats, table, ones, head_sum))
+        return torch.stack(logits, 2)
+
+    def mixing_weights(self, s: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+        """alpha [N, H, D] from choice logits s [N, H, D] and density rho [N, D] (or None)."""
+        prior = 0.0 if rho is None else (rho / self.density_tau).unsqueeze(1)
+        if self.choice == "gumbel":
+            log_pi = torch.log_softmax(s + prior, 2)
+            if not self.training:
+                return F.one_hot(log_pi.argmax(2), s.shape[2]).to(s.dtype)
+            return F.gumbel_softmax(log_pi, tau=float(self.temperature), hard=True, dim=2)
+        soft = torch.softmax(s / self.temperature + prior, 2)
+        if self.choice == "soft":
+            return soft
+        hard = F.one_hot(soft.argmax(2), s.shape[2]).to(soft.dtype)
+        return hard + soft - soft.detach()
+
+    def diversity_loss(self) -> torch.Tensor:
+        """sum over equal-size pairs of ||sqrt(softmax_K W_a) sqrt(softmax_K W_b)^T - I||^2."""
+        roots = [torch.softmax(element.weight, 0).sqrt() for element in self.codebook]
+        total = 0.0
+        for a, b in self.diversity_pairs:
+            gram = roots[a] @ roots[b].t()
+            total = total + (gram - torch.eye(len(gram), device=gram.device, dtype=gram.dtype)).pow(2).sum()
+        return total
+
+    def attend(self, h):
+        """Codebook attention of h [N, planes] -> (y [N, C'], alpha [N, H, D])."""
+        v = self.value(h).feats
+        tables = [neighbor_table(h, r) for r in self.regions]
+        rho = self.density(tables) if self.density_guidance else None
+        alpha = self.mixing_weights(self.choice_logits(h, tables), rho)
+        y = 0
+        for d, (element, table) in enumerate(zip(self.codebook, tables)):
+            if self.aggregate == "fused":
+                y = y + neighborhood_aggregate(v, table, alpha[:, None, :, d], element.weight)
+            else:  # the engine's depthwise conv, then the per-head weight (keeps [N, C'] per element)
+                z = element(h.replace(v)).feats.view(len(v), self.heads, -1)
+                y = y + (z * alpha[:, :, d:d + 1]).reshape(len(v), -1)
+        return y, alpha
+
+    def forward(self, x):
+        h = x if self.proj is None else self.proj(x)
+        y, alpha = self.attend(h)
+        out = self.out(h.replace(y))
+        skip = x if self.shortcut is None else self.shortcut(x)
+        usage = alpha.detach().mean((0, 1))
+        self._aux = {"losses": {"diversity": self.diversity_loss()} if self.diversity_pairs else {},
+                     "logs": {"choice_entropy": -(usage * usage.clamp_min(1e-12).log()).sum()}}
+        return out.replace(out.feats + skip.feats)
+
+    def pop_aux(self):
+        """(losses, logs) of the last forward pass, then forgets them (they hold the graph)."""
+        aux, self._aux = self._aux, {}
+        return aux.get("losses", {}), aux.get("logs", {})
+
+
+class DiscreteAttentionBlock(CodedVTRBlock):
+    """Discrete attention: each voxel and head picks one of M learned, input-independent patterns.
+
+    A CodedVTRBlock whose defaults are M = 4 elements on the same 3x3x3 cube and a hard
+    straight-through choice; `choice: gumbel` anneals a Gumbel-softmax instead, `choice: soft` is
+    the continuous relaxation (CodedVTR's mixing).
+    """
+
+    def __init__(self, inplanes: int, planes: int, bn_momentum: float = 0.1, heads: int = 8,
+                 value_expansion: int = 2, kernel_size: int = 3, dilations: list = (1, 1, 1, 1), shapes: list = ("cube",),
+                 choice: str = "hard_st", t_start: float = 1.0, t_end: float = 1.0,
+                 density_guidance: bool = False, density_tau: float = 0.15,
+                 detach_codebook_in_choice: bool = True, diversity: bool = False, aggregate: str = "fused"):
+        super().__init__(inplanes, planes, bn_momentum, heads, value_expansion, kernel_size, dilations, shapes,
+                         choice, t_start, t_end, density_guidance, density_tau, detach_codebook_in_choice,
+                         diversity, aggregate)
