@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib.profiler import _CpuMeter, _CudaMeter  # noqa: E402
+from lib.profiler.meter import MemoryTimeline, peak_bytes  # noqa: E402
 from lib.sparse import KernelRegion, SparseTensor, neighborhood_aggregate  # noqa: E402
 from lib.sparse import nn as snn  # noqa: E402
 
@@ -85,17 +85,6 @@ def timed(fn, device, repeats, warmup):
     return statistics.median(times)
 
 
-def peak_bytes(fn, device):
-    meter = _CudaMeter(device) if device.type == "cuda" else _CpuMeter()
-    with meter.session():
-        meter.active = True
-        meter.enter("pass")
-        fn()
-        meter.exit("pass")
-        meter.active = False
-    return meter.result()["pass"]["peak_bytes"], meter.method
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=Path(os.environ.get("VOXSEG_REAL_DATA", ROOT.parent / "shared" / "data" / "real")))
@@ -145,9 +134,10 @@ def main(argv=None):
 
         results[name] = {"fwd_s": timed(fwd, device, args.repeats, args.warmup),
                          "fwd_bwd_s": timed(fwd_bwd, device, args.repeats, args.warmup)}
-        results[name]["fwd_peak_bytes"], method = peak_bytes(fwd, device)
+        results[name]["fwd_peak_bytes"] = peak_bytes(fwd, device)
+        method = MemoryTimeline(device).method
         v.grad = a.grad = w.grad = None
-        results[name]["fwd_bwd_peak_bytes"], _ = peak_bytes(fwd_bwd, device)
+        results[name]["fwd_bwd_peak_bytes"] = peak_bytes(fwd_bwd, device)
         v.grad = a.grad = w.grad = None
 
     cols = ["fwd_s", "fwd_bwd_s", "fwd_peak_bytes", "fwd_bwd_peak_bytes"]

@@ -40,15 +40,42 @@ def _main_args(line: str):
     return words[start + 1:]
 
 
+def _code_blocks(text: str):
+    """(language, body) of every fenced block, fences paired in order (a ```yaml block too)."""
+    blocks, lang, body = [], None, []
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if lang is None:
+                lang, body = line[3:].strip(), []
+            else:
+                blocks.append((lang, "\n".join(body)))
+                lang = None
+        elif lang is not None:
+            body.append(line)
+    return blocks
+
+
+def _prose_lines(text: str):
+    """The lines outside fenced blocks."""
+    inside = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            inside = not inside
+        elif not inside:
+            yield line
+
+
 def readme_commands():
     """(command as written, main.py's arguments) for each command in README code blocks and inline code."""
     found = []
-    for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", README, flags=re.S):
+    for lang, block in _code_blocks(README):
+        if lang not in ("", "bash", "sh"):
+            continue
         for line in _logical_lines(block):
             args = _main_args(line)
             if args is not None:
                 found.append((_command(line), args))
-    prose = re.sub(r"```.*?```", "", README, flags=re.S)
+    prose = "\n".join(line for line in _prose_lines(README))
     for span in re.findall(r"`([^`\n]*main\.py[^`\n]*)`", prose):
         args = _main_args(span)
         if args is not None:

@@ -111,3 +111,11 @@ class MemoryTimeline:
 
     def span_ms(self, first: int, last: int) -> float:
         return (self.times[last] - self.times[first]) / 1e6
+
+
+def peak_bytes(fn, device="cpu") -> int:
+    """Peak bytes allocated by one call of `fn()` above what was live when it began (the method of
+    MemoryTimeline on that device). Benchmarks and memory tests use this one meter."""
+    with MemoryTimeline(device) as timeline:
+        fn()
+    return int(max(timeline.peak))

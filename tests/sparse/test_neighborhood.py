@@ -103,20 +103,14 @@ def test_aggregate_cuda_branch_on_cpu(monkeypatch):
 def test_aggregate_never_holds_a_pair_tensor():
     """Peak CPU memory of forward + backward (lib.profiler's allocation replay) stays far below one
     [N, K, C] tensor, which the naive gather needs several of."""
-    from lib.profiler import _CpuMeter
+    from lib.profiler.meter import peak_bytes
 
     nbr = _table(KernelRegion.cube(3), seed=11, grid=16, density=0.5)
     v, a, w = _inputs(nbr, 16, 2, "full", True, seed=11)
     pair_tensor = nbr.numel() * v.shape[1] * v.element_size()
 
     def peak(fn):
-        meter = _CpuMeter()
-        with meter.session():
-            meter.active = True
-            meter.enter("pass")
-            fn()
-            meter.exit("pass")
-        return meter.result()["pass"]["peak_bytes"]
+        return peak_bytes(fn, "cpu")
 
     def step(impl):
         v.grad = a.grad = w.grad = None
