@@ -82,15 +82,15 @@ def collate(items):
 
 class ToyNet(nn.Module):
     """Per-voxel MLP on x.feats (a SparseTensor or a plain tensor); optional named losses
-    (l2, l1) and a logged value (mean_logit), dropout, and NaN logits on the training forwards
+    (l2, l1) and a logged value (mean_logit), dropout, BatchNorm (bn, bn_momentum), and NaN logits on the training forwards
     numbered in `nan_at` (1-based), a finite loss with infinite gradients on those in `nan_grad_at`."""
 
     def __init__(self, in_channels, num_classes, hidden=16, aux=False, dropout=0.0, bn=False, nan_at=(),
-                 nan_grad_at=()):
+                 nan_grad_at=(), bn_momentum=0.1):
         super().__init__()
         layers = [nn.Linear(in_channels, hidden)]
         if bn:
-            layers.append(nn.BatchNorm1d(hidden))
+            layers.append(nn.BatchNorm1d(hidden, momentum=bn_momentum))
         layers += [nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)]
         self.net = nn.Sequential(*layers)
         self.aux = aux
@@ -124,3 +124,31 @@ def build_model(model_cfg, in_channels, num_classes):
 
 def plain_input(batch, device):
     return batch["feats"].to(device)
+
+
+def bn_rank_worker(rank: int, world: int, init_file: str, out_dir: str):
+    """One gloo rank of tests/engine/test_distributed.py: a DDP step of a BatchNorm ToyNet on this
+    rank's own data, an EMA update, then `average_buffers`; saves the buffers before and after."""
+    import torch.distributed as dist
+
+    from lib.engine.dist import average_buffers
+    from lib.engine.ema import ModelEMA
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    net = ToyNet(4, 3, bn=True)
+    ema = ModelEMA(net, decay=0.5)
+    ddp = nn.parallel.DistributedDataParallel(net)
+    torch.manual_seed(10 + rank)
+    feats = torch.randn(20, 4) * (rank + 1)  # each rank's batch has its own statistics
+    ddp(feats).sum().backward()
+    ema.update(net)
+
+    def buffers():
+        return {f"{tag}.{name}": b.clone() for tag, m in (("model", net), ("ema", ema.module))
+                for name, b in m.named_buffers()}
+
+    before = buffers()
+    average_buffers(net, ema.module)
+    torch.save({"before": before, "after": buffers()}, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()

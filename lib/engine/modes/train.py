@@ -8,7 +8,7 @@ from torch import nn
 from lib.config import config_to_dict
 from lib.engine.checkpoint import Checkpointer
 from lib.engine.data import EpochStream, make_loader
-from lib.engine.dist import is_dist, is_main
+from lib.engine.dist import average_buffers, is_dist, is_main
 from lib.engine.ema import ModelEMA
 from lib.engine.hookbase import build_hooks, check_hook_names
 from lib.engine.hooks import HookEnv
@@ -86,10 +86,21 @@ def build_trainer(run):
     from lib.metrics import SegEvaluator
     evaluator = SegEvaluator.from_meta(meta, cfg.eval.convention, device)
     eval_model = ema.module if ema is not None else unwrap(model)
-    env = HookEnv(cfg, meta.class_names, device, run_dir=run.run_dir,
-                  validate=lambda: validate(eval_model, val_loader, make_input, evaluator, device,
-                                                    trainer.autocast),
-                  save=lambda name: checkpointer.save(name))
+
+    def one_model():
+        # Ranks' BatchNorm statistics (and so the EMA's) differ by their last batches: validate
+        # and save their average, so every rank scores the same model and the checkpoint is it.
+        average_buffers(unwrap(model), *([ema.module] if ema is not None else []))
+
+    def validate_synced():
+        one_model()
+        return validate(eval_model, val_loader, make_input, evaluator, device, trainer.autocast)
+
+    def save_synced(name):
+        one_model()
+        return checkpointer.save(name)
+
+    env = HookEnv(cfg, meta.class_names, device, run_dir=run.run_dir, validate=validate_synced, save=save_synced)
     trainer.hooks = build_hooks(cfg.train.hooks, env)
     checkpointer = Checkpointer(run.run_dir, trainer, trainer.hooks, config_to_dict(cfg), is_writer=is_main(),
                                 model=unwrap(model), optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema)
