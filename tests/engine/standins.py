@@ -67,6 +67,27 @@ class ToyScenes(torch.utils.data.Dataset):
                 "sampled_points": coords.astype(np.float32) + 0.5}
 
 
+class GrowingScenes(ToyScenes):
+    """ToyScenes whose items have `voxel_counts()` voxels times a random growth in [1, 1.8)
+    (capped at `voxels`), drawn from the seeded global RNG: augmentation that grows scenes past
+    the voxel cap the sampler packed them under."""
+
+    def __init__(self, n: int = 12, voxels: int = 40, seed: int = 0):
+        super().__init__(n=n, voxels=voxels, seed=seed)
+        self.counts = np.random.default_rng(seed + 1).integers(10, voxels, n)
+
+    def voxel_counts(self):
+        return self.counts
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        m = min(int(self.counts[index] * np.random.uniform(1.0, 1.8)), len(item["coords"]))
+        for key in ("coords", "feats", "labels", "sampled_points"):
+            item[key] = item[key][:m]
+        item["inverse"] = np.minimum(item["inverse"], m - 1)
+        return item
+
+
 def collate(items):
     """The collate contract: batch column first, offsets [B + 1], per-scene lists of tensors."""
     t = torch.as_tensor

@@ -19,7 +19,7 @@ from lib.engine.optim import IterationScheduler, build_optimizer
 from lib.engine.process import shared_seed
 from lib.engine.state_check import load_weights
 from lib.engine.trainer import Trainer
-from lib.engine.voxel_budget import VoxelBudgetBatchSampler
+from lib.engine.voxel_budget import CappedStream, VoxelBudgetBatchSampler
 from lib.model_contract import unwrap
 
 log = logging.getLogger("voxseg")
@@ -40,19 +40,22 @@ def prepare_model(model: nn.Module, run) -> nn.Module:
 
 
 def make_train_loaders(run, train_set, val_set):
-    """(training EpochStream, validation loader) for this rank."""
+    """(training stream, validation loader) for this rank. With `data.limit_numpoints` the loader
+    yields lists of items and a `CappedStream` keeps the cap and collates in the main process."""
     cfg = run.cfg
+    collate = run.train_collate_fn or run.collate_fn
+    limit = cfg.data.limit_numpoints
     budget = None
-    if cfg.data.limit_numpoints > 0 and hasattr(train_set, "voxel_counts"):
+    if limit > 0 and hasattr(train_set, "voxel_counts"):
         # Pack scenes under the voxel cap instead of a fixed count per batch (no scene dropped).
-        budget = VoxelBudgetBatchSampler(train_set.voxel_counts(), cfg.data.limit_numpoints,
+        budget = VoxelBudgetBatchSampler(train_set.voxel_counts(), limit,
                                          cfg.data.batch_size, run.rank, run.world, shuffle=True, seed=cfg.seed)
-    loader = make_loader(train_set, cfg.data.batch_size, cfg.data.num_workers,
-                         run.train_collate_fn or run.collate_fn, run.rank, run.world, shuffle=True,
-                         seed=cfg.seed, batch_sampler=budget)
+    loader = make_loader(train_set, cfg.data.batch_size, cfg.data.num_workers, list if limit > 0 else collate,
+                         run.rank, run.world, shuffle=True, seed=cfg.seed, batch_sampler=budget)
     val_loader = make_loader(val_set, cfg.data.batch_size, cfg.data.num_workers, run.collate_fn,
                              run.rank, run.world, shuffle=False, seed=cfg.seed)
-    return EpochStream(loader), val_loader
+    stream = CappedStream(loader, limit, collate) if limit > 0 else EpochStream(loader)
+    return stream, val_loader
 
 
 def build_trainer(run):
@@ -107,8 +110,7 @@ def build_trainer(run):
     if run.resume:
         path = run.run_dir / "last.pth"
         checkpointer.load(path)
-        log.info("resumed from %s at iteration %d", path, trainer.iteration)
-    stream.seek(trainer.iteration * accum)
+        log.info("resumed from %s at iteration %d", path, trainer.iteration)  # the stream too
     return trainer
 
 
