@@ -7,12 +7,12 @@ from torch import nn
 
 from lib.config import config_to_dict
 from lib.engine.checkpoint import Checkpointer
-from lib.engine.data import EpochStream, make_loader
+from lib.engine.data import EpochStream, SeededItems, make_loader
 from lib.engine.dist import average_buffers, is_dist, is_main
 from lib.engine.ema import ModelEMA
 from lib.engine.hookbase import build_hooks, check_hook_names
 from lib.engine.hooks import HookEnv
-from lib.engine.inference import validate
+from lib.engine.inference import predict_scene, validate
 from lib.engine.inputs import for_model
 from lib.engine.losses import build_loss
 from lib.engine.optim import IterationScheduler, build_optimizer
@@ -103,7 +103,16 @@ def build_trainer(run):
         one_model()
         return checkpointer.save(name)
 
-    env = HookEnv(cfg, meta.class_names, device, run_dir=run.run_dir, validate=validate_synced, save=save_synced)
+    val_items = SeededItems(val_set, cfg.seed)
+
+    def preview():
+        # One validation scene as `--mode test` predicts it (no TTA), for the pointcloud hook.
+        item, probs = predict_scene(eval_model, val_items, 0, [(0.0, False, 1.0)], run.collate_fn,
+                                    make_input, device)
+        return item["scene"], item["points"], probs.argmax(dim=1).cpu().numpy(), item["point_labels"]
+
+    env = HookEnv(cfg, meta.class_names, device, run_dir=run.run_dir, validate=validate_synced, save=save_synced,
+                  preview=preview, palette=meta.palette)
     trainer.hooks = build_hooks(cfg.train.hooks, env)
     checkpointer = Checkpointer(run.run_dir, trainer, trainer.hooks, config_to_dict(cfg), is_writer=is_main(),
                                 model=unwrap(model), optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema)
