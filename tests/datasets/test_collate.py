@@ -1,6 +1,5 @@
 """Collate: batch column and offsets; the voxel-budget sampler packs a real dataset's scenes."""
 import numpy as np
-import pytest
 import torch
 
 from datasets.collate import collate_fn

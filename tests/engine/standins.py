@@ -173,3 +173,23 @@ def bn_rank_worker(rank: int, world: int, init_file: str, out_dir: str):
     average_buffers(net, ema.module)
     torch.save({"before": before, "after": buffers()}, f"{out_dir}/rank{rank}.pt")
     dist.destroy_process_group()
+
+
+def capped_rank_worker(rank: int, world: int, init_file: str, out_dir: str):
+    """One gloo rank of tests/engine/test_voxel_budget.py: this rank's `CappedStream` over
+    GrowingScenes for 24 steps; saves [(epoch, scenes, carried, in the epoch's tail)] per step."""
+    import torch.distributed as dist
+
+    from lib.engine.data import make_loader
+    from lib.engine.voxel_budget import CappedStream, VoxelBudgetBatchSampler
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    ds = GrowingScenes(n=16)
+    sampler = VoxelBudgetBatchSampler(ds.voxel_counts(), 50, 3, rank, world, seed=1)
+    stream = CappedStream(make_loader(ds, 3, 0, list, rank, world, seed=1, batch_sampler=sampler), 50, collate)
+    steps = []
+    for _ in range(24):
+        batch = next(stream)
+        steps.append((stream.epoch, batch["scene"], batch["carried"], stream.tail is not None))
+    torch.save(steps, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()

@@ -127,3 +127,21 @@ def test_capped_stream_resume_with_a_deferred_scene_continues_the_sequence(tmp_p
             got = next(resumed)
             assert got["scene"] == expected["scene"] and got["carried"] == expected["carried"]
             assert torch.equal(got["feats"], expected["feats"])
+
+
+def test_capped_stream_ranks_take_equal_steps_and_cover_the_epoch(tmp_path):
+    """Two gloo ranks whose epochs end with different numbers of deferred scenes: the ranks agree
+    on the tail steps (the shorter repeats its last batch), so their epochs change at the same
+    step, and the ranks together train every scene in each epoch."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(S.capped_rank_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert [step[0] for step in ranks[0]] == [step[0] for step in ranks[1]]  # epochs change in step
+    epochs = sorted({step[0] for step in ranks[0]})[:-1]  # the last may be cut short
+    assert epochs, "24 steps should cover an epoch"
+    for epoch in epochs:
+        scenes = {s for steps in ranks for e, names, _, _ in steps if e == epoch for s in names}
+        assert scenes == {f"scene{i:02d}" for i in range(16)}, epoch
+    repeats = [sum(1 for e, _, carried, tail in steps if tail and not carried) for steps in ranks]
+    assert any(repeats), "the case needs a rank with fewer tail steps than the other"
