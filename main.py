@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     # Heavy imports only once the command line is known good. main.py is where the generic engine
     # meets the dataset and model registries: lib/ never imports them itself.
     import models
-    from datasets.collate import LimitedCollate, collate_fn
+    from datasets.collate import collate_fn
     from lib.engine.launch import launch
     from lib.engine.signals import Terminated, install_sigterm_handler
 
@@ -137,10 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(note, file=sys.stderr)
             else:
                 cfg.data.limit_numpoints = 0  # the cap only shapes training batches
-        # The voxel cap guards training batches only: evaluation must see every scene, so it never defers.
-        train_collate = LimitedCollate(cfg.data.limit_numpoints) if cfg.data.limit_numpoints > 0 else None
-        return launch(cfg, args, build_dataset=build_dataset, build_model=models.build_model,
-                      collate_fn=collate_fn, train_collate_fn=train_collate)
+        # The engine keeps the voxel cap of training batches (lib/engine/voxel_budget.py); evaluation never defers.
+        return launch(cfg, args, build_dataset=build_dataset, build_model=models.build_model, collate_fn=collate_fn)
     except UserError as exc:  # config, data, checkpoint, disk full: one line, no traceback
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -6,7 +6,8 @@ Format 2 (FORMAT_VERSION):
    "model": model state_dict (the key every version keeps),
    "optimizer", "scheduler": their state_dicts,
    "scaler": GradScaler state_dict or None, "ema": {"module", "updates"} or None,
-   "trainer": {"iteration", "rng": [one RNG state per rank], "world_size", "skipped_total"},
+   "trainer": {"iteration", "rng": [one RNG state per rank], "world_size", "skipped_total",
+               "stream": [one data-stream position per rank (EpochStream / CappedStream state_dict)]},
    "hooks": {hook name: that hook's state_dict} (e.g. "validation": {"best", "best_iteration"}),
    "config": the resolved recipe as a dict}
 Format 1 (no "trainer"/"hooks"; "iteration", "rng", "world_size", "best", "best_iteration" at the

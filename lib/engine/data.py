@@ -142,7 +142,9 @@ class EpochStream:
     Before each epoch it calls set_epoch on the sampler and, when it has one, on the dataset.
     `seek(step)` maps a global batch count to (epoch, batch in epoch), so a resumed run continues
     with the very batch the interrupted run would have drawn next. The batch count of an epoch may
-    vary by epoch (voxel-budget packing); `steps_in(epochs)` sums it.
+    vary by epoch (voxel-budget packing); `steps_in(epochs)` sums it. `state_dict()` is the
+    position ({"epoch", "consumed": loader batches drawn in that epoch}); the trainer checkpoints
+    it per rank.
     """
 
     def __init__(self, loader: DataLoader):
@@ -152,8 +154,8 @@ class EpochStream:
             raise ValueError(f"training set has {len(loader.sampler)} scenes per process, fewer than "
                              f"the batch size {loader.batch_size}")
         self.epoch = 0
+        self.consumed = 0  # loader batches drawn in this epoch
         self._iter = None
-        self._pending_start = 0
 
     def _set_epoch(self, epoch: int, start_batch: int):
         if isinstance(self.loader.batch_sampler, KeyedBatches):
@@ -175,23 +177,41 @@ class EpochStream:
         while batches_done >= (steps := self._steps(epoch)):
             batches_done -= steps
             epoch += 1
-        self.epoch, self._pending_start = epoch, batches_done
+        self.epoch, self.consumed = epoch, batches_done
         self._iter = None
 
-    def _open_epoch(self):
-        self._set_epoch(self.epoch, self._pending_start)
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
+        self._iter = None
+
+    def set_dataset_epoch(self):
         inner = getattr(self.loader.dataset, "dataset", None)
         if hasattr(inner, "set_epoch"):
             inner.set_epoch(self.epoch)
-        self._pending_start = 0
+
+    def _open_epoch(self):
+        self._set_epoch(self.epoch, self.consumed)
+        self.set_dataset_epoch()
         self._iter = iter(self.loader)
 
-    def __next__(self):
+    def next_loader_batch(self):
+        """The loader's next batch in this epoch, or None at the epoch's end."""
         if self._iter is None:
             self._open_epoch()
         try:
-            return next(self._iter)
+            batch = next(self._iter)
         except StopIteration:
-            self.epoch += 1
-            self._open_epoch()
-            return next(self._iter)
+            return None
+        self.consumed += 1
+        return batch
+
+    def next_epoch(self):
+        self.epoch, self.consumed, self._iter = self.epoch + 1, 0, None
+
+    def __next__(self):
+        while (batch := self.next_loader_batch()) is None:
+            self.next_epoch()
+        return batch

@@ -84,6 +84,30 @@ def barrier() -> None:
         dist.barrier()
 
 
+@torch.no_grad()
+def average_buffers(*modules) -> None:
+    """Make every rank's buffers of `modules` equal (every rank must call, same modules in the
+    same order): floating buffers (BatchNorm running statistics, an EMA copy's) become their mean
+    over ranks, integer ones (num_batches_tracked) rank 0's. Parameters are left alone: DDP keeps
+    them equal. Averaging rather than taking rank 0's uses every rank's share of the data, as one
+    process seeing the whole batch would. A no-op in a single process."""
+    if not is_dist():
+        return
+    device_type = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    world = get_world_size()
+    for module in modules:
+        for buf in module.buffers():
+            work = buf.to(device_type) if buf.device.type != device_type else buf
+            if buf.is_floating_point():
+                work = work.double() if work.dtype != torch.float64 else work.clone()
+                dist.all_reduce(work, op=dist.ReduceOp.SUM)
+                work = work / world
+            else:
+                work = work.clone()
+                dist.broadcast(work, src=0)
+            buf.copy_(work.to(buf.device, buf.dtype))
+
+
 def broadcast_object(obj):
     """Rank 0's python object on every rank."""
     if not is_dist():

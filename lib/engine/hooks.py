@@ -1,8 +1,8 @@
 """The built-in hooks (names for `train.hooks`): logging, train_metrics, validation, checkpoint,
-stop_at, tensorboard. See lib/engine/hookbase.py for the base class, registry and order.
+stop_at, tensorboard, pointcloud (off unless listed). See lib/engine/hookbase.py for the base class, registry and order.
 
 Hooks exchange values through `trainer.storage` only: per-step objects ("step_info",
-"step_preds", "new_best", "val_scores") and scalars (put_scalar; "scalars" in reads/writes), which
+"step_preds", "new_best", "val_scores", "meshes") and scalars (put_scalar; "scalars" in reads/writes), which
 the tensorboard hook, the one owner of the SummaryWriter, flushes at the end of each step.
 Only rank 0 writes files; hooks that run collectives (validation, loss averaging) run on every
 rank in the same order.
@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from lib.engine.dist import all_reduce_mean, is_main
@@ -29,6 +30,8 @@ class HookEnv:
     validate: Callable = None  # () -> evaluator score dict
     save: Callable = None  # (name) -> writes <run>/<name>.pth; every rank calls it
     run_dir: object = None
+    preview: Callable = None  # () -> (scene, points [P, 3] m, pred [P], labels [P]): validation scene 0
+    palette: object = None  # [K, 3] uint8 class colours (the dataset meta's)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -241,13 +244,60 @@ class StopAtHook(HookBase):
             trainer.request_stop(f"train.stop_at={self.stop_at} reached")
 
 
+IGNORED_COLOUR = (128, 128, 128)  # points without a label in the ground-truth view
+PREVIEW_POINTS = 50_000  # at most this many points per view (every k-th): the event file stays small
+
+
+def class_colours(labels, palette) -> np.ndarray:
+    """[P, 3] uint8 colours of class ids `labels` [P] (ids outside the palette, the ignore label: grey)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    palette = np.asarray(palette, dtype=np.uint8)
+    known = (labels >= 0) & (labels < len(palette))
+    out = np.empty((len(labels), 3), dtype=np.uint8)
+    out[:] = IGNORED_COLOUR
+    out[known] = palette[labels[known]]
+    return out
+
+
+@register_hook
+class PointCloudHook(HookBase):
+    """At each validation, rank 0 predicts the first validation scene with the validated model and
+    publishes two coloured point clouds in "meshes" for the tensorboard hook: "pointcloud/prediction"
+    and "pointcloud/ground_truth" (original points, coloured by the dataset palette; every k-th
+    point when a scene has more than PREVIEW_POINTS). Off unless `train.hooks` lists it."""
+
+    name = "pointcloud"
+    reads = ("val_scores",)
+    writes = ("meshes",)
+
+    def __init__(self, preview, palette):
+        self.preview, self.palette = preview, palette
+
+    @classmethod
+    def build(cls, env: HookEnv):
+        return cls(env.preview, env.palette)
+
+    def after_step(self, trainer):
+        if trainer.storage.get("val_scores") is None or not is_main():
+            return
+        scene, points, pred, labels = self.preview()
+        step = -(-len(points) // PREVIEW_POINTS)
+        points = np.asarray(points, dtype=np.float32)[::step]
+        trainer.storage.put("meshes", {
+            "pointcloud/prediction": (points, class_colours(np.asarray(pred)[::step], self.palette)),
+            "pointcloud/ground_truth": (points, class_colours(np.asarray(labels)[::step], self.palette))})
+        log.info("pointcloud: validation scene %s at iteration %d in TensorBoard", scene, trainer.iteration)
+
+
 @register_hook
 class TensorBoardHook(HookBase):
     """The one TensorBoard writer (rank 0, <run>/tensorboard): after each step it writes every
-    finite scalar published in that step. Closed in after_train, which runs on every exit path."""
+    finite scalar published in that step, and the point clouds in "meshes" ({tag: (vertices
+    [P, 3] float32, colours [P, 3] uint8)}) with add_mesh. Closed in after_train, which runs on
+    every exit path."""
 
     name = "tensorboard"
-    reads = ("scalars",)
+    reads = ("scalars", "meshes")
 
     def __init__(self, logdir):
         self.logdir = logdir
@@ -268,6 +318,9 @@ class TensorBoardHook(HookBase):
         for name, value in trainer.storage.latest_at(trainer.iteration).items():
             if math.isfinite(value):
                 self.writer.add_scalar(name, value, trainer.iteration)
+        for tag, (vertices, colours) in trainer.storage.get("meshes", {}).items():
+            self.writer.add_mesh(tag, vertices=torch.as_tensor(vertices)[None], colors=torch.as_tensor(colours)[None],
+                                 global_step=trainer.iteration)
 
     def after_train(self, trainer):
         if self.writer is not None:

@@ -2,7 +2,8 @@
 and `run` (one process: setup, the mode's runner from lib/engine/modes/, `<run>/summary.json`).
 
 main.py calls `launch(cfg, args, build_dataset=..., build_model=..., collate_fn=..., train_collate_fn=...)`
-(the training loader's collate may enforce a voxel cap; evaluation never defers a scene); with
+(`train_collate_fn`: an optional training collate; the voxel cap itself is kept by the engine,
+lib/engine/voxel_budget.py, and evaluation never defers a scene); with
 `--nproc N` (or dist.nproc > 1) outside torchrun it re-runs main.py in N processes through
 torch.distributed.run.
 """

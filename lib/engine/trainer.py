@@ -35,9 +35,8 @@ class NonFiniteLossError(RuntimeError):
     """Raised after `max_bad_steps` consecutive steps with a NaN/inf loss or gradient."""
 
 
-def gather_rng() -> list:
-    """Every rank's RNG states, in rank order (on every rank)."""
-    state = capture_rng()
+def gather(state) -> list:
+    """Every rank's `state` (a picklable object), in rank order (on every rank)."""
     if not is_dist():
         return [state]
     states = [None] * get_world_size()
@@ -240,11 +239,15 @@ class Trainer:
         return grad_norm, finite
 
     def state_dict(self) -> dict:
-        """Collective (gathers every rank's RNG state): call on every rank."""
-        return {"iteration": self.iteration, "rng": gather_rng(), "world_size": get_world_size(),
-                "skipped_total": self.skipped_total}
+        """Collective (gathers every rank's RNG state and data position): call on every rank."""
+        stream = self.stream.state_dict() if hasattr(self.stream, "state_dict") else None
+        return {"iteration": self.iteration, "rng": gather(capture_rng()), "world_size": get_world_size(),
+                "skipped_total": self.skipped_total, "stream": gather(stream)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restores the count, this rank's RNG streams and its data position (the stream's own
+        state when the checkpoint has one per rank of this run, else `iteration * accum_steps`
+        batches into the stream)."""
         self.iteration = int(state["iteration"])
         self.skipped_total = int(state.get("skipped_total", 0))
         rng = state["rng"]
@@ -253,3 +256,8 @@ class Trainer:
             log.warning("the checkpoint was written by %d processes, resuming with %d: RNG streams differ",
                         len(rng), world)
         restore_rng(rng[rank % len(rng)])
+        streams = state.get("stream") or []
+        if len(streams) == world and streams[rank] is not None and hasattr(self.stream, "load_state_dict"):
+            self.stream.load_state_dict(streams[rank])
+        elif hasattr(self.stream, "seek"):
+            self.stream.seek(self.iteration * max(1, self.cfg.accum_steps))

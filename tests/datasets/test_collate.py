@@ -1,11 +1,8 @@
-"""Collate: batch column and offsets; the voxel cap defers or packs, never silently drops."""
-import warnings
-
+"""Collate: batch column and offsets; the voxel-budget sampler packs a real dataset's scenes."""
 import numpy as np
-import pytest
 import torch
 
-from datasets.collate import LimitedCollate, collate_fn
+from datasets.collate import collate_fn
 from lib.engine.voxel_budget import VoxelBudgetBatchSampler
 
 
@@ -32,28 +29,6 @@ def test_collate_layout():
         np.testing.assert_array_equal(batch["point_coords"][rows].numpy(), it["sampled_points"])
     assert batch["point_coords"].dtype == torch.float32
     assert batch["labels"].dtype == torch.int64 and batch["scene"] == ["a", "b", "c"]
-
-
-def test_limited_collate_defers_overflow_to_next_batch():
-    collate = LimitedCollate(12)
-    with pytest.warns(UserWarning, match="deferring scene"):
-        first = collate([_item("a", 5), _item("b", 5), _item("c", 5)])
-    assert first["scene"] == ["a", "b"] and first["deferred"] == ["c"] and first["carried"] == []
-    second = collate([_item("d", 5)])
-    assert second["scene"] == ["c", "d"] and second["carried"] == ["c"] and second["deferred"] == []
-    with pytest.warns(UserWarning) as caught:
-        alone = collate([_item("big", 20), _item("e", 1)])
-    messages = [str(w.message) for w in caught]
-    assert any("alone has 20 voxels" in m for m in messages) and any("deferring scene(s) e" in m for m in messages)
-    assert alone["scene"] == ["big"] and alone["deferred"] == ["e"]
-    assert len(alone["coords"]) == 20
-
-
-def test_no_cap_keeps_everything():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        batch = LimitedCollate(0)([_item("a", 500), _item("b", 500)])
-    assert batch["scene"] == ["a", "b"]
 
 
 def test_budget_sampler_with_dataset(scannet_root):

@@ -67,6 +67,27 @@ class ToyScenes(torch.utils.data.Dataset):
                 "sampled_points": coords.astype(np.float32) + 0.5}
 
 
+class GrowingScenes(ToyScenes):
+    """ToyScenes whose items have `voxel_counts()` voxels times a random growth in [1, 1.8)
+    (capped at `voxels`), drawn from the seeded global RNG: augmentation that grows scenes past
+    the voxel cap the sampler packed them under."""
+
+    def __init__(self, n: int = 12, voxels: int = 40, seed: int = 0):
+        super().__init__(n=n, voxels=voxels, seed=seed)
+        self.counts = np.random.default_rng(seed + 1).integers(10, voxels, n)
+
+    def voxel_counts(self):
+        return self.counts
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        m = min(int(self.counts[index] * np.random.uniform(1.0, 1.8)), len(item["coords"]))
+        for key in ("coords", "feats", "labels", "sampled_points"):
+            item[key] = item[key][:m]
+        item["inverse"] = np.minimum(item["inverse"], m - 1)
+        return item
+
+
 def collate(items):
     """The collate contract: batch column first, offsets [B + 1], per-scene lists of tensors."""
     t = torch.as_tensor
@@ -82,15 +103,15 @@ def collate(items):
 
 class ToyNet(nn.Module):
     """Per-voxel MLP on x.feats (a SparseTensor or a plain tensor); optional named losses
-    (l2, l1) and a logged value (mean_logit), dropout, and NaN logits on the training forwards
+    (l2, l1) and a logged value (mean_logit), dropout, BatchNorm (bn, bn_momentum), and NaN logits on the training forwards
     numbered in `nan_at` (1-based), a finite loss with infinite gradients on those in `nan_grad_at`."""
 
     def __init__(self, in_channels, num_classes, hidden=16, aux=False, dropout=0.0, bn=False, nan_at=(),
-                 nan_grad_at=()):
+                 nan_grad_at=(), bn_momentum=0.1):
         super().__init__()
         layers = [nn.Linear(in_channels, hidden)]
         if bn:
-            layers.append(nn.BatchNorm1d(hidden))
+            layers.append(nn.BatchNorm1d(hidden, momentum=bn_momentum))
         layers += [nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)]
         self.net = nn.Sequential(*layers)
         self.aux = aux
@@ -124,3 +145,51 @@ def build_model(model_cfg, in_channels, num_classes):
 
 def plain_input(batch, device):
     return batch["feats"].to(device)
+
+
+def bn_rank_worker(rank: int, world: int, init_file: str, out_dir: str):
+    """One gloo rank of tests/engine/test_distributed.py: a DDP step of a BatchNorm ToyNet on this
+    rank's own data, an EMA update, then `average_buffers`; saves the buffers before and after."""
+    import torch.distributed as dist
+
+    from lib.engine.dist import average_buffers
+    from lib.engine.ema import ModelEMA
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    net = ToyNet(4, 3, bn=True)
+    ema = ModelEMA(net, decay=0.5)
+    ddp = nn.parallel.DistributedDataParallel(net)
+    torch.manual_seed(10 + rank)
+    feats = torch.randn(20, 4) * (rank + 1)  # each rank's batch has its own statistics
+    ddp(feats).sum().backward()
+    ema.update(net)
+
+    def buffers():
+        return {f"{tag}.{name}": b.clone() for tag, m in (("model", net), ("ema", ema.module))
+                for name, b in m.named_buffers()}
+
+    before = buffers()
+    average_buffers(net, ema.module)
+    torch.save({"before": before, "after": buffers()}, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def capped_rank_worker(rank: int, world: int, init_file: str, out_dir: str):
+    """One gloo rank of tests/engine/test_voxel_budget.py: this rank's `CappedStream` over
+    GrowingScenes for 24 steps; saves [(epoch, scenes, carried, in the epoch's tail)] per step."""
+    import torch.distributed as dist
+
+    from lib.engine.data import make_loader
+    from lib.engine.voxel_budget import CappedStream, VoxelBudgetBatchSampler
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    ds = GrowingScenes(n=16)
+    sampler = VoxelBudgetBatchSampler(ds.voxel_counts(), 50, 3, rank, world, seed=1)
+    stream = CappedStream(make_loader(ds, 3, 0, list, rank, world, seed=1, batch_sampler=sampler), 50, collate)
+    steps = []
+    for _ in range(24):
+        batch = next(stream)
+        steps.append((stream.epoch, batch["scene"], batch["carried"], stream.tail is not None))
+    torch.save(steps, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()

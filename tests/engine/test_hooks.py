@@ -45,6 +45,56 @@ def test_named_losses_and_logs_reach_tensorboard_weighted_from_the_recipe(tmp_pa
     assert all(v != 0 for v in scalars["model/mean_logit"].values())
 
 
+def read_meshes(logdir) -> dict:
+    """{(tag, step): array} of the mesh plugin's tensors in the event files (tags `<tag>_1`:
+    vertices, `<tag>_3`: colours, each [1, P, 3]), decoded from the TensorProto float values."""
+    import numpy as np
+    from tensorboardX.proto import event_pb2
+    out = {}
+    for path in sorted(logdir.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "mesh":
+                    shape = [d.size for d in value.tensor.tensor_shape.dim]
+                    out[value.tag, event.step] = np.asarray(value.tensor.float_val).reshape(shape)
+    return out
+
+
+def test_pointcloud_hook_writes_prediction_and_ground_truth_meshes(tmp_path):
+    import numpy as np
+
+    hooks = "train.hooks=[logging, validation, pointcloud, tensorboard]"
+    trainer, _ = train(tmp_path / "on", ["train.iterations=4", "train.val_every=2", hooks])
+    meshes = read_meshes(tmp_path / "on" / "tensorboard")
+    views = ("pointcloud/prediction", "pointcloud/ground_truth")
+    assert sorted(meshes) == sorted((f"{v}_{kind}", step) for v in views for kind in (1, 3) for step in (2, 4))
+    # independent truth: validation scene 0 of the stand-in set, its labels through the palette
+    from lib.engine.data import SeededItems
+    scene = SeededItems(S.build_dataset(None, "val"), standin_main.config([]).seed).item(0)  # as validation loads it
+    palette = S.Meta.palette
+    for step in (2, 4):
+        for view in views:
+            np.testing.assert_allclose(meshes[f"{view}_1", step][0], scene["points"])
+        truth = np.where((scene["point_labels"] >= 0)[:, None], palette[np.clip(scene["point_labels"], 0, 2)], 128)
+        np.testing.assert_array_equal(meshes["pointcloud/ground_truth_3", step][0], truth)
+        predicted = meshes["pointcloud/prediction_3", step][0]
+        assert all(tuple(c) in {tuple(p) for p in palette} for c in predicted)  # a class colour per point
+    # the last prediction is the final model's on that scene
+    model = trainer.model.eval()
+    with torch.no_grad():
+        pred = model(torch.as_tensor(scene["feats"])).argmax(1).numpy()[scene["inverse"]]
+    np.testing.assert_array_equal(meshes["pointcloud/prediction_3", 4][0], palette[pred])
+
+    train(tmp_path / "off", ["train.iterations=4", "train.val_every=2"])  # the default hooks
+    assert read_meshes(tmp_path / "off" / "tensorboard") == {}
+    assert read_scalars(tmp_path / "off" / "tensorboard")  # the same reader finds the scalars
+
+
 class ProgressProbe(torch.nn.Module):
     """A submodule with the contract's progress callback."""
 

@@ -51,6 +51,23 @@ def test_resume_repeats_the_uninterrupted_losses(tmp_path, workers):
     assert torch.equal(full.ema.module.net[0].weight, resumed.ema.module.net[0].weight)
 
 
+@pytest.mark.parametrize("stop_at", [6, 10])
+def test_resume_with_deferred_scenes_repeats_the_uninterrupted_losses(tmp_path, stop_at):
+    # 40-voxel scenes, 2 a batch, a 70-voxel cap: every step defers a scene, and each epoch ends
+    # with extra steps of the deferred ones (6 steps an epoch). last.pth is from iteration 4 (an
+    # epoch's tail still to come) or 8 (two scenes deferred mid-epoch), written by two workers.
+    common = COMMON + ["data.limit_numpoints=70", "data.num_workers=2"]
+    full, full_losses = train(tmp_path / "full", common)
+    _, first = train(tmp_path / "cut", common + [f"train.stop_at={stop_at}"])
+    stream = torch.load(tmp_path / "cut" / "last.pth", weights_only=True)["trainer"]["stream"][0]
+    assert (stream["tail"] if stop_at == 6 else stream["pending"]), stream
+    resumed, second = train(tmp_path / "cut", common, resume=True)
+    done = stop_at // 4 * 4
+    assert {**{i: first[i] for i in range(1, done + 1)}, **second} == full_losses  # bit for bit
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 class RecordingWriter:
     instances = []
 

@@ -7,19 +7,19 @@ from torch import nn
 
 from lib.config import config_to_dict
 from lib.engine.checkpoint import Checkpointer
-from lib.engine.data import EpochStream, make_loader
-from lib.engine.dist import is_dist, is_main
+from lib.engine.data import EpochStream, SeededItems, make_loader
+from lib.engine.dist import average_buffers, is_dist, is_main
 from lib.engine.ema import ModelEMA
 from lib.engine.hookbase import build_hooks, check_hook_names
 from lib.engine.hooks import HookEnv
-from lib.engine.inference import validate
+from lib.engine.inference import predict_scene, validate
 from lib.engine.inputs import for_model
 from lib.engine.losses import build_loss
 from lib.engine.optim import IterationScheduler, build_optimizer
 from lib.engine.process import shared_seed
 from lib.engine.state_check import load_weights
 from lib.engine.trainer import Trainer
-from lib.engine.voxel_budget import VoxelBudgetBatchSampler
+from lib.engine.voxel_budget import CappedStream, VoxelBudgetBatchSampler
 from lib.model_contract import unwrap
 
 log = logging.getLogger("voxseg")
@@ -40,19 +40,22 @@ def prepare_model(model: nn.Module, run) -> nn.Module:
 
 
 def make_train_loaders(run, train_set, val_set):
-    """(training EpochStream, validation loader) for this rank."""
+    """(training stream, validation loader) for this rank. With `data.limit_numpoints` the loader
+    yields lists of items and a `CappedStream` keeps the cap and collates in the main process."""
     cfg = run.cfg
+    collate = run.train_collate_fn or run.collate_fn
+    limit = cfg.data.limit_numpoints
     budget = None
-    if cfg.data.limit_numpoints > 0 and hasattr(train_set, "voxel_counts"):
+    if limit > 0 and hasattr(train_set, "voxel_counts"):
         # Pack scenes under the voxel cap instead of a fixed count per batch (no scene dropped).
-        budget = VoxelBudgetBatchSampler(train_set.voxel_counts(), cfg.data.limit_numpoints,
+        budget = VoxelBudgetBatchSampler(train_set.voxel_counts(), limit,
                                          cfg.data.batch_size, run.rank, run.world, shuffle=True, seed=cfg.seed)
-    loader = make_loader(train_set, cfg.data.batch_size, cfg.data.num_workers,
-                         run.train_collate_fn or run.collate_fn, run.rank, run.world, shuffle=True,
-                         seed=cfg.seed, batch_sampler=budget)
+    loader = make_loader(train_set, cfg.data.batch_size, cfg.data.num_workers, list if limit > 0 else collate,
+                         run.rank, run.world, shuffle=True, seed=cfg.seed, batch_sampler=budget)
     val_loader = make_loader(val_set, cfg.data.batch_size, cfg.data.num_workers, run.collate_fn,
                              run.rank, run.world, shuffle=False, seed=cfg.seed)
-    return EpochStream(loader), val_loader
+    stream = CappedStream(loader, limit, collate) if limit > 0 else EpochStream(loader)
+    return stream, val_loader
 
 
 def build_trainer(run):
@@ -86,18 +89,37 @@ def build_trainer(run):
     from lib.metrics import SegEvaluator
     evaluator = SegEvaluator.from_meta(meta, cfg.eval.convention, device)
     eval_model = ema.module if ema is not None else unwrap(model)
-    env = HookEnv(cfg, meta.class_names, device, run_dir=run.run_dir,
-                  validate=lambda: validate(eval_model, val_loader, make_input, evaluator, device,
-                                                    trainer.autocast),
-                  save=lambda name: checkpointer.save(name))
+
+    def one_model():
+        # Ranks' BatchNorm statistics (and so the EMA's) differ by their last batches: validate
+        # and save their average, so every rank scores the same model and the checkpoint is it.
+        average_buffers(unwrap(model), *([ema.module] if ema is not None else []))
+
+    def validate_synced():
+        one_model()
+        return validate(eval_model, val_loader, make_input, evaluator, device, trainer.autocast)
+
+    def save_synced(name):
+        one_model()
+        return checkpointer.save(name)
+
+    val_items = SeededItems(val_set, cfg.seed)
+
+    def preview():
+        # One validation scene as `--mode test` predicts it (no TTA), for the pointcloud hook.
+        item, probs = predict_scene(eval_model, val_items, 0, [(0.0, False, 1.0)], run.collate_fn,
+                                    make_input, device)
+        return item["scene"], item["points"], probs.argmax(dim=1).cpu().numpy(), item["point_labels"]
+
+    env = HookEnv(cfg, meta.class_names, device, run_dir=run.run_dir, validate=validate_synced, save=save_synced,
+                  preview=preview, palette=meta.palette)
     trainer.hooks = build_hooks(cfg.train.hooks, env)
     checkpointer = Checkpointer(run.run_dir, trainer, trainer.hooks, config_to_dict(cfg), is_writer=is_main(),
                                 model=unwrap(model), optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema)
     if run.resume:
         path = run.run_dir / "last.pth"
         checkpointer.load(path)
-        log.info("resumed from %s at iteration %d", path, trainer.iteration)
-    stream.seek(trainer.iteration * accum)
+        log.info("resumed from %s at iteration %d", path, trainer.iteration)  # the stream too
     return trainer
 
 
