@@ -35,17 +35,18 @@ def register_alias(alias, cls):
     MODELS[alias] = cls
 
 
-def _closest(word, choices, n=1):
+def closest_name(word, choices, n=1):
+    """The `n` valid names closest to `word` (for "did you mean" hints)."""
     return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.0)
 
 
-def _type_ok(value, annotation):
+def value_fits(value, annotation):
     """True if `value` fits `annotation`; handles int/float/bool/str, Optional/Union, tuple/list."""
     if annotation is inspect.Parameter.empty or annotation is typing.Any:
         return True
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+        return any(value_fits(value, a) for a in typing.get_args(annotation))
     if annotation is type(None):
         return value is None
     if origin in (tuple, list):
@@ -53,7 +54,7 @@ def _type_ok(value, annotation):
         if not isinstance(value, (tuple, list)):
             return False
         args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
-        return not args or all(_type_ok(v, args[0]) for v in value)
+        return not args or all(value_fits(v, args[0]) for v in value)
     if annotation is bool:
         return isinstance(value, bool)
     if annotation is float:
@@ -87,13 +88,13 @@ def check_model_args(cls, args):
                 f"model.args.{key}: set by the dataset, not the recipe; remove it"
             )
         if key not in params:
-            hint = _closest(key, settable)
+            hint = closest_name(key, settable)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
             raise ModelConfigError(
                 f"model.args.{key}: {cls.__name__} has no such argument{suggestion}"
             )
         annotation = hints.get(key, inspect.Parameter.empty)
-        if not _type_ok(value, annotation):
+        if not value_fits(value, annotation):
             raise ModelConfigError(
                 f"model.args.{key}: expected {_type_name(annotation)}, "
                 f"got {type(value).__name__} {value!r}"
@@ -112,7 +113,7 @@ def build_model(model_cfg, in_channels, num_classes) -> nn.Module:
     """
     name = model_cfg.name
     if name not in MODELS:
-        hints = _closest(name, MODELS, 3)
+        hints = closest_name(name, MODELS, 3)
         raise ModelConfigError(
             f"model.name: unknown model {name!r}; closest: {', '.join(hints)}"
         )

@@ -18,7 +18,7 @@ import typing
 import torch.nn as nn
 
 from models.blocks import BasicBlock
-from models.build import _closest, _type_ok, ModelConfigError, register_model
+from models.build import ModelConfigError, closest_name, register_model, value_fits
 from models.codedvtr import CodedVTRBlock, DiscreteAttentionBlock
 from models.res16unet import Res16UNetBase
 from models.vq import VQAttentionBlock
@@ -38,7 +38,7 @@ def block_signature_args(kind):
 def check_block_args(kind, args, where):
     """Raise ModelConfigError naming `where`.<key> unless every key is an arg of block `kind`."""
     if kind not in BLOCKS:
-        hint = _closest(str(kind), BLOCKS)
+        hint = closest_name(str(kind), BLOCKS)
         raise ModelConfigError(f"{where}: unknown block {kind!r}; known: {', '.join(BLOCKS)}"
                                + (f" (closest: {hint[0]!r})" if hint else ""))
     if not isinstance(args, dict):
@@ -47,11 +47,11 @@ def check_block_args(kind, args, where):
     hints = typing.get_type_hints(BLOCKS[kind].__init__)
     for key, value in args.items():
         if key not in allowed:
-            hint = _closest(key, allowed)
+            hint = closest_name(key, allowed)
             raise ModelConfigError(f"{where}.{key}: {BLOCKS[kind].__name__} has no such argument"
                                    + (f"; did you mean {hint[0]!r}?" if hint else ""))
         annotation = hints.get(key, inspect.Parameter.empty)
-        if not _type_ok(value, annotation):
+        if not value_fits(value, annotation):
             raise ModelConfigError(f"{where}.{key}: expected {getattr(annotation, '__name__', annotation)}, "
                                    f"got {type(value).__name__} {value!r}")
 
