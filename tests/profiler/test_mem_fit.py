@@ -70,7 +70,9 @@ def test_crop_keeps_a_slab_and_the_point_maps():
 def test_linear_fit_and_largest_fitting_count():
     pm = fit([(100, 1100.0), (200, 2100.0), (400, 4100.0)])
     assert pm.base_bytes == pytest.approx(100.0) and pm.bytes_per_voxel == pytest.approx(10.0)
-    assert pm.largest_fitting(1100) == 100 and pm.largest_fitting(1109) == 100 and pm.largest_fitting(1110) == 101
+    assert pm.largest_fitting(1100, headroom=0) == 100 and pm.largest_fitting(1109, headroom=0) == 100
+    assert pm.largest_fitting(1110, headroom=0) == 101
+    assert pm.largest_fitting(2000) == 180  # 5% of the budget kept free: (1900 - 100) / 10
     with pytest.raises(ValueError, match="does not even hold"):
         PointsModel(5000.0, 10.0).largest_fitting(4000)
     with pytest.raises(ValueError, match="two or more"):
