@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import torch
 from torch.utils.checkpoint import checkpoint
+from torch.utils.weak import WeakTensorKeyDictionary
 
 # elements of one chunk's [rows, K, C] working buffers. CPU: a few MiB (cache-sized buffers,
 # scripts/bench_neighborhood.py); CUDA: large enough that kernel launches do not dominate.
@@ -195,6 +196,130 @@ class _NeighborhoodAggregate(torch.autograd.Function):
                 None, None)
 
 
+# pairs per piece of an offset's pair list in _HeadWeightedDepthwise: its gather buffers (pairs x C)
+# stay cache-sized and are reused; fresh [N, C] temporaries would cost page faults on CPU
+PAIRS_PER_PIECE = 4096
+
+
+class _OffsetPairs(NamedTuple):
+    """The occupied pairs of a neighbour table, offset by offset: per column k, (k, rows, src) with
+    rows [m_k] ascending output rows and src [m_k] their source rows; identity: whether the column
+    is every row reading itself (a submanifold map's centre)."""
+    version: int
+    columns: list
+    identity: list
+
+
+_OFFSET_PAIRS = WeakTensorKeyDictionary()  # neighbour table -> _OffsetPairs (tables are cached, reused)
+
+
+def offset_pairs(nbr: torch.Tensor) -> _OffsetPairs:
+    """The _OffsetPairs of nbr [N, K]; cached per table object and rebuilt when the table was
+    modified in place (its version counter moved)."""
+    cached = _OFFSET_PAIRS.get(nbr)
+    if cached is not None and cached.version == nbr._version:
+        return cached
+    arange = torch.arange(nbr.shape[0], device=nbr.device)
+    columns, identity = [], []
+    for k in range(nbr.shape[1]):
+        col = nbr[:, k]
+        if torch.equal(col, arange):
+            columns.append((k, arange, arange))
+            identity.append(True)
+            continue
+        rows = col.ge(0).nonzero().squeeze(1)
+        if rows.numel():
+            columns.append((k, rows, col.index_select(0, rows)))
+            identity.append(False)
+    pairs = _OffsetPairs(nbr._version, columns, identity)
+    _OFFSET_PAIRS[nbr] = pairs
+    return pairs
+
+
+def _pieces(columns):
+    """(k, rows, src) pieces of at most PAIRS_PER_PIECE pairs (views of the pair lists)."""
+    for k, rows, src in columns:
+        for p in range(0, rows.numel(), PAIRS_PER_PIECE):
+            yield k, rows[p:p + PAIRS_PER_PIECE], src[p:p + PAIRS_PER_PIECE]
+
+
+class _HeadWeightedDepthwise(torch.autograd.Function):
+    """out[i, c] = a[i, 0, head(c)] * sum_k w[k, c] v[nbr[i, k], c] for a [N or 1, 1, H]: the head
+    weight does not depend on the offset, so it multiplies the depthwise sum once per voxel.
+
+    Offset by offset over the table's cached pair lists, in pieces of PAIRS_PER_PIECE pairs
+    (gather into a reused buffer -> multiply -> index_add_; an offset's rows are unique, so the sums
+    are deterministic on every device). Saves v, a, w and the table; the only [N, C] buffers are
+    the output and grad_v (a's and w's gradients are summed piece by piece, the depthwise sum is
+    never stored).
+    """
+
+    @staticmethod
+    def forward(ctx, v, a, w, nbr):
+        n = nbr.shape[0]
+        c, h = v.shape[1], a.shape[2]
+        dtype = _compute_dtype(v, a, w)
+        pairs = offset_pairs(nbr)
+        with _no_autocast(v.device):
+            centre = [col for col, ident in zip(pairs.columns, pairs.identity) if ident]
+            if centre:  # initialises the output without a zero fill
+                wk = None if w is None else w[centre[0][0]].to(dtype)
+                z = v[:n].to(dtype, copy=True) if wk is None else torch.mul(v[:n].to(dtype), wk)
+            else:
+                z = torch.zeros(n, c, dtype=dtype, device=v.device)
+            others = [col for col, ident in zip(pairs.columns, pairs.identity) if not ident]
+            buf = torch.empty(min(PAIRS_PER_PIECE, max((r.numel() for _, r, _ in others), default=0)), c,
+                              dtype=v.dtype, device=v.device)
+            for k, rows, src in _pieces(others):
+                g = torch.index_select(v, 0, src, out=buf[:rows.numel()]).to(dtype)
+                z.index_add_(0, rows, g if w is None else g.mul_(w[k].to(dtype)))
+            out = z.view(n, h, c // h).mul_(a.to(dtype).view(-1, h, 1)).view(n, c)
+        ctx.save_for_backward(v, a, w, nbr)
+        out_dtype = torch.promote_types(torch.promote_types(v.dtype, a.dtype), v.dtype if w is None else w.dtype)
+        return out.to(out_dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        v, a, w, nbr = ctx.saved_tensors
+        need_v, need_a, need_w = ctx.needs_input_grad[:3]
+        n = nbr.shape[0]
+        c, h = v.shape[1], a.shape[2]
+        cg = c // h
+        dtype = _compute_dtype(v, a, w)
+        columns = offset_pairs(nbr).columns
+        with _no_autocast(v.device):
+            g = grad_out.to(dtype)
+            a_v = a.to(dtype).view(-1, h, 1)
+            wd = None if w is None else w.to(dtype)
+            grad_v = torch.zeros(v.shape, dtype=dtype, device=v.device) if need_v else None
+            grad_rows = torch.zeros(n, h, dtype=dtype, device=v.device) if need_a else None  # per voxel
+            grad_w = torch.zeros(w.shape, dtype=dtype, device=v.device) if need_w else None
+            size = min(PAIRS_PER_PIECE, max((r.numel() for _, r, _ in columns), default=0))
+            g_buf = torch.empty(size, c, dtype=dtype, device=v.device)
+            v_buf = torch.empty(size, c, dtype=v.dtype, device=v.device)
+            for k, rows, src in _pieces(columns):
+                m = rows.numel()
+                gk = torch.index_select(g, 0, rows, out=g_buf[:m])  # grad_out of the pair's row
+                ak = a_v if a.shape[0] == 1 else a_v.index_select(0, rows)  # [m or 1, H, 1]
+                if need_a or need_w:
+                    prod = torch.index_select(v, 0, src, out=v_buf[:m]).to(dtype).mul_(gk)  # v[src] * g
+                    if need_w:
+                        grad_w[k] += (prod.view(m, h, cg) * ak).view(m, c).sum(0)
+                    if need_a:
+                        per_head = (prod if wd is None else prod.mul_(wd[k])).view(m, h, cg).sum(2)
+                        grad_rows.index_add_(0, rows, per_head)
+                if need_v:
+                    t = gk.view(m, h, cg).mul_(ak).view(m, c)
+                    grad_v.index_add_(0, src, t if wd is None else t.mul_(wd[k]))
+            grad_a = None
+            if need_a:
+                grad_a = (grad_rows.sum(0, keepdim=True) if a.shape[0] == 1 else grad_rows).view(a.shape)
+        return (None if grad_v is None else grad_v.to(v.dtype),
+                None if grad_a is None else grad_a.to(a.dtype),
+                None if grad_w is None else grad_w.to(w.dtype),
+                None)
+
+
 def neighborhood_aggregate(v: torch.Tensor, nbr: torch.Tensor, a: torch.Tensor, w: torch.Tensor = None,
                            chunk_rows: int = None) -> torch.Tensor:
     """Per-head weighted, per-channel sum over each voxel's neighbourhood: [N, C].
@@ -203,12 +328,17 @@ def neighborhood_aggregate(v: torch.Tensor, nbr: torch.Tensor, a: torch.Tensor, 
     voxel, offset and head (a first or second size of 1 broadcasts); w [K, C] depthwise kernel or
     None (ones). H divides C and head(c) = c // (C // H) (contiguous channel groups):
         out[i, c] = sum_k a[i, k, head(c)] * w[k, c] * v[nbr[i, k], c],  empty pairs contribute 0.
-    Forward and backward run over chunks of `chunk_rows` rows (None: from CHUNK_ELEMENTS);
-    gradients flow to v, a and w. Empty pairs are skipped, never read. On CUDA the sums use
-    atomics (index_add_), so results may differ in the last bits from run to run.
+    a [N or 1, 1, H] (one weight per voxel and head, the codebook blocks' case): offset by offset
+    over the table's cached pair lists (_HeadWeightedDepthwise), deterministic; chunk_rows unused.
+    a [N or 1, K, H] (one weight per pair, attention): forward and backward run over chunks of
+    `chunk_rows` rows (None: from CHUNK_ELEMENTS); on CUDA the sums use atomics (index_add_), so
+    results may differ in the last bits from run to run.
+    Gradients flow to v, a and w. Empty pairs are skipped, never read.
     Precision: see the module docstring.
     """
     _check_aggregate(v, nbr, a, w)
+    if a.shape[1] == 1:
+        return _HeadWeightedDepthwise.apply(v, a, w, nbr)
     return _NeighborhoodAggregate.apply(v, a, w, nbr, chunk_rows)
 
 
