@@ -87,9 +87,9 @@ class CodedVTRBlock(nn.Module):
         detach_codebook_in_choice: W_d gets no gradient through the choice logits (as in the release).
         diversity: return the diversity regulariser as loss 'diversity' (needs two elements of
             equal support size).
-        aggregate: 'fused' (neighborhood_aggregate: the D products in one chunked pass each, nothing
-            [N, C'] kept per element) or 'depthwise' (the engine's depthwise convolution per element,
-            then the per-head weights: faster on CPU, keeps D x [N, C'] for backward).
+        aggregate: 'fused' (neighborhood_aggregate: each product offset by offset, alpha applied
+            once per voxel, nothing [N, C'] kept per element) or 'depthwise' (the engine's depthwise
+            convolution per element, then the per-head weights; keeps D x [N, C'] for backward).
     """
 
     expansion = 1
@@ -152,7 +152,7 @@ class CodedVTRBlock(nn.Module):
                 weight = weight.detach()
             head_sum = weight.view(len(weight), heads, -1).sum(2)  # [K_d, H]
             logits.append(neighborhood_aggregate(conv(h).feats, table, ones, head_sum))
-        return torch.stack(logits, 2)
+        return torch.stack(logits, 1).transpose(1, 2)  # [N, D, H] in memory (see mixing_weights)
 
     def mixing_weights(self, s: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
         """alpha [N, H, D] from choice logits s [N, H, D] and density rho [N, D] (or None)."""
@@ -162,7 +162,9 @@ class CodedVTRBlock(nn.Module):
             if not self.training:
                 return F.one_hot(log_pi.argmax(2), s.shape[2]).to(s.dtype)
             return F.gumbel_softmax(log_pi, tau=float(self.temperature), hard=True, dim=2)
-        soft = torch.softmax(s / self.temperature + prior, 2)
+        # softmax over the short D axis in the middle of [N, D, H] memory (vectorised along H):
+        # over a last axis of size D it is several times slower on CPU
+        soft = torch.softmax((s / self.temperature + prior).transpose(1, 2), 1).transpose(1, 2)
         if self.choice == "soft":
             return soft
         hard = F.one_hot(soft.argmax(2), s.shape[2]).to(soft.dtype)

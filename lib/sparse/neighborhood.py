@@ -273,7 +273,7 @@ class _HeadWeightedDepthwise(torch.autograd.Function):
             for k, rows, src in _pieces(others):
                 g = torch.index_select(v, 0, src, out=buf[:rows.numel()]).to(dtype)
                 z.index_add_(0, rows, g if w is None else g.mul_(w[k].to(dtype)))
-            out = z.view(n, h, c // h).mul_(a.to(dtype).view(-1, h, 1)).view(n, c)
+            out = z.view(n, h, c // h).mul_(a.to(dtype).reshape(-1, h, 1)).view(n, c)
         ctx.save_for_backward(v, a, w, nbr)
         out_dtype = torch.promote_types(torch.promote_types(v.dtype, a.dtype), v.dtype if w is None else w.dtype)
         return out.to(out_dtype)
@@ -289,7 +289,7 @@ class _HeadWeightedDepthwise(torch.autograd.Function):
         columns = offset_pairs(nbr).columns
         with _no_autocast(v.device):
             g = grad_out.to(dtype)
-            a_v = a.to(dtype).view(-1, h, 1)
+            a_v = a.to(dtype).reshape(-1, h, 1)
             wd = None if w is None else w.to(dtype)
             grad_v = torch.zeros(v.shape, dtype=dtype, device=v.device) if need_v else None
             grad_rows = torch.zeros(n, h, dtype=dtype, device=v.device) if need_a else None  # per voxel

@@ -246,3 +246,35 @@ def test_depthwise_region_conv_is_aggregate_with_unit_attention():
     nbr = snn.neighbor_table(x, region)
     ref = _naive_aggregate(x.feats, nbr, torch.ones(1, 1, 1, dtype=torch.float64), layer.weight)
     torch.testing.assert_close(layer(x).feats, ref)
+
+
+@pytest.mark.parametrize("a_shape", ["per_row", "shared"])
+@pytest.mark.parametrize("with_w", [True, False])
+def test_head_weighted_depthwise_in_pieces_matches_the_naive_gather(monkeypatch, a_shape, with_w):
+    """The offset-by-offset path ([N or 1, 1, H] weights), its pair lists cut into pieces of 5 pairs
+    (many pieces, short last ones), against the naive gather in value and gradient, and by gradcheck."""
+    monkeypatch.setattr(neighborhood, "PAIRS_PER_PIECE", 5)
+    nbr = _table(KernelRegion.cube(3), seed=12, grid=5, density=0.5)
+    v, a, w = _inputs(nbr, 6, 3, a_shape, with_w, seed=12)
+    leaves = [t for t in (v, a, w) if t is not None]
+    out = neighborhood_aggregate(v, nbr, a, w)
+    ref = _naive_aggregate(v, nbr, a, w)
+    torch.testing.assert_close(out, ref)
+    up = torch.randn_like(ref)
+    for got, want in zip(torch.autograd.grad(out, leaves, up), torch.autograd.grad(ref, leaves, up)):
+        torch.testing.assert_close(got, want)
+    small = nbr[:10]  # a table without an identity column, sources beyond its rows
+    vs, as_, ws = _inputs(small, 4, 2, a_shape, with_w, seed=13)
+    assert torch.autograd.gradcheck(lambda *t: neighborhood_aggregate(t[0], small, *t[1:]),
+                                    tuple(t for t in (vs, as_, ws) if t is not None))
+
+
+def test_offset_pairs_are_rebuilt_when_the_table_changes_in_place():
+    nbr = _table(KernelRegion.cube(3), seed=14)
+    v, a, w = _inputs(nbr, 4, 2, "per_row", True, seed=14)
+    neighborhood_aggregate(v, nbr, a, w)  # caches the pair lists of nbr
+    nbr = nbr.clone()
+    nbr[nbr[:, 0] >= 0, 0] = -1
+    torch.testing.assert_close(neighborhood_aggregate(v, nbr, a, w), _naive_aggregate(v, nbr, a, w))
+    nbr[:, 1] = -1  # in place on a table already seen
+    torch.testing.assert_close(neighborhood_aggregate(v, nbr, a, w), _naive_aggregate(v, nbr, a, w))
