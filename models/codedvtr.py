@@ -9,8 +9,8 @@ weight W_d [K_d, C'] over the offsets of its own support region R_d):
     alpha[i,h,:] = softmax_d(s[i,h,:] / T + rho[i,:] / tau)      = softmax(s/T) * softmax(rho/tau), renormalised
     y[i,c] = sum_d alpha[i,head(c),d] sum_k W_d[k,c] v[i + o_k, c]   (empty neighbours give 0)
     out    = ConvBNReLU1x1(y) + residual                         (no activation after the sum)
-The D products run through lib.sparse.neighborhood.neighborhood_aggregate, so no [N, K, C'] tensor
-is ever stored. Choice modes (`choice`):
+The D products and their mixing run as one lib.sparse.neighborhood.mixed_depthwise, so no [N, K, C']
+tensor, and no element's [N, C'] product, is ever stored. Choice modes (`choice`):
     soft     alpha as above (CodedVTR);
     hard_st  forward one-hot argmax_d alpha, backward through the soft alpha (straight-through);
     gumbel   training: one-hot of a Gumbel-softmax sample, softmax((log pi + g) / T) with
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.sparse import nn as snn
-from lib.sparse.neighborhood import neighborhood_aggregate
+from lib.sparse.neighborhood import mixed_depthwise, neighborhood_aggregate
 from lib.sparse.nn import neighbor_table
 from lib.sparse.regions import KernelRegion
 
@@ -87,8 +87,8 @@ class CodedVTRBlock(nn.Module):
         detach_codebook_in_choice: W_d gets no gradient through the choice logits (as in the release).
         diversity: return the diversity regulariser as loss 'diversity' (needs two elements of
             equal support size).
-        aggregate: 'fused' (neighborhood_aggregate: each product offset by offset, alpha applied
-            once per voxel, nothing [N, C'] kept per element) or 'depthwise' (the engine's depthwise
+        aggregate: 'fused' (mixed_depthwise: the D products offset by offset, mixed in one
+            buffer, nothing [N, C'] kept per element) or 'depthwise' (the engine's depthwise
             convolution per element, then the per-head weights; keeps D x [N, C'] for backward).
     """
 
@@ -185,13 +185,13 @@ class CodedVTRBlock(nn.Module):
         tables = [neighbor_table(h, r) for r in self.regions]
         rho = self.density(tables) if self.density_guidance else None
         alpha = self.mixing_weights(self.choice_logits(h, tables), rho)
+        if self.aggregate == "fused":
+            y = mixed_depthwise(v, alpha.transpose(1, 2), [e.weight for e in self.codebook], tables)
+            return y, alpha
         y = 0
-        for d, (element, table) in enumerate(zip(self.codebook, tables)):
-            if self.aggregate == "fused":
-                y = y + neighborhood_aggregate(v, table, alpha[:, None, :, d], element.weight)
-            else:  # the engine's depthwise conv, then the per-head weight (keeps [N, C'] per element)
-                z = element(h.replace(v)).feats.view(len(v), self.heads, -1)
-                y = y + (z * alpha[:, :, d:d + 1]).reshape(len(v), -1)
+        for d, element in enumerate(self.codebook):  # the engine's depthwise conv, then the head weight
+            z = element(h.replace(v)).feats.view(len(v), self.heads, -1)
+            y = y + (z * alpha[:, :, d:d + 1]).reshape(len(v), -1)
         return y, alpha
 
     def forward(self, x):
