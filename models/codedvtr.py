@@ -28,6 +28,7 @@ from lib.sparse import nn as snn
 from lib.sparse.neighborhood import mixed_depthwise, neighborhood_aggregate
 from lib.sparse.nn import neighbor_table
 from lib.sparse.regions import KernelRegion
+from models.recompute import conv_bn_relu_then
 
 CHOICES = ("soft", "hard_st", "gumbel")
 AGGREGATES = ("fused", "depthwise")
@@ -179,30 +180,39 @@ class CodedVTRBlock(nn.Module):
             total = total + (gram - torch.eye(len(gram), device=gram.device, dtype=gram.dtype)).pow(2).sum()
         return total
 
+    def mix(self, v, alpha: torch.Tensor, tables) -> torch.Tensor:
+        """y [N, C'] = sum_d alpha[:, head, d] * (W_d depthwise v), v a SparseTensor [N, C']."""
+        if self.aggregate == "fused":
+            return mixed_depthwise(v.feats, alpha.transpose(1, 2), [e.weight for e in self.codebook], tables)
+        y = 0
+        for d, element in enumerate(self.codebook):  # the engine's depthwise conv, then the head weight
+            z = element(v).feats.view(len(v), self.heads, -1)
+            y = y + (z * alpha[:, :, d:d + 1]).reshape(len(v), -1)
+        return y
+
     def attend(self, h):
-        """Codebook attention of h [N, planes] -> (y [N, C'], alpha [N, H, D])."""
-        v = self.value(h).feats
+        """Codebook attention of h [N, planes] -> (y [N, C'], alpha [N, H, D]).
+
+        The value path's two activations (the 3x3 conv's and v) are not stored for backward but
+        recomputed from their BN inputs (models.recompute)."""
         tables = [neighbor_table(h, r) for r in self.regions]
         rho = self.density(tables) if self.density_guidance else None
         alpha = self.mixing_weights(self.choice_logits(h, tables), rho)
-        if self.aggregate == "fused":
-            y = mixed_depthwise(v, alpha.transpose(1, 2), [e.weight for e in self.codebook], tables)
-            return y, alpha
-        y = 0
-        for d, element in enumerate(self.codebook):  # the engine's depthwise conv, then the head weight
-            z = element(h.replace(v)).feats.view(len(v), self.heads, -1)
-            y = y + (z * alpha[:, :, d:d + 1]).reshape(len(v), -1)
+        conv3, expand = self.value
+        y = conv_bn_relu_then(conv3, h, lambda t: conv_bn_relu_then(
+            expand, t, lambda v: self.mix(v, alpha, tables)))
         return y, alpha
 
     def forward(self, x):
         h = x if self.proj is None else self.proj(x)
         y, alpha = self.attend(h)
-        out = self.out(h.replace(y))
         skip = x if self.shortcut is None else self.shortcut(x)
+        # the output activation is recomputed in backward from its BN input, not stored
+        out = conv_bn_relu_then(self.out, h.replace(y), lambda t: t.feats + skip.feats)
         usage = alpha.detach().mean((0, 1))
         self._aux = {"losses": {"diversity": self.diversity_loss()} if self.diversity_pairs else {},
                      "logs": {"choice_entropy": -(usage * usage.clamp_min(1e-12).log()).sum()}}
-        return out.replace(out.feats + skip.feats)
+        return h.replace(out)
 
     def pop_aux(self):
         """(losses, logs) of the last forward pass, then forgets them (they hold the graph)."""

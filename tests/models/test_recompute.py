@@ -1,0 +1,62 @@
+"""models.recompute: a ConvBNReLU whose activation is recomputed in backward gives the plain
+layer's values, gradients and running statistics, and keeps one [N, C] tensor less after forward."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from lib.profiler.meter import MemoryTimeline
+from lib.sparse import SparseTensor
+from lib.sparse import nn as snn
+from models.recompute import conv_bn_relu_then
+from tests.sparse.dense_ref import random_coords
+
+
+def _layer(cin, cout, conv):
+    conv = snn.SubMConv3d(cin, cout, kernel_size=3) if conv == "submconv" else snn.Linear(cin, cout, bias=False)
+    return nn.Sequential(conv, snn.BatchNorm(cout), snn.ReLU(inplace=True))
+
+
+@pytest.mark.parametrize("conv", ["submconv", "linear"])
+@pytest.mark.parametrize("training", [True, False])
+def test_same_values_gradients_and_running_stats_as_the_plain_layer(conv, training):
+    torch.manual_seed(0)
+    coords = random_coords(2, 6, 1, 0.4, seed=3)
+    feats = torch.randn(len(coords), 5, dtype=torch.float64)
+    layer = _layer(5, 6, conv).double()
+    nn.init.uniform_(layer[1].module.weight, 0.5, 1.5)
+    nn.init.uniform_(layer[1].module.bias, -0.5, 0.5)
+    head = snn.Linear(6, 4, bias=False).double()  # a consumer that saves its input
+    results = []
+    for recompute in (False, True):
+        lay, hd = copy.deepcopy(layer).train(training), copy.deepcopy(head)
+        x = SparseTensor(feats.clone().requires_grad_(), coords, engine="torch")
+        if recompute:
+            y = conv_bn_relu_then(lay, x, lambda t: hd(t).feats)
+        else:
+            y = hd(lay(x)).feats
+        up = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(1))
+        grads = torch.autograd.grad(y, [x.feats, *lay.parameters(), *hd.parameters()], up)
+        bn = lay[1].module
+        results.append([y, *grads, bn.running_mean, bn.running_var, bn.num_batches_tracked])
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want)
+
+
+def test_the_activation_is_not_kept_after_forward():
+    torch.manual_seed(0)
+    n, c = 20000, 32
+    coords = torch.cat([torch.zeros(n, 1, dtype=torch.int32), torch.randperm(40 ** 3)[:n, None].int()
+                        .div(torch.tensor([[1600, 40, 1]]), rounding_mode="floor").remainder(40)], 1)
+    x = SparseTensor(torch.randn(n, c), coords, engine="torch")
+    layer, head = _layer(c, c, "linear"), snn.Linear(c, c, bias=False)
+    kept = []
+    for recompute in (False, True):
+        with MemoryTimeline("cpu") as timeline:
+            y = conv_bn_relu_then(layer, x, lambda t: head(t).feats) if recompute else head(layer(x)).feats
+            timeline.mark("forward")
+        kept.append(timeline.live[1])
+        del y
+    activation = n * c * 4
+    assert kept[0] - kept[1] >= 0.9 * activation
