@@ -28,7 +28,7 @@ from lib.sparse import nn as snn
 from lib.sparse.neighborhood import mixed_depthwise, neighborhood_aggregate
 from lib.sparse.nn import neighbor_table
 from lib.sparse.regions import KernelRegion
-from models.recompute import conv_bn_relu_then
+from models.recompute import bn_relu_again, conv_bn_relu_then, recompute_in_backward
 
 CHOICES = ("soft", "hard_st", "gumbel")
 AGGREGATES = ("fused", "depthwise")
@@ -191,24 +191,29 @@ class CodedVTRBlock(nn.Module):
         return y
 
     def attend(self, h):
-        """Codebook attention of h [N, planes] -> (y [N, C'], alpha [N, H, D]).
+        """Codebook attention of h [N, planes] -> (y [N, C'], alpha [N, H, D])."""
+        y, alpha, _ = self._attend(h)
+        return y, alpha
 
-        The value path's two activations (the 3x3 conv's and v) are not stored for backward but
-        recomputed from their BN inputs (models.recompute)."""
+    def _attend(self, h):
+        """(y, alpha, a function recomputing y). The value path's activations (the 3x3 conv's and
+        v) are not stored for backward but recomputed from their BN inputs (models.recompute)."""
         tables = [neighbor_table(h, r) for r in self.regions]
         rho = self.density(tables) if self.density_guidance else None
         alpha = self.mixing_weights(self.choice_logits(h, tables), rho)
         conv3, expand = self.value
-        y = conv_bn_relu_then(conv3, h, lambda t: conv_bn_relu_then(
-            expand, t, lambda v: self.mix(v, alpha, tables)))
-        return y, alpha
+        (y, pre_v), _ = conv_bn_relu_then(
+            conv3, h, lambda t: conv_bn_relu_then(expand, t, lambda v: self.mix(v, alpha, tables)))
+        return y, alpha, lambda: self.mix(h.replace(bn_relu_again(expand, pre_v)), alpha.detach(), tables)
 
     def forward(self, x):
         h = x if self.proj is None else self.proj(x)
-        y, alpha = self.attend(h)
+        y, alpha, recompute_y = self._attend(h)
         skip = x if self.shortcut is None else self.shortcut(x)
-        # the output activation is recomputed in backward from its BN input, not stored
-        out = conv_bn_relu_then(self.out, h.replace(y), lambda t: t.feats + skip.feats)
+        # y is recomputed in backward where the output layer needs it (one mixing pass), and the
+        # output activation from its BN input: neither is stored
+        with recompute_in_backward(y, recompute_y):
+            out, _ = conv_bn_relu_then(self.out, h.replace(y), lambda t: t.feats + skip.feats)
         usage = alpha.detach().mean((0, 1))
         self._aux = {"losses": {"diversity": self.diversity_loss()} if self.diversity_pairs else {},
                      "logs": {"choice_entropy": -(usage * usage.clamp_min(1e-12).log()).sum()}}

@@ -1,46 +1,83 @@
-"""ConvBNReLU layers whose activation is not stored for backward but recomputed from the BN input.
+"""Activations recomputed in backward instead of stored: same maths, less memory.
 
 A ConvBNReLU stores two [N, C] tensors for backward: the BN input (kept by BatchNorm) and the
-activation (kept by the ReLU and by whatever reads it next: a linear layer, an aggregation). The
-activation is relu(batch_norm(BN input)), elementwise and cheap, so it can be recomputed from the
-tensor BN keeps anyway; the maths does not change (same values and gradients, running statistics
-updated once, in the forward pass).
+activation (kept by the ReLU and by whatever reads it next). The activation is
+relu(batch_norm(BN input)), elementwise and cheap, so it can be recomputed from the tensor BN keeps
+anyway. More generally `recompute_in_backward(t, fn)` makes every op run inside it that saves t for
+backward save a marker instead, and call fn() for t in backward. The values, gradients and BN
+running statistics (updated once, in the forward pass) do not change.
 """
+import contextlib
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch.autograd.graph import saved_tensors_hooks
 
-_RECOMPUTE = object()
+_active = threading.local()  # (key, fn) of every open recompute_in_backward, innermost last
+
+
+def _key(t: torch.Tensor):
+    return t.data_ptr(), t.shape, t.dtype, t.device
+
+
+def _pack(t):
+    for key, fn in reversed(getattr(_active, "entries", [])):
+        if _key(t) == key:
+            return _Marker(fn)
+    return t
+
+
+def _unpack(saved):
+    return saved.fn() if isinstance(saved, _Marker) else saved
+
+
+class _Marker:
+    __slots__ = ("fn",)
+
+    def __init__(self, fn):
+        self.fn = fn
+
+
+@contextlib.contextmanager
+def recompute_in_backward(t: torch.Tensor, fn):
+    """Inside this block, an op that saves t (same storage, shape, dtype) for backward saves a marker;
+    backward calls fn() (run under no_grad: it must return t's values) where t was saved. Views or
+    casts of t are saved as usual. Blocks nest; the saved-tensor hooks of the innermost one see all."""
+    entries = _active.__dict__.setdefault("entries", [])
+
+    def regenerate():
+        with torch.no_grad():
+            return fn()
+
+    entries.append((_key(t), regenerate))
+    try:
+        with saved_tensors_hooks(_pack, _unpack):
+            yield
+    finally:
+        entries.pop()
+
+
+def bn_relu_again(layer, pre: torch.Tensor) -> torch.Tensor:
+    """relu(batch_norm(pre)) of layer = Sequential(conv, snn.BatchNorm, snn.ReLU) as its forward
+    computed it: batch statistics in training (running statistics untouched), running ones in eval."""
+    bn = layer[1].module
+    batch_stats = bn.training or bn.running_mean is None
+    return F.relu_(F.batch_norm(pre, None if batch_stats else bn.running_mean,
+                                None if batch_stats else bn.running_var, bn.weight, bn.bias,
+                                batch_stats, 0.0, bn.eps))
 
 
 def conv_bn_relu_then(layer, x, consumer):
-    """consumer(layer(x)) for layer = Sequential(conv, snn.BatchNorm, snn.ReLU), without storing the
-    activation for backward.
+    """consumer(layer(x)) for layer = Sequential(conv, snn.BatchNorm, snn.ReLU), the activation
+    [N, C] not stored for backward by the ReLU or by consumer (recomputed from the BN input).
 
-    x: SparseTensor; consumer: SparseTensor -> anything (its autograd graph built here). Where the
-    ReLU or consumer saves the activation [N, C] for backward, a marker is saved instead and the
-    activation is recomputed in backward from the BN input: batch statistics in training (running
-    statistics untouched), running ones in evaluation. Views or casts of the activation that the
-    consumer saves are stored as usual.
-    """
+    x: SparseTensor; consumer: SparseTensor -> anything (its autograd graph built here).
+    Returns (consumer's result, BN input [N, C])."""
     conv, norm, _ = layer
     pre = conv(x)
-    bn = norm.module
-    out = bn(pre.feats)  # updates the running statistics, once
-    key = (out.data_ptr(), out.shape, out.dtype)
-
-    def recompute():
-        batch_stats = bn.training or bn.running_mean is None
-        with torch.no_grad():
-            return F.relu_(F.batch_norm(pre.feats, None if batch_stats else bn.running_mean,
-                                        None if batch_stats else bn.running_var, bn.weight, bn.bias,
-                                        batch_stats, 0.0, bn.eps))
-
-    def pack(t):
-        return _RECOMPUTE if (t.data_ptr(), t.shape, t.dtype) == key else t
-
-    def unpack(saved):
-        return recompute() if saved is _RECOMPUTE else saved
-
-    with saved_tensors_hooks(pack, unpack):
-        return consumer(pre.replace(F.relu_(out)))
+    if not torch.is_grad_enabled():
+        return consumer(pre.replace(F.relu_(norm(pre).feats))), pre.feats
+    out = norm(pre).feats  # updates the running statistics, once
+    with recompute_in_backward(out, lambda: bn_relu_again(layer, pre.feats)):
+        return consumer(pre.replace(F.relu_(out))), pre.feats
