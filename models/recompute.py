@@ -73,11 +73,13 @@ def conv_bn_relu_then(layer, x, consumer):
     [N, C] not stored for backward by the ReLU or by consumer (recomputed from the BN input).
 
     x: SparseTensor; consumer: SparseTensor -> anything (its autograd graph built here).
-    Returns (consumer's result, BN input [N, C])."""
+    Returns (consumer's result, BN input [N, C]; None where grad is disabled)."""
     conv, norm, _ = layer
     pre = conv(x)
-    if not torch.is_grad_enabled():
-        return consumer(pre.replace(F.relu_(norm(pre).feats))), pre.feats
+    if not torch.is_grad_enabled():  # nothing is saved: let the BN input go before consumer runs
+        act = pre.replace(F.relu_(norm(pre).feats))
+        del pre
+        return consumer(act), None
     out = norm(pre).feats  # updates the running statistics, once
     with recompute_in_backward(out, lambda: bn_relu_again(layer, pre.feats)):
         return consumer(pre.replace(F.relu_(out))), pre.feats

@@ -267,10 +267,10 @@ class _MixedDepthwise(torch.autograd.Function):
 
     Per element d: its depthwise sum offset by offset over the table's cached pair lists, in pieces
     of PAIRS_PER_PIECE pairs (gather into a reused buffer -> multiply -> index_add_; an offset's
-    rows are unique, so sums are deterministic on every device), then weighted per voxel and head
-    into the output. Saves v, a, the weights and the tables: no element's depthwise sum is stored
+    rows are unique, so sums are deterministic on every device), weighted per voxel and head
+    (element 0 after its sum, the others pair by pair) into the output. Saves v, a, the weights and the tables: no element's depthwise sum is stored
     (a's gradient <z_d, grad_out> per head is summed pair by pair in backward). [N, C] buffers:
-    forward the output (and one scratch sum when D > 1), backward grad_v only.
+    forward the output only, backward grad_v only.
     """
 
     @staticmethod
@@ -284,14 +284,17 @@ class _MixedDepthwise(torch.autograd.Function):
             size = min(PAIRS_PER_PIECE, max((r.numel() for p in all_pairs for _, r, _ in p.columns), default=0))
             buf = torch.empty(size, c, dtype=v.dtype, device=v.device)
             out = torch.empty(n, c, dtype=dtype, device=v.device)
-            scratch = None if len(tables) == 1 else torch.empty_like(out)
             a_d = a.to(dtype).unsqueeze(-1)  # [N or 1, D, H, 1]
-            for d, (pairs, w) in enumerate(zip(all_pairs, weights)):
-                if d == 0:
-                    _depthwise_into(out, v, w, pairs, buf, dtype).view(n, h, cg).mul_(a_d[:, 0])
-                else:
-                    z = _depthwise_into(scratch, v, w, pairs, buf, dtype)
-                    out.view(n, h, cg).addcmul_(z.view(n, h, cg), a_d[:, d])
+            # element 0: its sum, then its weight; the others weighted pair by pair into out (no
+            # [N, C] scratch: it would raise the peak where y is recomputed in backward)
+            _depthwise_into(out, v, weights[0], all_pairs[0], buf, dtype).view(n, h, cg).mul_(a_d[:, 0])
+            for d in range(1, len(tables)):
+                wd = weights[d].to(dtype)
+                for k, rows, src in _pieces(all_pairs[d].columns):
+                    m = rows.numel()
+                    g = torch.index_select(v, 0, src, out=buf[:m]).to(dtype).mul_(wd[k])
+                    g.view(m, h, cg).mul_(a_d[:, d] if a.shape[0] == 1 else a_d[:, d].index_select(0, rows))
+                    out.index_add_(0, rows, g)
         ctx.save_for_backward(v, a, *tables, *weights)
         ctx.n_tables = len(tables)
         out_dtype = torch.promote_types(torch.promote_types(v.dtype, a.dtype),
