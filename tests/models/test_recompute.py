@@ -62,6 +62,14 @@ def test_the_activation_is_not_kept_after_forward():
     assert kept[0] - kept[1] >= 0.9 * activation
 
 
+def _chained(b, x):
+    """A CodedVTR block's modules chained plainly (every activation stored)."""
+    tables = [snn.neighbor_table(x, r) for r in b.regions]
+    alpha = b.mixing_weights(b.choice_logits(x, tables), b.density(tables))
+    y = b.mix(b.value(x), alpha, tables)
+    return b.out(x.replace(y)).feats + x.feats
+
+
 @pytest.mark.parametrize("aggregate", ["fused", "depthwise"])
 def test_codedvtr_block_with_recompute_equals_its_plain_composition(aggregate):
     """The block (activations and y recomputed in backward) against its modules chained plainly:
@@ -74,14 +82,8 @@ def test_codedvtr_block_with_recompute_equals_its_plain_composition(aggregate):
     plain = copy.deepcopy(block)
     feats = torch.randn(len(coords), 8, dtype=torch.float64)
 
-    def chained(b, x):
-        tables = [snn.neighbor_table(x, r) for r in b.regions]
-        alpha = b.mixing_weights(b.choice_logits(x, tables), b.density(tables))
-        y = b.mix(b.value(x), alpha, tables)
-        return b.out(x.replace(y)).feats + x.feats
-
     outs = []
-    for b, run in ((block, lambda b, x: b(x).feats), (plain, chained)):
+    for b, run in ((block, lambda b, x: b(x).feats), (plain, _chained)):
         x = SparseTensor(feats.clone().requires_grad_(), coords, engine="torch")
         y = run(b, x)
         up = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(2))
@@ -91,3 +93,27 @@ def test_codedvtr_block_with_recompute_equals_its_plain_composition(aggregate):
     assert len(outs[0]) == len(outs[1])
     for got, want in zip(*outs):
         torch.testing.assert_close(got, want)
+
+
+def test_codedvtr_block_under_cpu_bf16_autocast():
+    """Recompute hooks and mixed_depthwise under autocast: the output lands within bf16 rounding of
+    the float32 pass, and output and input gradient equal the plain composition's under autocast
+    (bf16 moves the gradients themselves far more, through BatchNorm, with or without recompute)."""
+    from models.codedvtr import CodedVTRBlock
+
+    torch.manual_seed(0)
+    coords = random_coords(2, 7, 1, 0.35, seed=6)
+    block = CodedVTRBlock(8, 8, heads=2, dilations=(1, 2)).train()
+    feats = torch.randn(len(coords), 8)
+    results = []
+    for bf16, run in ((False, lambda b, x: b(x).feats), (True, lambda b, x: b(x).feats), (True, _chained)):
+        b = copy.deepcopy(block)
+        x = SparseTensor(feats.clone().requires_grad_(), coords, engine="torch")
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = run(b, x)
+        y.float().square().sum().backward()
+        assert torch.isfinite(x.feats.grad).all()
+        results.append((y.float(), x.feats.grad))
+    fp32, recomputed, plain = results
+    torch.testing.assert_close(recomputed[0], fp32[0], rtol=0.02, atol=0.02 * float(fp32[0].abs().max()))
+    torch.testing.assert_close(recomputed, plain)
