@@ -9,8 +9,8 @@ weight W_d [K_d, C'] over the offsets of its own support region R_d):
     alpha[i,h,:] = softmax_d(s[i,h,:] / T + rho[i,:] / tau)      = softmax(s/T) * softmax(rho/tau), renormalised
     y[i,c] = sum_d alpha[i,head(c),d] sum_k W_d[k,c] v[i + o_k, c]   (empty neighbours give 0)
     out    = ConvBNReLU1x1(y) + residual                         (no activation after the sum)
-The D products run through lib.sparse.neighborhood.neighborhood_aggregate, so no [N, K, C'] tensor
-is ever stored. Choice modes (`choice`):
+The D products and their mixing run as one lib.sparse.neighborhood.mixed_depthwise, so no [N, K, C']
+tensor, and no element's [N, C'] product, is ever stored. Choice modes (`choice`):
     soft     alpha as above (CodedVTR);
     hard_st  forward one-hot argmax_d alpha, backward through the soft alpha (straight-through);
     gumbel   training: one-hot of a Gumbel-softmax sample, softmax((log pi + g) / T) with
@@ -25,9 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.sparse import nn as snn
-from lib.sparse.neighborhood import neighborhood_aggregate
+from lib.sparse.neighborhood import mixed_depthwise, neighborhood_aggregate
 from lib.sparse.nn import neighbor_table
 from lib.sparse.regions import KernelRegion
+from models.recompute import bn_relu_again, conv_bn_relu_then, recompute_in_backward
 
 CHOICES = ("soft", "hard_st", "gumbel")
 AGGREGATES = ("fused", "depthwise")
@@ -87,9 +88,9 @@ class CodedVTRBlock(nn.Module):
         detach_codebook_in_choice: W_d gets no gradient through the choice logits (as in the release).
         diversity: return the diversity regulariser as loss 'diversity' (needs two elements of
             equal support size).
-        aggregate: 'fused' (neighborhood_aggregate: the D products in one chunked pass each, nothing
-            [N, C'] kept per element) or 'depthwise' (the engine's depthwise convolution per element,
-            then the per-head weights: faster on CPU, keeps D x [N, C'] for backward).
+        aggregate: 'fused' (mixed_depthwise: the D products offset by offset, mixed in one
+            buffer, nothing [N, C'] kept per element) or 'depthwise' (the engine's depthwise
+            convolution per element, then the per-head weights; keeps D x [N, C'] for backward).
     """
 
     expansion = 1
@@ -152,7 +153,7 @@ class CodedVTRBlock(nn.Module):
                 weight = weight.detach()
             head_sum = weight.view(len(weight), heads, -1).sum(2)  # [K_d, H]
             logits.append(neighborhood_aggregate(conv(h).feats, table, ones, head_sum))
-        return torch.stack(logits, 2)
+        return torch.stack(logits, 1).transpose(1, 2)  # [N, D, H] in memory (see mixing_weights)
 
     def mixing_weights(self, s: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
         """alpha [N, H, D] from choice logits s [N, H, D] and density rho [N, D] (or None)."""
@@ -162,7 +163,9 @@ class CodedVTRBlock(nn.Module):
             if not self.training:
                 return F.one_hot(log_pi.argmax(2), s.shape[2]).to(s.dtype)
             return F.gumbel_softmax(log_pi, tau=float(self.temperature), hard=True, dim=2)
-        soft = torch.softmax(s / self.temperature + prior, 2)
+        # softmax over the short D axis in the middle of [N, D, H] memory (vectorised along H):
+        # over a last axis of size D it is several times slower on CPU
+        soft = torch.softmax((s / self.temperature + prior).transpose(1, 2), 1).transpose(1, 2)
         if self.choice == "soft":
             return soft
         hard = F.one_hot(soft.argmax(2), s.shape[2]).to(soft.dtype)
@@ -177,30 +180,44 @@ class CodedVTRBlock(nn.Module):
             total = total + (gram - torch.eye(len(gram), device=gram.device, dtype=gram.dtype)).pow(2).sum()
         return total
 
+    def mix(self, v, alpha: torch.Tensor, tables) -> torch.Tensor:
+        """y [N, C'] = sum_d alpha[:, head, d] * (W_d depthwise v), v a SparseTensor [N, C']."""
+        if self.aggregate == "fused":
+            return mixed_depthwise(v.feats, alpha.transpose(1, 2), [e.weight for e in self.codebook], tables)
+        y = 0
+        for d, element in enumerate(self.codebook):  # the engine's depthwise conv, then the head weight
+            z = element(v).feats.view(len(v), self.heads, -1)
+            y = y + (z * alpha[:, :, d:d + 1]).reshape(len(v), -1)
+        return y
+
     def attend(self, h):
         """Codebook attention of h [N, planes] -> (y [N, C'], alpha [N, H, D])."""
-        v = self.value(h).feats
+        y, alpha, _ = self._attend(h)
+        return y, alpha
+
+    def _attend(self, h):
+        """(y, alpha, a function recomputing y). The value path's activations (the 3x3 conv's and
+        v) are not stored for backward but recomputed from their BN inputs (models.recompute)."""
         tables = [neighbor_table(h, r) for r in self.regions]
         rho = self.density(tables) if self.density_guidance else None
         alpha = self.mixing_weights(self.choice_logits(h, tables), rho)
-        y = 0
-        for d, (element, table) in enumerate(zip(self.codebook, tables)):
-            if self.aggregate == "fused":
-                y = y + neighborhood_aggregate(v, table, alpha[:, None, :, d], element.weight)
-            else:  # the engine's depthwise conv, then the per-head weight (keeps [N, C'] per element)
-                z = element(h.replace(v)).feats.view(len(v), self.heads, -1)
-                y = y + (z * alpha[:, :, d:d + 1]).reshape(len(v), -1)
-        return y, alpha
+        conv3, expand = self.value
+        (y, pre_v), _ = conv_bn_relu_then(
+            conv3, h, lambda t: conv_bn_relu_then(expand, t, lambda v: self.mix(v, alpha, tables)))
+        return y, alpha, lambda: self.mix(h.replace(bn_relu_again(expand, pre_v)), alpha.detach(), tables)
 
     def forward(self, x):
         h = x if self.proj is None else self.proj(x)
-        y, alpha = self.attend(h)
-        out = self.out(h.replace(y))
+        y, alpha, recompute_y = self._attend(h)
         skip = x if self.shortcut is None else self.shortcut(x)
+        # y is recomputed in backward where the output layer needs it (one mixing pass), and the
+        # output activation from its BN input: neither is stored
+        with recompute_in_backward(y, recompute_y):
+            out, _ = conv_bn_relu_then(self.out, h.replace(y), lambda t: t.feats + skip.feats)
         usage = alpha.detach().mean((0, 1))
         self._aux = {"losses": {"diversity": self.diversity_loss()} if self.diversity_pairs else {},
                      "logs": {"choice_entropy": -(usage * usage.clamp_min(1e-12).log()).sum()}}
-        return out.replace(out.feats + skip.feats)
+        return h.replace(out)
 
     def pop_aux(self):
         """(losses, logs) of the last forward pass, then forgets them (they hold the graph)."""

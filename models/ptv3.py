@@ -33,13 +33,6 @@ class Level:
         _, self.order, self.inverse = serialize(grid, batch, orders)
 
 
-def sparse_conv(conv: nn.Module, like: SparseTensor, feat: torch.Tensor) -> torch.Tensor:
-    """conv on `feat` [N, C] at like's coordinates, in float32 with autocast off: lib.sparse's torch
-    engine mixes autocast's bf16 products with its float32 scatter matrices."""
-    with torch.autocast(feat.device.type, enabled=False):
-        return conv(like.replace(feat.float())).feats
-
-
 def drop_path(x: torch.Tensor, p: float, training: bool, batch: torch.Tensor) -> torch.Tensor:
     """Stochastic depth per scene: zero a residual branch for whole scenes with probability p."""
     if p == 0.0 or not training:
@@ -94,7 +87,7 @@ class Block(nn.Module):
         self.drop_path = drop_path
 
     def forward(self, feat: torch.Tensor, level: Level, which: int) -> torch.Tensor:
-        feat = feat + self.cpe_out(sparse_conv(self.cpe, level.sparse, feat))
+        feat = feat + self.cpe_out(self.cpe(level.sparse.replace(feat)).feats)
         batch = level.sparse.coords[:, 0].long()
         a = self.attn(self.norm1(feat), level.order[which], level.inverse[which], level.offset)
         feat = feat + drop_path(a, self.drop_path, self.training, batch)
@@ -188,7 +181,7 @@ class PTv3(nn.Module):
         if self.training and self.shuffle_orders:  # torch's RNG: seeded by the engine
             orders = [orders[i] for i in torch.randperm(len(orders)).tolist()]
         level = Level(points.coord, points.grid_coord, points.offset, orders, self.engine)
-        feat = self.stem_post(sparse_conv(self.stem, level.sparse, points.feat))
+        feat = self.stem_post(self.stem(level.sparse.replace(points.feat)).feats)
         levels, feats, clusters = [], [], []
         for s, blocks in enumerate(self.enc):
             if s:

@@ -2,19 +2,23 @@
 
 Input: real ScanNet scans (<real data>/scannet/scans/*/<scene>_vh_clean_2.ply) voxelised at
 --voxel-size, one batch item per scan, scans added until about --voxels voxels; features random
-[N, --channels]. Every pass starts from a fresh SparseTensor, so kernel maps and neighbour tables
-are built inside it (as in a training step). Per block, the median over --repeats of:
+[N, --channels]. --maps cached (default): every block, BasicBlock included, sees kernel maps,
+neighbour tables and their pair lists built once before the measured passes (the warm-up pass builds
+them on a shared SparseContext), as a block inside a network does, where every block of a stage reuses
+the maps of the first; --maps per-pass: each pass starts from a fresh SparseContext and builds them
+inside the measured region. Per block, the median over --repeats of:
   fwd_s / fwd_bwd_s                  seconds of forward (no autograd) / forward + backward
   fwd_peak_bytes / fwd_bwd_peak_bytes  peak bytes allocated above what was live when the pass began
-CPU: time.perf_counter; peak from torch.profiler's allocation events (profile_memory=True).
-CUDA (--device cuda): CUDA events; torch.cuda.max_memory_allocated after reset_peak_memory_stats.
+Time: time.perf_counter (CUDA: CUDA events). Peak: lib.profiler.meter.peak_bytes, the meter every
+benchmark uses (CPU: torch.profiler allocation events replayed; CUDA: max_memory_allocated).
 Blocks: basic (BasicBlock), codedvtr (release settings: D=3 cubes, dilations 2,1,3, H=8, C'=2C;
 codedvtr_dw the same with aggregate=depthwise), discrete (M=4 patterns, hard straight-through), vq, vtr (chunked) and vtr_naive ([N, K, C] gathers).
 Prints a table with ratios to basic (and vtr to vtr_naive); --json PATH writes
 {"results": [{"block", "fwd_s", "fwd_bwd_s", "fwd_peak_bytes", "fwd_bwd_peak_bytes"}], ...}.
 
   python scripts/bench_blocks.py [--voxels 100000] [--channels 64] [--repeats 3] [--device cpu|cuda]
-                                 [--blocks basic,codedvtr,...] [--threads N] [--json out.json]
+                                 [--maps cached|per-pass] [--blocks basic,codedvtr,...] [--threads N]
+                                 [--json out.json]
 """
 import argparse
 import json
@@ -29,6 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lib.profiler.meter import peak_bytes  # noqa: E402
 from lib.sparse import SparseTensor  # noqa: E402
 from models.blocks import BasicBlock  # noqa: E402
 from models.codedvtr import CodedVTRBlock, DiscreteAttentionBlock  # noqa: E402
@@ -67,31 +72,13 @@ def real_scan_batch(data_root: Path, voxels: int, voxel_size: float):
     return torch.cat(rows).to(torch.int32)
 
 
-def cpu_peak_bytes(fn) -> int:
-    """Peak bytes allocated on the CPU during fn() above the level when it began (profiler events)."""
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    sizes, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        event = stack.pop()
-        stack.extend(event.children)
-        if event.tag == _EventType.Allocation and event.extra_fields.device.type == "cpu":
-            sizes.append((event.start_time_ns, event.extra_fields.alloc_size))  # frees are negative
-    live = peak = 0
-    for _, size in sorted(sizes):
-        live += size
-        peak = max(peak, live)
-    return peak
-
-
-def measure(block, coords, feats, device, train: bool, repeats: int):
+def measure(block, coords, feats, device, train: bool, repeats: int, maps: str):
     """(median seconds, peak bytes) of forward (train=False, no grad) or forward + backward."""
+    ctx = SparseTensor(feats, coords, engine="torch").ctx
 
     def run():
-        x = SparseTensor(feats.detach().requires_grad_(train), coords, engine="torch")
+        x = SparseTensor(feats.detach().requires_grad_(train), coords,
+                         ctx=ctx if maps == "cached" else None, engine="torch")
         if train:
             out = block(x)
             out.feats.square().mean().backward()
@@ -114,15 +101,7 @@ def measure(block, coords, feats, device, train: bool, repeats: int):
             run()
             times.append(time.perf_counter() - t0)
     block.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        run()
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated(device) - base
-    else:
-        peak = cpu_peak_bytes(run)
+    peak = peak_bytes(run, device)
     block.zero_grad(set_to_none=True)
     return statistics.median(times), peak
 
@@ -135,6 +114,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--blocks", default=",".join(BLOCKS))
+    parser.add_argument("--maps", default="cached", choices=["cached", "per-pass"],
+                        help="kernel maps built once before the measured passes, or inside each")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
     parser.add_argument("--data-root", default=os.environ.get("VOXSEG_REAL_DATA", str(ROOT.parent / "shared" / "data" / "real")))
     parser.add_argument("--json", default=None)
@@ -151,13 +132,14 @@ def main(argv=None):
     coords = real_scan_batch(Path(args.data_root), args.voxels, args.voxel_size).to(device)
     feats = torch.randn(len(coords), args.channels, generator=torch.Generator().manual_seed(0)).to(device)
     print(f"{len(coords)} voxels in {int(coords[:, 0].max()) + 1} real scans at {args.voxel_size} m, "
-          f"C={args.channels}, device {device}, {torch.get_num_threads()} threads")
+          f"C={args.channels}, device {device}, {torch.get_num_threads()} threads, kernel maps {args.maps}"
+          + (" (built once before measuring, for every block alike)" if args.maps == "cached" else ""))
     results = []
     for name in names:
         torch.manual_seed(0)
         block = BLOCKS[name](args.channels).to(device).train()
-        fwd_s, fwd_peak = measure(block, coords, feats, device, False, args.repeats)
-        fwd_bwd_s, fwd_bwd_peak = measure(block, coords, feats, device, True, args.repeats)
+        fwd_s, fwd_peak = measure(block, coords, feats, device, False, args.repeats, args.maps)
+        fwd_bwd_s, fwd_bwd_peak = measure(block, coords, feats, device, True, args.repeats, args.maps)
         results.append({"block": name, "fwd_s": fwd_s, "fwd_bwd_s": fwd_bwd_s,
                         "fwd_peak_bytes": fwd_peak, "fwd_bwd_peak_bytes": fwd_bwd_peak})
         print(f"  measured {name}", flush=True)
@@ -180,7 +162,7 @@ def main(argv=None):
     if args.json:
         Path(args.json).write_text(json.dumps({
             "voxels": len(coords), "channels": args.channels, "device": str(device),
-            "threads": torch.get_num_threads(), "load_avg": os.getloadavg()[0], "results": results}, indent=2))
+            "threads": torch.get_num_threads(), "maps": args.maps, "load_avg": os.getloadavg()[0], "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@ train step = forward + cross-entropy + backward + SGD step, train mode. Networks
 per run (neighbour search, serialization and kernel maps inside the timing); blocks (32 channels,
 first-stage resolution) reuse the neighbours / orders / kernel map made once before the timing.
 Times: median of --repeats runs after one warm-up, seconds (CUDA: CUDA events).
-Peak memory: CUDA: max_memory_allocated above the allocated bytes at the start; CPU: the peak
-resident set (VmHWM after resetting it through /proc/self/clear_refs) above the resident set at
-the start, after glibc's malloc_trim returned freed heap pages; pages an allocator still caches
-are reused unseen, so CPU peaks are lower bounds.
+Peak memory: lib.profiler.meter.peak_bytes, the meter every benchmark uses (CUDA:
+max_memory_allocated above the start; CPU: the PyTorch allocator's events replayed). It sees
+PyTorch tensors only, so cKDTree's (numpy / C++) memory is not measured: its peak is n/a.
 --small narrows the two point networks (Res16UNet34C stays full) and uses 0.05 m voxels: a quick
 check of the script, not a like-for-like comparison.
 
@@ -34,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lib.pointops import knn  # noqa: E402
+from lib.profiler.meter import peak_bytes  # noqa: E402
 from lib.sparse import SparseTensor  # noqa: E402
 from lib.structure import PointBatch  # noqa: E402
 
@@ -90,40 +90,10 @@ class Meter:
         return statistics.median(times)
 
     def peak_mib(self, fn) -> float:
-        self._sync()
-        if self.device.type == "cuda":
-            base = torch.cuda.memory_allocated(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            fn()
-            self._sync()
-            return (torch.cuda.max_memory_allocated(self.device) - base) / MIB
-        _release_free_heap()
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        except OSError:
-            return float("nan")
-        base = _status_kib("VmRSS")
-        fn()
-        return (_status_kib("VmHWM") - base) / 1024.0
+        return peak_bytes(fn, self.device) / MIB
 
     def case(self, fn) -> dict:
         return {"time_s": self.time(fn), "peak_mib": self.peak_mib(fn)}
-
-
-def _release_free_heap():
-    """Hand freed heap pages back to the OS (glibc malloc_trim), so reused pages count again."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 def bench_knn(meter, scans, voxel_size, n_points, k) -> dict:
@@ -138,7 +108,7 @@ def bench_knn(meter, scans, voxel_size, n_points, k) -> dict:
         for s in scenes:
             cKDTree(s).query(s, k)
 
-    rows = {"cKDTree": meter.case(kdtree)}
+    rows = {"cKDTree": {"time_s": meter.time(kdtree), "peak_mib": None}}  # not PyTorch memory: unseen
     on_dev, off_dev = coord.to(meter.device), offset.to(meter.device)
     rows["pointops.knn torch"] = meter.case(lambda: knn(on_dev, off_dev, k, backend="torch"))
     try:
@@ -272,7 +242,8 @@ def main(argv=None):
     print(f"kNN: {result['knn']['points']} points in {result['knn']['scenes']} scenes, k={args.k}")
     print(f"{'method':<30}{'time s':>10}{'peak MiB':>10}{'x cKDTree':>11}")
     for name, r in result["knn"]["rows"].items():
-        print(f"{name:<30}{r['time_s']:>10.3f}{r['peak_mib']:>10.1f}{r['ratio_vs_ckdtree']:>11.2f}")
+        peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
+        print(f"{name:<30}{r['time_s']:>10.3f}{peak:>10}{r['ratio_vs_ckdtree']:>11.2f}")
     if not args.skip_networks:
         batch = point_batch([args.data / args.scene], voxel)
         result["scene"], result["points"] = args.scene, len(batch.coord)

@@ -68,6 +68,15 @@ def _apply(function, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap)
         return function.apply(feats.to(dtype), weight.to(dtype), kmap)
 
 
+def _add_xt_g(dst: torch.Tensor, x: torch.Tensor, g: torch.Tensor) -> None:
+    """dst += x^T @ g (a weight gradient). When g is narrower than x, (g^T @ x)^T: MKL on one thread
+    was ~10x slower on x^T @ g for x [99k, 64], g [99k, 8] (a CodedVTR choice conv), equal otherwise."""
+    if g.shape[1] < x.shape[1]:
+        dst += torch.mm(g.t(), x).t()
+    else:
+        dst.addmm_(x.t(), g)
+
+
 def _autocast_off(backward):
     """Run a backward with autocast off on the gradient's device (it may be called inside an
     autocast region; the forward ran with it off, on operands of one dtype)."""
@@ -172,7 +181,7 @@ def _backward_chunked(grad_x, grad_w, xs, gs, weight, kmap: KernelMap) -> None:
                 torch.index_select(xs, 0, c.out_idx, out=x_rows[:m])
             for k, a, b in c.segments:
                 if part_w is not None:
-                    part_w[k].addmm_(x_rows[a:b].t(), g_rows[a:b])
+                    _add_xt_g(part_w[k], x_rows[a:b], g_rows[a:b])
                 if grad_x is not None:
                     torch.mm(g_rows[a:b], weight[k].t(), out=product[a:b])
             if grad_x is not None:
@@ -196,7 +205,7 @@ def _backward_per_offset(grad_x, grad_w, xs, gs, weight, kmap: KernelMap) -> Non
         m = src.numel()
         g = torch.index_select(gs, 0, kmap.out_idx[k], out=g_rows[:m])
         if grad_w is not None:
-            torch.mm(torch.index_select(xs, 0, src, out=x_rows[:m]).t(), g, out=grad_w[k])
+            _add_xt_g(grad_w[k], torch.index_select(xs, 0, src, out=x_rows[:m]), g)
         if grad_x is not None:
             torch.mm(g, weight[k].t(), out=product[:m])
             grad_x.index_add_(0, src, product[:m])
@@ -231,7 +240,7 @@ class _SparseConv(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_w = torch.zeros_like(weight)
             if kmap.center is not None:
-                torch.mm(xs.t(), gs, out=grad_w[kmap.center])
+                _add_xt_g(grad_w[kmap.center], xs, gs)
         if ctx.needs_input_grad[0]:
             if kmap.center is not None:
                 grad_x = torch.mm(gs, weight[kmap.center].t())
