@@ -41,6 +41,12 @@ def _scatter_add(dst: torch.Tensor, idx: torch.Tensor, src: torch.Tensor, kmap: 
         dst.index_add_(0, idx, src)  # CUDA: atomics, already fast
 
 
+def _accumulator(dtype: torch.dtype) -> torch.dtype:
+    """The dtype sums over the K offsets run in: float32 for half types (bf16 keeps 8 bits, and K
+    sequential rounded adds drift by percents), else the input's."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def _cpu_float(t: torch.Tensor) -> bool:
     """True where the paths built on sparse CSR products run: CPU float32/64 (MKL has those), unless
     VOXSEG_TORCH_CONV_PATH=per_offset forces the CUDA path."""
@@ -260,11 +266,13 @@ class _DepthwiseConv(torch.autograd.Function):
         xs = _positions(feats, kmap.in_order)
         ctx.save_for_backward(xs, weight)
         ctx.kmap = kmap
-        out = xs * weight[kmap.center]
+        acc = _accumulator(xs.dtype)
+        out = (xs * weight[kmap.center]).to(acc)
         for k in range(kmap.volume):
             if k == kmap.center or kmap.in_idx[k].numel() == 0:
                 continue
-            _scatter_add(out, kmap.out_idx[k], xs.index_select(0, kmap.in_idx[k]).mul_(weight[k]), kmap)
+            _scatter_add(out, kmap.out_idx[k], xs.index_select(0, kmap.in_idx[k]).mul_(weight[k]).to(acc), kmap)
+        out = out.to(xs.dtype)
         return out if kmap.out_order is None else out.index_select(0, kmap.out_inverse)
 
     @staticmethod
@@ -273,7 +281,8 @@ class _DepthwiseConv(torch.autograd.Function):
         xs, weight = ctx.saved_tensors
         kmap = ctx.kmap
         gs = _positions(grad_out, kmap.out_order)
-        grad_x = gs * weight[kmap.center]
+        acc = _accumulator(gs.dtype)
+        grad_x = (gs * weight[kmap.center]).to(acc)
         grad_w = torch.zeros_like(weight)
         grad_w[kmap.center] = (xs * gs).sum(0)
         for k in range(kmap.volume):
@@ -282,7 +291,8 @@ class _DepthwiseConv(torch.autograd.Function):
             src = kmap.in_idx[k]
             g = gs.index_select(0, kmap.out_idx[k])
             grad_w[k] = (xs.index_select(0, src) * g).sum(0)
-            _scatter_add(grad_x, src, g.mul_(weight[k]), kmap)
+            _scatter_add(grad_x, src, g.mul_(weight[k]).to(acc), kmap)
+        grad_x = grad_x.to(gs.dtype)
         if kmap.in_order is not None:
             grad_x = grad_x.index_select(0, kmap.in_inverse)
         return grad_x, grad_w, None
