@@ -216,7 +216,8 @@ class CodedVTRBlock(nn.Module):
             out, _ = conv_bn_relu_then(self.out, h.replace(y), lambda t: t.feats + skip.feats)
         usage = alpha.detach().mean((0, 1))
         self._aux = {"losses": {"diversity": self.diversity_loss()} if self.diversity_pairs else {},
-                     "logs": {"choice_entropy": -(usage * usage.clamp_min(1e-12).log()).sum()}}
+                     "logs": {"choice_entropy": -(usage * usage.clamp_min(1e-12).log()).sum(),
+                              "temperature": self.temperature.detach().clone()}}
         return h.replace(out)
 
     def pop_aux(self):
