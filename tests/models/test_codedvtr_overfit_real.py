@@ -1,7 +1,6 @@
 """scannet_tr.yaml's CodedVTR network, through the whole training path (preprocessing, dataset,
 trainer, evaluator on the original points), memorises one real ScanNet scan: mIoU >= 0.9 on it.
-Kept short: 8 cm voxels (22k), 90 Adam steps, the engine depthwise aggregation (same network and
-weights as the fused default, faster on CPU; tests/models/test_codedvtr.py checks they agree).
+Kept short: 8 cm voxels (22k), 90 Adam steps.
 Coarser voxels hold points of several classes: the best point mIoU a perfect voxel labelling
 reaches on this scan is 0.917 at 10 cm and 0.878 at 15 cm."""
 import json
@@ -33,7 +32,6 @@ def test_codedvtr_network_overfits_one_real_scannet_scan(tmp_path):
         "device=cpu", "engine=torch", f"data.root={tmp_path / 'processed'}", "data.synthetic=false",
         "data.augment.enabled=false", "data.splits={'train': ['train'], 'val': ['train']}",
         "data.batch_size=1", "data.num_workers=0", "data.voxel_size=0.08", "model.args.bn_momentum=0.1",
-        "model.args.block_args.codedvtr.aggregate=depthwise",
         "train.iterations=90", "train.val_every=0", "train.ckpt_every=0", "train.progress=false",
         "train.cpu_threads=1", "train.optimizer.name=adam", "train.optimizer.lr=0.01",
         "train.optimizer.weight_decay=0.0", "train.scheduler.name=poly", "train.loss.lovasz_weight=1.0",
