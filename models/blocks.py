@@ -8,7 +8,7 @@ import torch.nn as nn
 from lib.sparse import nn as snn
 
 
-def _shortcut(inplanes, outplanes, bn_momentum):
+def projection_shortcut(inplanes, outplanes, bn_momentum):
     """1x1 projection + BN on the skip path when the channel count changes, else None (identity)."""
     if inplanes == outplanes:
         return None
@@ -28,7 +28,7 @@ class BasicBlock(nn.Module):
         self.conv2 = snn.SubMConv3d(planes, planes, kernel_size=3)
         self.norm2 = snn.BatchNorm(planes, momentum=bn_momentum)
         self.relu = snn.ReLU()
-        self.shortcut = _shortcut(inplanes, planes, bn_momentum)
+        self.shortcut = projection_shortcut(inplanes, planes, bn_momentum)
 
     def forward(self, x):
         out = self.relu(self.norm1(self.conv1(x)))
@@ -55,7 +55,7 @@ class Bottleneck(nn.Module):
         self.conv3 = snn.Linear(planes, outplanes, bias=False)
         self.norm3 = snn.BatchNorm(outplanes, momentum=bn_momentum)
         self.relu = snn.ReLU()
-        self.shortcut = _shortcut(inplanes, outplanes, bn_momentum)
+        self.shortcut = projection_shortcut(inplanes, outplanes, bn_momentum)
 
     def forward(self, x):
         out = self.relu(self.norm1(self.conv1(x)))

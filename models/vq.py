@@ -15,13 +15,13 @@ to the codebook (so every voxel uses one of M prototype attention maps per head)
 softmax over the occupied neighbours and sums the values with those weights.
 """
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lib.sparse import nn as snn
 from lib.sparse.neighborhood import masked_softmax, neighborhood_aggregate
 from lib.sparse.nn import neighbor_table
 from lib.sparse.regions import KernelRegion
+from models.blocks import projection_shortcut
 
 NORMS = ("l1", "l2")
 
@@ -131,8 +131,7 @@ class VQAttentionBlock(nn.Module):
         self.norm_attn = nn.Sequential(snn.BatchNorm(planes, momentum=bn_momentum), snn.ReLU(inplace=True))
         self.lin_out = nn.Sequential(snn.Linear(planes, planes, bias=False),
                                      snn.BatchNorm(planes, momentum=bn_momentum))
-        self.shortcut = None if inplanes == planes else nn.Sequential(
-            snn.Linear(inplanes, planes, bias=False), snn.BatchNorm(planes, momentum=bn_momentum))
+        self.shortcut = projection_shortcut(inplanes, planes, bn_momentum)
         self.relu = snn.ReLU()
         self._aux = {}
 

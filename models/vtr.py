@@ -18,6 +18,7 @@ from lib.sparse import nn as snn
 from lib.sparse.neighborhood import masked_softmax, neighborhood_aggregate, pair_scores
 from lib.sparse.nn import neighbor_table
 from lib.sparse.regions import KernelRegion
+from models.blocks import projection_shortcut
 
 PE_KINDS = ("table", "mlp")
 GATHERS = ("chunked", "naive")
@@ -66,8 +67,7 @@ class VTRBlock(nn.Module):
         self.norm_attn = nn.Sequential(snn.BatchNorm(planes, momentum=bn_momentum), snn.ReLU(inplace=True))
         self.lin_out = nn.Sequential(snn.Linear(planes, planes, bias=False),
                                      snn.BatchNorm(planes, momentum=bn_momentum))
-        self.shortcut = None if inplanes == planes else nn.Sequential(
-            snn.Linear(inplanes, planes, bias=False), snn.BatchNorm(planes, momentum=bn_momentum))
+        self.shortcut = projection_shortcut(inplanes, planes, bn_momentum)
         self.relu = snn.ReLU()
 
     def position_encoding(self) -> torch.Tensor:

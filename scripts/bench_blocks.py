@@ -23,9 +23,7 @@ Prints a table with ratios to basic (and vtr to vtr_naive); --json PATH writes
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -33,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib.profiler.meter import peak_bytes  # noqa: E402
+from lib.profiler.meter import median_seconds, peak_bytes  # noqa: E402
 from lib.sparse import SparseTensor  # noqa: E402
 from models.blocks import BasicBlock  # noqa: E402
 from models.codedvtr import CodedVTRBlock, DiscreteAttentionBlock  # noqa: E402
@@ -87,23 +85,11 @@ def measure(block, coords, feats, device, train: bool, repeats: int, maps: str):
                 block(x)
 
     run()  # warm-up (allocator, lazy inits)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            run()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1000.0)
-        else:
-            t0 = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - t0)
+    seconds = median_seconds(run, device, repeats)
     block.zero_grad(set_to_none=True)
     peak = peak_bytes(run, device)
     block.zero_grad(set_to_none=True)
-    return statistics.median(times), peak
+    return seconds, peak
 
 
 def main(argv=None):

@@ -20,7 +20,6 @@ Prints a table and the naive/fused ratios of the same run; --json PATH writes it
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib.profiler.meter import MemoryTimeline, peak_bytes  # noqa: E402
+from lib.profiler.meter import MemoryTimeline, median_seconds, peak_bytes  # noqa: E402
 from lib.sparse import KernelRegion, SparseTensor, neighborhood_aggregate  # noqa: E402
 from lib.sparse import nn as snn  # noqa: E402
 
@@ -69,20 +68,7 @@ def naive(v, nbr, a, w):
 def timed(fn, device, repeats, warmup):
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end) / 1000)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_seconds(fn, device, repeats)
 
 
 def main(argv=None):

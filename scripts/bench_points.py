@@ -21,9 +21,7 @@ check of the script, not a like-for-like comparison.
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lib.pointops import knn  # noqa: E402
-from lib.profiler.meter import peak_bytes  # noqa: E402
+from lib.profiler.meter import median_seconds, peak_bytes  # noqa: E402
 from lib.sparse import SparseTensor  # noqa: E402
 from lib.structure import PointBatch  # noqa: E402
 
@@ -74,20 +72,7 @@ class Meter:
     def time(self, fn) -> float:
         fn()
         self._sync()
-        times = []
-        for _ in range(self.repeats):
-            if self.device.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                torch.cuda.synchronize(self.device)
-                times.append(start.elapsed_time(end) / 1000.0)
-            else:
-                t = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t)
-        return statistics.median(times)
+        return median_seconds(fn, self.device, self.repeats)
 
     def peak_mib(self, fn) -> float:
         return peak_bytes(fn, self.device) / MIB

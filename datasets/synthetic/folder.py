@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write, atomic_write_text
-from .scannet import make_scene
+from .scannet import make_scene, write_vertex_ply
 from .scenes import split_of
 
 CLASSES_YAML = """\
@@ -38,18 +38,7 @@ def _write(path: Path, xyz, rgb, label) -> None:
         fmt = ["%.6f"] * 3 + ["%d"] * (table.shape[1] - 3)
         atomic_write(path, lambda tmp: np.savetxt(tmp, table, fmt=fmt))
     else:
-        from plyfile import PlyData, PlyElement
-
-        fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
-        vertex = np.empty(len(xyz), dtype=fields + ([("label", "<u2")] if label is not None else []))
-        for i, name in enumerate(("x", "y", "z")):
-            vertex[name] = xyz[:, i]
-        for i, name in enumerate(("red", "green", "blue")):
-            vertex[name] = rgb[:, i]
-        if label is not None:
-            vertex["label"] = label
-        ply = PlyData([PlyElement.describe(vertex, "vertex")], text=False, byte_order="<")
-        atomic_write(path, lambda tmp: ply.write(str(tmp)))
+        write_vertex_ply(path, xyz, rgb, label, alpha=False)
 
 
 def generate(out_dir, num_scenes: int, seed: int = 0, points_per_scene: int = 30000) -> Path:

@@ -42,17 +42,20 @@ def make_scene(seed: int, index: int, points_per_scene: int):
     return scan.xyz, scan.rgb, label
 
 
-def _write_ply(path: Path, xyz, rgb, label=None):
+def write_vertex_ply(path: Path, xyz, rgb, label=None, alpha: bool = True):
+    """Binary little-endian PLY of float32 x y z [N, 3] (metres), uint8 red green blue [N, 3], an
+    opaque uint8 alpha (as ScanNet's meshes carry) when `alpha`, and uint16 label [N] when given."""
     from plyfile import PlyData, PlyElement
 
-    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
-              ("alpha", "u1")] + ([("label", "<u2")] if label is not None else [])
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    fields += ([("alpha", "u1")] if alpha else []) + ([("label", "<u2")] if label is not None else [])
     vertex = np.empty(len(xyz), dtype=fields)
     for k, name in enumerate("xyz"):
         vertex[name] = xyz[:, k]
     for k, name in enumerate(("red", "green", "blue")):
         vertex[name] = rgb[:, k]
-    vertex["alpha"] = 255
+    if alpha:
+        vertex["alpha"] = 255
     if label is not None:
         vertex["label"] = label
     ply = PlyData([PlyElement.describe(vertex, "vertex")], text=False, byte_order="<")
@@ -74,9 +77,9 @@ def generate(out_dir, num_scenes: int, seed: int = 0, points_per_scene: int = 30
             continue
         xyz, rgb, label = make_scene(seed, index, points_per_scene)
         if split != "test" and not labels.is_file():
-            _write_ply(labels, xyz, rgb, label)
+            write_vertex_ply(labels, xyz, rgb, label)
         if not mesh.is_file():
-            _write_ply(mesh, xyz, rgb)
+            write_vertex_ply(mesh, xyz, rgb)
     for split, scene_names in names.items():
         atomic_write_text(out / f"scannetv2_{split}.txt", "".join(f"{n}\n" for n in scene_names))
     return out

@@ -119,3 +119,25 @@ def peak_bytes(fn, device="cpu") -> int:
     with MemoryTimeline(device) as timeline:
         fn()
     return int(max(timeline.peak))
+
+
+def median_seconds(fn, device, repeats: int) -> float:
+    """Median wall time in seconds of `repeats` calls of fn() (warm it up first): CUDA events around
+    each call on a CUDA device, time.perf_counter elsewhere."""
+    import statistics
+
+    device = torch.device(device)
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end) / 1000.0)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)

@@ -55,3 +55,28 @@ def random_scene(n: int = 200, seed: int = 0):
 def tree_bytes(root: Path) -> dict:
     """Relative path -> bytes of every file under `root` (to compare two generated trees)."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def preprocess_fails(name: str, raw: Path, tmp_path: Path, match: str, path_part: str) -> str:
+    """Strict preprocessing of `raw` must raise one DataFormatError line holding `path_part` and `match`."""
+    from datasets.errors import DataFormatError
+    from datasets.preprocessing import preprocess
+
+    with pytest.raises(DataFormatError) as err:
+        preprocess(name, raw, tmp_path / "out", workers=1, progress=False)
+    message = str(err.value)
+    assert "\n" not in message and path_part in message and match in message, message
+    return message
+
+
+def skip_counted(name: str, raw: Path, tmp_path: Path, scene: str) -> dict:
+    """Lenient preprocessing of `raw` skips `scene`, counts it, and writes the same count to manifest.json."""
+    import json
+
+    from datasets.preprocessing import preprocess
+
+    manifest = preprocess(name, raw, tmp_path / "out_lenient", workers=1, strict=False, progress=False)
+    assert scene in manifest["skipped"] and scene not in manifest["scenes"]
+    on_disk = json.loads((tmp_path / "out_lenient" / "manifest.json").read_text())
+    assert on_disk["skipped"] == manifest["skipped"]
+    return manifest

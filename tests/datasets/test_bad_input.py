@@ -1,42 +1,25 @@
 """Every kind of bad input gives one line naming the file and the fault, or a counted skip."""
-import json
 
 import numpy as np
 import pytest
 
-from data_helpers import make_scannet_tree, random_scene, write_ply
+from data_helpers import make_scannet_tree, preprocess_fails, random_scene, skip_counted, write_ply
 from datasets.errors import DataFormatError, DatasetRootError
 from datasets.preprocessing import preprocess
 from lib.config.schema_data import DataConfig
 
 
-def _fails(name, raw, tmp_path, match, path_part):
-    with pytest.raises(DataFormatError) as err:
-        preprocess(name, raw, tmp_path / "out", workers=1, progress=False)
-    message = str(err.value)
-    assert "\n" not in message and path_part in message and match in message, message
-    return message
-
-
-def _skip_counted(name, raw, tmp_path, scene):
-    manifest = preprocess(name, raw, tmp_path / "out_lenient", workers=1, strict=False, progress=False)
-    assert scene in manifest["skipped"] and scene not in manifest["scenes"]
-    on_disk = json.loads((tmp_path / "out_lenient" / "manifest.json").read_text())
-    assert on_disk["skipped"] == manifest["skipped"]
-    return manifest
-
-
 # ---------------------------------------------------------------- ScanNet
 def test_missing_raw_folder(tmp_path):
-    _fails("scannet", tmp_path / "nowhere", tmp_path, "not found", "nowhere")
-    _fails("s3dis", tmp_path / "nowhere", tmp_path, "not found", "nowhere")
-    _fails("semantickitti", tmp_path / "nowhere", tmp_path, "not found", "sequences")
+    preprocess_fails("scannet", tmp_path / "nowhere", tmp_path, "not found", "nowhere")
+    preprocess_fails("s3dis", tmp_path / "nowhere", tmp_path, "not found", "nowhere")
+    preprocess_fails("semantickitti", tmp_path / "nowhere", tmp_path, "not found", "sequences")
 
 
 def test_missing_split_file(tmp_path):
     raw = make_scannet_tree(tmp_path / "raw", {"scene0000_00": random_scene()})
     (raw / "scannetv2_val.txt").unlink()
-    _fails("scannet", raw, tmp_path, "missing ScanNet split file", "scannetv2_val.txt")
+    preprocess_fails("scannet", raw, tmp_path, "missing ScanNet split file", "scannetv2_val.txt")
 
 
 def test_missing_scene_folder(tmp_path):
@@ -44,8 +27,8 @@ def test_missing_scene_folder(tmp_path):
 
     raw = make_scannet_tree(tmp_path / "raw", {"scene0000_00": random_scene()},
                             {"train": ["scene0000_00", "scene0009_00"], "val": []})
-    _fails("scannet", raw, tmp_path, "missing", "scene0009_00")
-    manifest = _skip_counted("scannet", raw, tmp_path, "scene0009_00")
+    preprocess_fails("scannet", raw, tmp_path, "missing", "scene0009_00")
+    manifest = skip_counted("scannet", raw, tmp_path, "scene0009_00")
     assert list(manifest["scenes"]) == ["scene0000_00"]
     # loading a manifest with skipped scenes: strict refuses, lenient warns and goes on
     cfg = DataConfig(dataset="scannet", root=str(tmp_path / "out_lenient"))
@@ -62,8 +45,8 @@ def test_truncated_or_corrupt_ply(tmp_path, damage):
     mesh = raw / "scans" / "scene0001_00" / "scene0001_00_vh_clean_2.ply"
     data = mesh.read_bytes()
     mesh.write_bytes(data[: len(data) - 100] if damage == "truncated" else b"ply\nformat nonsense\n" + data[40:])
-    _fails("scannet", raw, tmp_path, "truncated or corrupt PLY", "scene0001_00_vh_clean_2.ply")
-    _skip_counted("scannet", raw, tmp_path, "scene0001_00")
+    preprocess_fails("scannet", raw, tmp_path, "truncated or corrupt PLY", "scene0001_00_vh_clean_2.ply")
+    skip_counted("scannet", raw, tmp_path, "scene0001_00")
 
 
 def test_ply_without_needed_fields(tmp_path):
@@ -71,11 +54,11 @@ def test_ply_without_needed_fields(tmp_path):
     xyz, _, labels = random_scene()
     folder = raw / "scans" / "scene0000_00"
     write_ply(folder / "scene0000_00_vh_clean_2.ply", {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
-    _fails("scannet", raw, tmp_path, "lacks field(s) red, green, blue", "scene0000_00_vh_clean_2.ply")
+    preprocess_fails("scannet", raw, tmp_path, "lacks field(s) red, green, blue", "scene0000_00_vh_clean_2.ply")
     raw = make_scannet_tree(tmp_path / "raw2", {"scene0000_00": random_scene()})
     write_ply(raw / "scans" / "scene0000_00" / "scene0000_00_vh_clean_2.labels.ply",
               {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
-    _fails("scannet", raw, tmp_path, "lacks field(s) label", "labels.ply")
+    preprocess_fails("scannet", raw, tmp_path, "lacks field(s) label", "labels.ply")
 
 
 def test_label_count_differs_from_points(tmp_path):
@@ -83,7 +66,7 @@ def test_label_count_differs_from_points(tmp_path):
     raw = make_scannet_tree(tmp_path / "raw", {"scene0000_00": (xyz, rgb, labels)})
     write_ply(raw / "scans" / "scene0000_00" / "scene0000_00_vh_clean_2.labels.ply",
               {"x": xyz[:90, 0], "label": labels[:90]})
-    _fails("scannet", raw, tmp_path, "90 labelled vertices but the mesh has 100", "labels.ply")
+    preprocess_fails("scannet", raw, tmp_path, "90 labelled vertices but the mesh has 100", "labels.ply")
 
 
 def test_nan_coordinates(tmp_path):
@@ -91,14 +74,14 @@ def test_nan_coordinates(tmp_path):
     xyz[7, 1] = np.nan
     xyz[9, 0] = np.inf
     raw = make_scannet_tree(tmp_path / "raw", {"scene0000_00": (xyz, rgb, labels)})
-    _fails("scannet", raw, tmp_path, "2 vertices with NaN/inf", "scene0000_00_vh_clean_2.ply")
-    _skip_counted("scannet", raw, tmp_path, "scene0000_00")
+    preprocess_fails("scannet", raw, tmp_path, "2 vertices with NaN/inf", "scene0000_00_vh_clean_2.ply")
+    skip_counted("scannet", raw, tmp_path, "scene0000_00")
 
 
 def test_empty_scene(tmp_path):
     empty = (np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.uint16))
     raw = make_scannet_tree(tmp_path / "raw", {"scene0000_00": empty})
-    _fails("scannet", raw, tmp_path, "empty scene", "scene0000_00_vh_clean_2.ply")
+    preprocess_fails("scannet", raw, tmp_path, "empty scene", "scene0000_00_vh_clean_2.ply")
 
 
 def test_scannet_ids_outside_nyu40_become_ignore_and_are_counted(tmp_path):
@@ -134,25 +117,25 @@ def _frame(n=64, seed=0):
 def test_kitti_bin_size_not_multiple_of_16(tmp_path):
     points, labels = _frame()
     raw = _kitti_tree(tmp_path / "raw", {"000000": (points.tobytes()[:-4], labels)})
-    _fails("semantickitti", raw, tmp_path, "not a multiple of 16", "000000.bin")
+    preprocess_fails("semantickitti", raw, tmp_path, "not a multiple of 16", "000000.bin")
 
 
 def test_kitti_label_count_differs(tmp_path):
     points, labels = _frame()
     raw = _kitti_tree(tmp_path / "raw", {"000000": (points, labels[:-3]), "000001": _frame(seed=1)})
-    _fails("semantickitti", raw, tmp_path, "61 labels for 64 points", "000000.label")
-    _skip_counted("semantickitti", raw, tmp_path, "00_000000")
+    preprocess_fails("semantickitti", raw, tmp_path, "61 labels for 64 points", "000000.label")
+    skip_counted("semantickitti", raw, tmp_path, "00_000000")
 
 
 def test_kitti_nan_empty_and_unknown_ids(tmp_path):
     points, labels = _frame()
     points[3, 2] = np.nan
-    _fails("semantickitti", _kitti_tree(tmp_path / "a", {"000000": (points, labels)}), tmp_path,
+    preprocess_fails("semantickitti", _kitti_tree(tmp_path / "a", {"000000": (points, labels)}), tmp_path,
            "1 points with NaN/inf", "000000.bin")
-    _fails("semantickitti", _kitti_tree(tmp_path / "b", {"000000": (b"", b"")}), tmp_path, "empty scene", "000000.bin")
+    preprocess_fails("semantickitti", _kitti_tree(tmp_path / "b", {"000000": (b"", b"")}), tmp_path, "empty scene", "000000.bin")
     points, labels = _frame()
     labels[5] = 77 | (3 << 16)  # 77 is no SemanticKITTI id; the instance bits must not matter
-    _fails("semantickitti", _kitti_tree(tmp_path / "c", {"000000": (points, labels)}), tmp_path,
+    preprocess_fails("semantickitti", _kitti_tree(tmp_path / "c", {"000000": (points, labels)}), tmp_path,
            "label ids out of range (not in learning_map): [77]", "000000.label")
 
 

@@ -5,24 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from data_helpers import make_scannet_tree, random_scene, write_ply
+from data_helpers import make_scannet_tree, preprocess_fails, random_scene, skip_counted, write_ply
 from datasets.errors import DataFormatError
 from datasets.preprocessing import preprocess
 from lib.config.schema_data import DataConfig
-
-
-def _fails(name, raw, tmp_path, match, path_part):
-    with pytest.raises(DataFormatError) as err:
-        preprocess(name, raw, tmp_path / "out", workers=1, progress=False)
-    message = str(err.value)
-    assert "\n" not in message and path_part in message and match in message, message
-    return message
-
-
-def _skip_counted(name, raw, tmp_path, scene):
-    manifest = preprocess(name, raw, tmp_path / "out_lenient", workers=1, strict=False, progress=False)
-    assert scene in manifest["skipped"] and scene not in manifest["scenes"]
-    return manifest
 
 
 def _mesh_columns(xyz, rgb_columns, labels=None):
@@ -69,7 +55,7 @@ def test_colours_outside_any_scale_are_an_error(tmp_path):
     columns = [rgb[:, i].astype(np.float32) for i in range(3)]
     columns[1][7] = 300.0
     raw = _scene_tree(tmp_path / "raw", xyz, columns, labels)
-    _fails("scannet", raw, tmp_path, "colours (red, green, blue, float32) outside", "scene0000_00_vh_clean_2.ply")
+    preprocess_fails("scannet", raw, tmp_path, "colours (red, green, blue, float32) outside", "scene0000_00_vh_clean_2.ply")
 
 
 # ---------------------------------------------------------------- float64 far from the origin
@@ -103,9 +89,9 @@ def test_a_stray_point_far_away_rejects_the_scene(tmp_path, far):
                                                "scene0001_00": random_scene(seed=1)})
     mesh = raw / "scans" / "scene0000_00" / "scene0000_00_vh_clean_2.ply"
     write_ply(mesh, _mesh_columns(xyz, [rgb[:, i] for i in range(3)]))
-    message = _fails("scannet", raw, tmp_path, "1 point(s) lie more than 5000 m from the median", mesh.name)
+    message = preprocess_fails("scannet", raw, tmp_path, "1 point(s) lie more than 5000 m from the median", mesh.name)
     assert "along x" in message
-    _skip_counted("scannet", raw, tmp_path, "scene0000_00")
+    skip_counted("scannet", raw, tmp_path, "scene0000_00")
 
 
 def test_voxelize_keys_cannot_overflow():
@@ -148,7 +134,7 @@ def test_labels_ply_of_another_scan_is_an_error(tmp_path):
     other, _, _ = random_scene(seed=5)  # same vertex count, other positions
     write_ply(raw / "scans" / "scene0000_00" / "scene0000_00_vh_clean_2.labels.ply",
               _mesh_columns(other, None, labels))
-    _fails("scannet", raw, tmp_path, f"of {len(xyz)} vertices differ from scene0000_00_vh_clean_2.ply",
+    preprocess_fails("scannet", raw, tmp_path, f"of {len(xyz)} vertices differ from scene0000_00_vh_clean_2.ply",
            "scene0000_00_vh_clean_2.labels.ply")
 
 
@@ -163,7 +149,7 @@ def test_ply_header_declaring_fewer_vertices_is_an_error(tmp_path, text):
     mesh.write_bytes(data.replace(b"element vertex 20\n", b"element vertex 18\n"))
     unit = "lines" if text else "bytes"
     expected = "2" if text else str(2 * (3 * 4 + 3))  # two rows of 3 float32 + 3 uchar
-    _fails("scannet", raw, tmp_path, f"more data than its header declares: {expected} {unit} after the 18 vertex",
+    preprocess_fails("scannet", raw, tmp_path, f"more data than its header declares: {expected} {unit} after the 18 vertex",
            mesh.name)
 
 
@@ -171,7 +157,7 @@ def test_ply_header_declaring_fewer_vertices_is_an_error(tmp_path, text):
 def test_scene_in_two_split_files_names_both(tmp_path):
     raw = make_scannet_tree(tmp_path / "raw", {"scene0000_00": random_scene(), "scene0001_00": random_scene(seed=1)},
                             {"train": ["scene0000_00", "scene0001_00"], "val": ["scene0001_00"]})
-    message = _fails("scannet", raw, tmp_path, "scene scene0001_00 is also listed in", "scannetv2_val.txt")
+    message = preprocess_fails("scannet", raw, tmp_path, "scene scene0001_00 is also listed in", "scannetv2_val.txt")
     assert "scannetv2_train.txt" in message
 
 
@@ -193,8 +179,8 @@ def test_kitti_training_sequence_without_labels(tmp_path):
     raw = _kitti_sequence(tmp_path / "raw", "00", ["000000"])
     _kitti_sequence(raw, "05", ["000000", "000001"], with_labels=False)  # a training sequence
     _kitti_sequence(raw, "11", ["000000"], with_labels=False)  # test: no labels expected
-    _fails("semantickitti", raw, tmp_path, "missing labels folder of sequence 05", "sequences/05/labels")
-    manifest = _skip_counted("semantickitti", raw, tmp_path, "05_000000")
+    preprocess_fails("semantickitti", raw, tmp_path, "missing labels folder of sequence 05", "sequences/05/labels")
+    manifest = skip_counted("semantickitti", raw, tmp_path, "05_000000")
     assert set(manifest["skipped"]) == {"05_000000", "05_000001"}
     assert "11_000000" in manifest["scenes"] and manifest["unlabelled"] == []
 
@@ -229,7 +215,7 @@ def test_kitti_absurd_coordinate_names_the_bin(tmp_path):
     points = np.fromfile(bin_path, dtype=np.float32).reshape(-1, 4)
     points[9, 1] = 3e38  # finite, absurd
     points.tofile(bin_path)
-    _fails("semantickitti", raw, tmp_path, "scene spans 3e+38 m along y", "000000.bin")
+    preprocess_fails("semantickitti", raw, tmp_path, "scene spans 3e+38 m along y", "000000.bin")
 
 
 def test_s3dis_far_coordinates_keep_their_centimetres(tmp_path):

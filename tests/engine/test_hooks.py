@@ -15,20 +15,25 @@ from tests.engine import standins as S
 from tests.engine.test_trainer import context, train
 
 
-def read_scalars(logdir) -> dict:
-    """{tag: {step: value}} from the TFRecord event files in `logdir` (framing: u64 length,
-    u32 crc, payload, u32 crc), decoded with the Event protobuf tensorboardX writes."""
+def read_events(logdir):
+    """Yield every Event in the TFRecord event files in `logdir` (framing: u64 length, u32 crc,
+    payload, u32 crc), decoded with the Event protobuf tensorboardX writes."""
     from tensorboardX.proto import event_pb2
-    out = {}
     for path in sorted(logdir.glob("events.out.tfevents.*")):
         data = path.read_bytes()
         pos = 0
         while pos < len(data):
             (length,) = struct.unpack("<Q", data[pos:pos + 8])
-            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            yield event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
             pos += 12 + length + 4
-            for value in event.summary.value:
-                out.setdefault(value.tag, {})[event.step] = value.simple_value
+
+
+def read_scalars(logdir) -> dict:
+    """{tag: {step: value}} of the scalars in the event files in `logdir`."""
+    out = {}
+    for event in read_events(logdir):
+        for value in event.summary.value:
+            out.setdefault(value.tag, {})[event.step] = value.simple_value
     return out
 
 
@@ -49,19 +54,12 @@ def read_meshes(logdir) -> dict:
     """{(tag, step): array} of the mesh plugin's tensors in the event files (tags `<tag>_1`:
     vertices, `<tag>_3`: colours, each [1, P, 3]), decoded from the TensorProto float values."""
     import numpy as np
-    from tensorboardX.proto import event_pb2
     out = {}
-    for path in sorted(logdir.glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        pos = 0
-        while pos < len(data):
-            (length,) = struct.unpack("<Q", data[pos:pos + 8])
-            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-            pos += 12 + length + 4
-            for value in event.summary.value:
-                if value.metadata.plugin_data.plugin_name == "mesh":
-                    shape = [d.size for d in value.tensor.tensor_shape.dim]
-                    out[value.tag, event.step] = np.asarray(value.tensor.float_val).reshape(shape)
+    for event in read_events(logdir):
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name == "mesh":
+                shape = [d.size for d in value.tensor.tensor_shape.dim]
+                out[value.tag, event.step] = np.asarray(value.tensor.float_val).reshape(shape)
     return out
 
 

@@ -48,3 +48,35 @@ def assert_same_value_and_grads(out, ref, leaves, ref_leaves):
     up = torch.randn_like(ref)
     for g, r in zip(torch.autograd.grad(out, leaves, up), torch.autograd.grad(ref, ref_leaves, up)):
         torch.testing.assert_close(g, r)
+
+
+def assert_submanifold_matches_conv3d(layer, feats, coords, out, stride, kernel, dilation, grid, batch):
+    """`out` = the sparse SubMConv3d `layer` applied to float64 leaf `feats` [N, cin] at `coords`
+    [N, 4]; it must equal torch's dense conv3d on a `grid`^3 box, values and gradients."""
+    dfeats = feats.detach().clone().requires_grad_()
+    w = layer.weight.detach().clone().requires_grad_()
+    bias = None if layer.bias is None else layer.bias.detach()
+    dense = torch.nn.functional.conv3d(densify(dfeats, coords, stride, grid, batch), canonical_to_conv3d(w, kernel),
+                                       bias, padding=(kernel // 2) * dilation, dilation=dilation)
+    assert_same_value_and_grads(out, sample(dense, coords, stride), (feats, layer.weight), (dfeats, w))
+
+
+def assert_down_up_matches_dense(grid):
+    """DownConv3d(3->4) then UpConv3d(4->2) on a 2-sample cloud in a (2*grid)^3 box equal the dense
+    conv3d / conv_transpose3d pair (stride 2), values and gradients, in float64."""
+    from lib.sparse import SparseTensor
+    from lib.sparse import nn as snn
+    fine = random_coords(2, 2 * grid, 1, 0.1, seed=9)
+    feats = leaf(len(fine), 3, 2)
+    down, up = snn.DownConv3d(3, 4).double(), snn.UpConv3d(4, 2).double()
+    y = down(SparseTensor(feats, fine, engine="torch"))
+    z = up(y)
+    dfeats = feats.detach().clone().requires_grad_()
+    wd = down.weight.detach().clone().requires_grad_()
+    wu = up.weight.detach().clone().requires_grad_()
+    dense_y = torch.nn.functional.conv3d(densify(dfeats, fine, 1, 2 * grid, 2), canonical_to_conv3d(wd, 2), stride=2)
+    # keep only the occupied coarse cells, as the sparse down conv does, before going back up
+    mask = densify(torch.ones(len(y), 1, dtype=torch.float64), y.coords, 2, grid, 2)
+    dense_z = torch.nn.functional.conv_transpose3d(dense_y * mask, canonical_to_conv_transpose3d(wu), stride=2)
+    assert_same_value_and_grads(z.feats, sample(dense_z, fine, 1), (feats, down.weight, up.weight),
+                                 (dfeats, wd, wu))

@@ -10,8 +10,8 @@ from lib.sparse import SparseTensor
 from lib.sparse import nn as snn
 from lib.sparse.engines import torch_engine
 from lib.sparse.kernel_map import KernelMap
-from tests.sparse.dense_ref import (assert_same_value_and_grads, canonical_to_conv3d,
-                                    canonical_to_conv_transpose3d, densify, leaf, random_coords, sample)
+from tests.sparse.dense_ref import (assert_down_up_matches_dense, assert_same_value_and_grads,
+                                    assert_submanifold_matches_conv3d, densify, leaf, random_coords, sample)
 
 GRID = 7
 
@@ -34,27 +34,11 @@ def test_submanifold_on_the_cuda_path_matches_conv3d(cuda_path, kernel, dilation
     feats = leaf(len(coords), 3, 1)
     layer = snn.SubMConv3d(3, 4, kernel, dilation, bias=True).double()
     out = layer(SparseTensor(feats, coords, stride=stride, engine="torch")).feats
-    dfeats = feats.detach().clone().requires_grad_()
-    w = layer.weight.detach().clone().requires_grad_()
-    dense = F.conv3d(densify(dfeats, coords, stride, GRID, batch), canonical_to_conv3d(w, kernel),
-                     layer.bias.detach(), padding=(kernel // 2) * dilation, dilation=dilation)
-    assert_same_value_and_grads(out, sample(dense, coords, stride), (feats, layer.weight), (dfeats, w))
+    assert_submanifold_matches_conv3d(layer, feats, coords, out, stride, kernel, dilation, GRID, batch)
 
 
 def test_down_and_up_on_the_cuda_path_match_dense(cuda_path):
-    fine = random_coords(2, 2 * GRID, 1, 0.1, seed=9)
-    feats = leaf(len(fine), 3, 2)
-    down, up = snn.DownConv3d(3, 4).double(), snn.UpConv3d(4, 2).double()
-    y = down(SparseTensor(feats, fine, engine="torch"))
-    z = up(y)
-    dfeats = feats.detach().clone().requires_grad_()
-    wd = down.weight.detach().clone().requires_grad_()
-    wu = up.weight.detach().clone().requires_grad_()
-    dense_y = F.conv3d(densify(dfeats, fine, 1, 2 * GRID, 2), canonical_to_conv3d(wd, 2), stride=2)
-    mask = densify(torch.ones(len(y), 1, dtype=torch.float64), y.coords, 2, GRID, 2)
-    dense_z = F.conv_transpose3d(dense_y * mask, canonical_to_conv_transpose3d(wu), stride=2)
-    assert_same_value_and_grads(z.feats, sample(dense_z, fine, 1), (feats, down.weight, up.weight),
-                                 (dfeats, wd, wu))
+    assert_down_up_matches_dense(GRID)
 
 
 @pytest.mark.parametrize("kernel,dilation", [(3, 1), (3, 2), (5, 1)])

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 
 from lib.sparse import SparseTensor
 from lib.sparse import nn as snn
-from tests.sparse.dense_ref import (assert_same_value_and_grads, canonical_to_conv3d,
-                                    canonical_to_conv_transpose3d, densify, leaf, random_coords, sample)
+from tests.sparse.dense_ref import (assert_same_value_and_grads, assert_submanifold_matches_conv3d,
+                                    canonical_to_conv3d, canonical_to_conv_transpose3d, densify, leaf,
+                                    random_coords, sample)
 
 GRID = 7
 
@@ -22,13 +23,7 @@ def test_submanifold_matches_conv3d(kernel, dilation, stride, batch):
     feats = leaf(len(coords), 3, 1)
     layer = snn.SubMConv3d(3, 4, kernel, dilation, bias=True).double()
     out = layer(SparseTensor(feats, coords, stride=stride, engine="torch")).feats
-
-    dfeats = feats.detach().clone().requires_grad_()
-    w = layer.weight.detach().clone().requires_grad_()
-    dense = F.conv3d(densify(dfeats, coords, stride, GRID, batch), canonical_to_conv3d(w, kernel),
-                     layer.bias.detach(), padding=(kernel // 2) * dilation, dilation=dilation)
-    ref = sample(dense, coords, stride)
-    assert_same_value_and_grads(out, ref, (feats, layer.weight), (dfeats, w))
+    assert_submanifold_matches_conv3d(layer, feats, coords, out, stride, kernel, dilation, GRID, batch)
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3])

@@ -3,13 +3,12 @@ convolutions through tiny chunks still equal torch's dense conv3d (float64), for
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lib.sparse import SparseTensor
 from lib.sparse import nn as snn
 from lib.sparse.engines import torch_engine
-from tests.sparse.dense_ref import (assert_same_value_and_grads, canonical_to_conv3d,
-                                    canonical_to_conv_transpose3d, densify, leaf, random_coords, sample)
+from tests.sparse.dense_ref import (assert_down_up_matches_dense, assert_submanifold_matches_conv3d, leaf,
+                                    random_coords)
 
 GRID = 8
 
@@ -53,25 +52,8 @@ def test_submanifold_in_tiny_chunks_matches_conv3d(tiny_chunks, kernel, dilation
     x = SparseTensor(feats, coords, stride=stride, engine="torch")
     out = layer(x).feats
     assert len(torch_engine._chunks(x.ctx.kernel_map(stride, kernel, dilation), layer.weight)) > 5
-    dfeats = feats.detach().clone().requires_grad_()
-    w = layer.weight.detach().clone().requires_grad_()
-    dense = F.conv3d(densify(dfeats, coords, stride, GRID, 2), canonical_to_conv3d(w, kernel),
-                     padding=(kernel // 2) * dilation, dilation=dilation)
-    assert_same_value_and_grads(out, sample(dense, coords, stride), (feats, layer.weight), (dfeats, w))
+    assert_submanifold_matches_conv3d(layer, feats, coords, out, stride, kernel, dilation, GRID, 2)
 
 
 def test_down_and_up_in_tiny_chunks_match_dense(tiny_chunks):
-    fine = random_coords(2, 2 * GRID, 1, 0.1, seed=9)
-    feats = leaf(len(fine), 3, 2)
-    down, up = snn.DownConv3d(3, 4).double(), snn.UpConv3d(4, 2).double()
-    y = down(SparseTensor(feats, fine, engine="torch"))
-    z = up(y)
-    dfeats = feats.detach().clone().requires_grad_()
-    wd = down.weight.detach().clone().requires_grad_()
-    wu = up.weight.detach().clone().requires_grad_()
-    dense_y = F.conv3d(densify(dfeats, fine, 1, 2 * GRID, 2), canonical_to_conv3d(wd, 2), stride=2)
-    # keep only the occupied coarse cells, as the sparse down conv does, before going back up
-    mask = densify(torch.ones(len(y), 1, dtype=torch.float64), y.coords, 2, GRID, 2)
-    dense_z = F.conv_transpose3d(dense_y * mask, canonical_to_conv_transpose3d(wu), stride=2)
-    assert_same_value_and_grads(z.feats, sample(dense_z, fine, 1), (feats, down.weight, up.weight),
-                                 (dfeats, wd, wu))
+    assert_down_up_matches_dense(GRID)
