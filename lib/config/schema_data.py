@@ -55,7 +55,7 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # random augmentation of training scenes
 
     def __post_init__(self):
-        from lib.profiler.units import parse_bytes
+        from lib.units import parse_bytes
 
         if self.memory_budget:
             try:

@@ -10,7 +10,7 @@ from lib.profiler.fit import PointsModel, measure_points_model, resolve_auto_lim
 from lib.profiler.mode import run_profile_mode
 from lib.profiler.oom import oom_guard
 from lib.profiler.report import MemoryProfiler, format_report, static_bytes
-from lib.profiler.units import MIB, parse_bytes
+from lib.units import MIB, parse_bytes
 
 # MemoryHook (lib.profiler.hook) is not imported here: it needs lib.engine.trainer, and the engine's
 # hook registry imports it by path.

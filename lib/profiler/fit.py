@@ -142,7 +142,7 @@ def resolve_auto_limit(cfg, build_dataset, build_model, collate_fn, make_input=N
     Returns (limit, a one-line note saying how it was found)."""
     from lib.engine.data import make_loader
     from lib.engine.dist import pick_device
-    from lib.profiler.units import parse_bytes
+    from lib.units import parse_bytes
 
     budget = parse_bytes(cfg.data.memory_budget)
     device = pick_device(cfg.device)

@@ -16,7 +16,7 @@ import torch
 
 from lib.engine.hookbase import HookBase, register_hook
 from lib.profiler.saved import SavedTensorTracker
-from lib.profiler.units import MIB
+from lib.units import MIB
 
 
 def rss_bytes() -> int:

@@ -12,7 +12,7 @@ from lib.profiler.fit import measure_points_model, optimizer_state_bytes, train_
 from lib.profiler.oom import oom_guard
 from lib.profiler.report import MemoryProfiler, format_report, static_bytes
 from lib.profiler.timeline import save_chrome_trace, save_png
-from lib.profiler.units import mib, parse_bytes
+from lib.units import mib, parse_bytes
 
 log = logging.getLogger("voxseg")
 

@@ -30,7 +30,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from lib.profiler.saved import SavedTensorTracker, storage_bytes, storage_key
 from lib.profiler.scope import MODEL_ROW, OUTSIDE_ROW, ModuleScope, rows_of, select_modules, tensors_in
-from lib.profiler.units import mib
+from lib.units import mib
 
 log = logging.getLogger("voxseg")
 _REQUEST = re.compile(r"[Tt]ried to allocate ([0-9.]+) ?(bytes|[KMGT]iB)")

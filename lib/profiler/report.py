@@ -29,7 +29,7 @@ from torch import nn
 from lib.profiler.meter import MemoryTimeline
 from lib.profiler.saved import SavedTensorTracker
 from lib.profiler.scope import MODEL_ROW, OUTSIDE_ROW, ModuleScope, rows_of, select_modules, tensors_in
-from lib.profiler.units import mib
+from lib.units import mib
 
 
 def static_bytes(model: nn.Module) -> int:

@@ -3,7 +3,7 @@ chrome://tracing and https://ui.perfetto.dev open)."""
 import json
 from pathlib import Path
 
-from lib.profiler.units import MIB
+from lib.units import MIB
 
 
 def _span_times(prof):

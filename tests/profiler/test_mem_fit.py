@@ -7,7 +7,7 @@ from torch import nn
 
 from lib.profiler.fit import PointsModel, crop_batch, fit, measure_pass, measure_points_model
 from lib.profiler.report import static_bytes
-from lib.profiler.units import parse_bytes
+from lib.units import parse_bytes
 from tests.conftest import REAL_DATA
 
 SCAN = REAL_DATA / "scannet" / "scans" / "scene0000_00" / "scene0000_00_vh_clean_2.ply"
