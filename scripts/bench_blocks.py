@@ -37,6 +37,7 @@ from models.blocks import BasicBlock  # noqa: E402
 from models.codedvtr import CodedVTRBlock, DiscreteAttentionBlock  # noqa: E402
 from models.vq import VQAttentionBlock  # noqa: E402
 from models.vtr import VTRBlock  # noqa: E402
+from scripts.real_scans import real_scan_coords  # noqa: E402
 
 BLOCKS = {
     "basic": lambda c: BasicBlock(c, c),
@@ -48,26 +49,6 @@ BLOCKS = {
     "vtr": lambda c: VTRBlock(c, c, heads=8),
     "vtr_naive": lambda c: VTRBlock(c, c, heads=8, gather="naive"),
 }
-
-
-def real_scan_batch(data_root: Path, voxels: int, voxel_size: float):
-    """coords int32 [N, 4] of real scans voxelised at voxel_size (one batch item each), N >= voxels
-    or every scan found. Raises SystemExit naming the folder when there is none."""
-    from plyfile import PlyData
-
-    plys = sorted((data_root / "scannet" / "scans").glob("*/*_vh_clean_2.ply"))
-    if not plys:
-        raise SystemExit(f"no real ScanNet scans under {data_root / 'scannet' / 'scans'} (set VOXSEG_REAL_DATA)")
-    rows, total = [], 0
-    for b, ply in enumerate(plys):
-        v = PlyData.read(str(ply))["vertex"]
-        xyz = torch.stack([torch.as_tensor(v[a].copy(), dtype=torch.float64) for a in "xyz"], 1)
-        cells = torch.unique(torch.floor(xyz / voxel_size).long(), dim=0)
-        rows.append(torch.cat([torch.full((len(cells), 1), b), cells], 1))
-        total += len(cells)
-        if total >= voxels:
-            break
-    return torch.cat(rows).to(torch.int32)
 
 
 def measure(block, coords, feats, device, train: bool, repeats: int, maps: str):
@@ -115,7 +96,7 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"--blocks: unknown {unknown}; known: {', '.join(BLOCKS)}")
     device = torch.device(args.device)
-    coords = real_scan_batch(Path(args.data_root), args.voxels, args.voxel_size).to(device)
+    coords = real_scan_coords(Path(args.data_root), args.voxel_size, args.voxels).to(device)
     feats = torch.randn(len(coords), args.channels, generator=torch.Generator().manual_seed(0)).to(device)
     print(f"{len(coords)} voxels in {int(coords[:, 0].max()) + 1} real scans at {args.voxel_size} m, "
           f"C={args.channels}, device {device}, {torch.get_num_threads()} threads, kernel maps {args.maps}"

@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,28 +32,10 @@ sys.path.insert(0, str(ROOT))
 from lib.profiler.meter import MemoryTimeline, median_seconds, peak_bytes  # noqa: E402
 from lib.sparse import KernelRegion, SparseTensor, neighborhood_aggregate  # noqa: E402
 from lib.sparse import nn as snn  # noqa: E402
+from scripts.real_scans import real_scan_coords  # noqa: E402
 
 REGIONS = {"cube3": KernelRegion.cube(3), "cube5": KernelRegion.cube(5), "cube3d2": KernelRegion.cube(3, 2),
            "cross5": KernelRegion.cross(5), "plane_xy": KernelRegion.plane("xy")}
-
-
-def real_scans(root: Path, voxel_size: float, n_target: int) -> torch.Tensor:
-    """int32 [N, 4] voxels of successive ScanNet scans, one per batch item, until N >= n_target."""
-    from plyfile import PlyData
-
-    paths = sorted((root / "scannet" / "scans").glob("*/*_vh_clean_2.ply"))
-    if not paths:
-        raise SystemExit(f"{root / 'scannet' / 'scans'}: no *_vh_clean_2.ply scans (set --data or VOXSEG_REAL_DATA)")
-    parts, total = [], 0
-    for b, path in enumerate(paths):
-        v = PlyData.read(str(path))["vertex"]
-        xyz = np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float64)
-        cells = np.unique(np.floor((xyz - xyz.min(0)) / voxel_size).astype(np.int64), axis=0)
-        parts.append(np.concatenate([np.full((len(cells), 1), b), cells], 1))
-        total += len(cells)
-        if total >= n_target:
-            break
-    return torch.from_numpy(np.concatenate(parts)).to(torch.int32)
 
 
 def naive(v, nbr, a, w):
@@ -93,7 +74,7 @@ def main(argv=None):
     device = torch.device(args.device)
     region = REGIONS[args.region]
 
-    coords = real_scans(args.data, args.voxel_size, args.voxels).to(device)
+    coords = real_scan_coords(args.data, args.voxel_size, args.voxels).to(device)
     x = SparseTensor(torch.zeros(len(coords), 1, device=device), coords, engine="torch")
     t0 = time.perf_counter()
     nbr = snn.neighbor_table(x, region)
