@@ -80,3 +80,12 @@ def skip_counted(name: str, raw: Path, tmp_path: Path, scene: str) -> dict:
     on_disk = json.loads((tmp_path / "out_lenient" / "manifest.json").read_text())
     assert on_disk["skipped"] == manifest["skipped"]
     return manifest
+
+
+def damage_stored(out: Path, scene: str, array: str, index: int, value) -> None:
+    """Set row `index` of <out>/scenes/<scene>/<array>.npy to `value`: a preprocessed file changed
+    afterwards (or written by an older preprocessing without today's checks)."""
+    path = out / "scenes" / scene / f"{array}.npy"
+    data = np.load(path)
+    data[index] = value
+    np.save(path, data)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from data_helpers import make_scannet_tree, preprocess_fails, random_scene, skip_counted, write_ply
+from data_helpers import damage_stored, make_scannet_tree, preprocess_fails, random_scene, skip_counted, write_ply
 from datasets.errors import DataFormatError, DatasetRootError
 from datasets.preprocessing import preprocess
 from lib.config.schema_data import DataConfig
@@ -157,10 +157,7 @@ def test_loaded_labels_out_of_range(tmp_path):
     raw = make_scannet_tree(tmp_path / "raw", {"scene0000_00": random_scene()})
     out = tmp_path / "out"
     preprocess("scannet", raw, out, workers=1, progress=False)
-    label_file = out / "scenes" / "scene0000_00" / "label.npy"
-    label = np.load(label_file)
-    label[4] = 20
-    np.save(label_file, label)
+    damage_stored(out, "scene0000_00", "label", 4, 20)
     ds = datasets.build_dataset(DataConfig(dataset="scannet", root=str(out)), "train")
     with pytest.raises(DataFormatError, match="label id 20 out of range 0..19"):
         ds[0]

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from data_helpers import make_scannet_tree, preprocess_fails, random_scene, skip_counted, write_ply
+from data_helpers import damage_stored, make_scannet_tree, preprocess_fails, random_scene, skip_counted, write_ply
 from datasets.errors import DataFormatError
 from datasets.preprocessing import preprocess
 from lib.config.schema_data import DataConfig
@@ -118,10 +118,7 @@ def test_stray_point_in_a_stored_scene_names_the_scene(tmp_path):
     raw = make_scannet_tree(tmp_path / "raw", {"scene0000_00": random_scene()})
     out = tmp_path / "out"
     preprocess("scannet", raw, out, workers=1, progress=False)
-    coord_file = out / "scenes" / "scene0000_00" / "coord.npy"
-    coord = np.load(coord_file)
-    coord[3] = 5e4  # written by an older preprocessing without the extent check
-    np.save(coord_file, coord)
+    damage_stored(out, "scene0000_00", "coord", 3, 5e4)  # as an older preprocessing without the extent check wrote it
     ds = datasets.build_dataset(DataConfig(dataset="scannet", root=str(out), voxel_size=0.01), "train")
     with pytest.raises(DataFormatError, match="scene scene0000_00: points span .* along x"):
         ds[0]

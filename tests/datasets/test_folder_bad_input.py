@@ -5,7 +5,7 @@ two split files, a key given twice in classes.yaml, and scenes of labelled split
 import numpy as np
 import pytest
 
-from data_helpers import write_ply
+from data_helpers import damage_stored, write_ply
 from datasets.errors import DataFormatError
 from datasets.preprocessing import preprocess
 
@@ -110,10 +110,7 @@ def test_stray_point_in_a_stored_scene_names_the_scene(tmp_path):
     np.save(root / "train" / "a.npy", np.concatenate([xyz, rgb, label[:, None]], axis=1))
     out = tmp_path / "out"
     preprocess("folder", root, out, progress=False)
-    coord_file = out / "scenes" / "a" / "coord.npy"
-    coord = np.load(coord_file)
-    coord[3] = 1e5  # written by an older preprocessing without the extent check
-    np.save(coord_file, coord)
+    damage_stored(out, "a", "coord", 3, 1e5)  # as an older preprocessing without the extent check wrote it
     ds = datasets.build_dataset(DataConfig(dataset="folder", root=str(out), voxel_size=0.02), "train")
     with pytest.raises(DataFormatError, match="folder scene a: points span .* voxels .* along x"):
         ds[0]
