@@ -9,8 +9,9 @@ weight W_d [K_d, C'] over the offsets of its own support region R_d):
     alpha[i,h,:] = softmax_d(s[i,h,:] / T + rho[i,:] / tau)      = softmax(s/T) * softmax(rho/tau), renormalised
     y[i,c] = sum_d alpha[i,head(c),d] sum_k W_d[k,c] v[i + o_k, c]   (empty neighbours give 0)
     out    = ConvBNReLU1x1(y) + residual                         (no activation after the sum)
-The D products and their mixing run as one lib.sparse.neighborhood.mixed_depthwise, so no [N, K, C']
-tensor, and no element's [N, C'] product, is ever stored. Choice modes (`choice`):
+The D products, their mixing and the output layer's 1x1 projection run as one
+lib.sparse.mixing.mixed_depthwise, tile by tile, so no [N, K, C'] tensor, no element's [N, C']
+product and not even y [N, C'] is ever whole. Choice modes (`choice`):
     soft     alpha as above (CodedVTR);
     hard_st  forward one-hot argmax_d alpha, backward through the soft alpha (straight-through);
     gumbel   training: one-hot of a Gumbel-softmax sample, softmax((log pi + g) / T) with
@@ -25,10 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.sparse import nn as snn
-from lib.sparse.neighborhood import mixed_depthwise, neighborhood_aggregate
+from lib.sparse.mixing import mixed_depthwise
+from lib.sparse.neighborhood import neighborhood_aggregate
 from lib.sparse.nn import neighbor_table
 from lib.sparse.regions import KernelRegion
-from models.recompute import bn_relu_again, conv_bn_relu_then, recompute_in_backward
+from models.recompute import bn_relu_then, conv_bn_relu_then
 
 CHOICES = ("soft", "hard_st", "gumbel")
 AGGREGATES = ("fused", "depthwise")
@@ -88,8 +90,8 @@ class CodedVTRBlock(nn.Module):
         detach_codebook_in_choice: W_d gets no gradient through the choice logits (as in the release).
         diversity: return the diversity regulariser as loss 'diversity' (needs two elements of
             equal support size).
-        aggregate: 'fused' (mixed_depthwise: the D products offset by offset, mixed in one
-            buffer, nothing [N, C'] kept per element) or 'depthwise' (the engine's depthwise
+        aggregate: 'fused' (lib.sparse.mixing.mixed_depthwise: the D products, their mixing and
+            the output projection tile by tile, nothing [N, C'] kept) or 'depthwise' (the engine's depthwise
             convolution per element, then the per-head weights; keeps D x [N, C'] for backward).
     """
 
@@ -190,30 +192,39 @@ class CodedVTRBlock(nn.Module):
             y = y + (z * alpha[:, :, d:d + 1]).reshape(len(v), -1)
         return y
 
+    def mixing(self, h, tables) -> torch.Tensor:
+        """alpha [N, H, D] of h [N, planes] over the elements' neighbour tables."""
+        rho = self.density(tables) if self.density_guidance else None
+        return self.mixing_weights(self.choice_logits(h, tables), rho)
+
     def attend(self, h):
         """Codebook attention of h [N, planes] -> (y [N, C'], alpha [N, H, D])."""
-        y, alpha, _ = self._attend(h)
-        return y, alpha
-
-    def _attend(self, h):
-        """(y, alpha, a function recomputing y). The value path's activations (the 3x3 conv's and
-        v) are not stored for backward but recomputed from their BN inputs (models.recompute)."""
         tables = [neighbor_table(h, r) for r in self.regions]
-        rho = self.density(tables) if self.density_guidance else None
-        alpha = self.mixing_weights(self.choice_logits(h, tables), rho)
-        conv3, expand = self.value
-        (y, pre_v), _ = conv_bn_relu_then(
-            conv3, h, lambda t: conv_bn_relu_then(expand, t, lambda v: self.mix(v, alpha, tables)))
-        return y, alpha, lambda: self.mix(h.replace(bn_relu_again(expand, pre_v)), alpha.detach(), tables)
+        alpha = self.mixing(h, tables)
+        return self.mix(self.value(h), alpha, tables), alpha
 
     def forward(self, x):
         h = x if self.proj is None else self.proj(x)
-        y, alpha, recompute_y = self._attend(h)
+        tables = [neighbor_table(h, r) for r in self.regions]
+        alpha = self.mixing(h, tables)
         skip = x if self.shortcut is None else self.shortcut(x)
-        # y is recomputed in backward where the output layer needs it (one mixing pass), and the
-        # output activation from its BN input: neither is stored
-        with recompute_in_backward(y, recompute_y):
-            out, _ = conv_bn_relu_then(self.out, h.replace(y), lambda t: t.feats + skip.feats)
+        conv3, expand = self.value
+        if self.aggregate == "fused":
+            # the mixing and the output layer's 1x1 projection run as one op, tile by tile, so y
+            # [N, C'] never exists whole; the value path's activations (the 3x3 conv's and v) are
+            # recomputed in backward from their BN inputs (models.recompute), not stored
+            weights = [e.weight for e in self.codebook]
+
+            def project(v):
+                return h.replace(mixed_depthwise(v.feats, alpha.transpose(1, 2), weights, tables,
+                                                 out_weight=self.out[0].module.weight))
+
+            (pre_out, _), _ = conv_bn_relu_then(conv3, h, lambda t: conv_bn_relu_then(expand, t, project))
+            out, _ = bn_relu_then(self.out, pre_out, lambda t: t.feats + skip.feats)
+        else:
+            (y, _), _ = conv_bn_relu_then(conv3, h, lambda t: conv_bn_relu_then(
+                expand, t, lambda v: self.mix(v, alpha, tables)))
+            out = self.out(h.replace(y)).feats + skip.feats
         usage = alpha.detach().mean((0, 1))
         self._aux = {"losses": {"diversity": self.diversity_loss()} if self.diversity_pairs else {},
                      "logs": {"choice_entropy": -(usage * usage.clamp_min(1e-12).log()).sum(),

@@ -74,8 +74,12 @@ def conv_bn_relu_then(layer, x, consumer):
 
     x: SparseTensor; consumer: SparseTensor -> anything (its autograd graph built here).
     Returns (consumer's result, BN input [N, C]; None where grad is disabled)."""
-    conv, norm, _ = layer
-    pre = conv(x)
+    return bn_relu_then(layer, layer[0](x), consumer)
+
+
+def bn_relu_then(layer, pre, consumer):
+    """conv_bn_relu_then after the convolution: pre is the SparseTensor layer[0] produced."""
+    _, norm, _ = layer
     if not torch.is_grad_enabled():  # nothing is saved: let the BN input go before consumer runs
         act = pre.replace(F.relu_(norm(pre).feats))
         del pre

@@ -21,13 +21,13 @@ float32 a gives float32), each gradient the dtype of its input. masked_softmax l
 and returns at least float32. pair_scores runs score_fn under the caller's autocast state.
 """
 
-import functools
 import math
 from typing import NamedTuple
 
 import torch
 from torch.utils.checkpoint import checkpoint
-from torch.utils.weak import WeakTensorKeyDictionary
+
+from .mixing import mixed_depthwise
 
 # elements of one chunk's [rows, K, C] working buffers. CPU: a few MiB (cache-sized buffers,
 # scripts/bench_neighborhood.py); CUDA: large enough that kernel launches do not dominate.
@@ -195,175 +195,6 @@ class _NeighborhoodAggregate(torch.autograd.Function):
                 None if grad_a is None else grad_a.to(a.dtype),
                 None if grad_w is None else grad_w.to(w.dtype),
                 None, None)
-
-
-# pairs per piece of an offset's pair list in _MixedDepthwise: its gather buffers (pairs x C)
-# stay cache-sized and are reused; fresh [N, C] temporaries would cost page faults on CPU
-PAIRS_PER_PIECE = 4096
-
-
-class _OffsetPairs(NamedTuple):
-    """The occupied pairs of a neighbour table, offset by offset: per column k, (k, rows, src) with
-    rows [m_k] ascending output rows and src [m_k] their source rows; identity: whether the column
-    is every row reading itself (a submanifold map's centre)."""
-    version: int
-    columns: list
-    identity: list
-
-
-_OFFSET_PAIRS = WeakTensorKeyDictionary()  # neighbour table -> _OffsetPairs (tables are cached, reused)
-
-
-def offset_pairs(nbr: torch.Tensor) -> _OffsetPairs:
-    """The _OffsetPairs of nbr [N, K]; cached per table object and rebuilt when the table was
-    modified in place (its version counter moved)."""
-    cached = _OFFSET_PAIRS.get(nbr)
-    if cached is not None and cached.version == nbr._version:
-        return cached
-    arange = torch.arange(nbr.shape[0], device=nbr.device)
-    columns, identity = [], []
-    for k in range(nbr.shape[1]):
-        col = nbr[:, k]
-        if torch.equal(col, arange):
-            columns.append((k, arange, arange))
-            identity.append(True)
-            continue
-        rows = col.ge(0).nonzero().squeeze(1)
-        if rows.numel():
-            columns.append((k, rows, col.index_select(0, rows)))
-            identity.append(False)
-    pairs = _OffsetPairs(nbr._version, columns, identity)
-    _OFFSET_PAIRS[nbr] = pairs
-    return pairs
-
-
-def _pieces(columns):
-    """(k, rows, src) pieces of at most PAIRS_PER_PIECE pairs (views of the pair lists)."""
-    for k, rows, src in columns:
-        for p in range(0, rows.numel(), PAIRS_PER_PIECE):
-            yield k, rows[p:p + PAIRS_PER_PIECE], src[p:p + PAIRS_PER_PIECE]
-
-
-def _depthwise_into(out, v, w, pairs, buf, dtype):
-    """out [n, C] = sum_k w[k] * v[nbr[:, k]] (w None: ones), offset by offset; buf: gather buffer."""
-    n = out.shape[0]
-    started = False
-    for (k, rows, src), ident in zip(pairs.columns, pairs.identity):
-        if ident:  # every row reads itself: initialises out without a zero fill
-            src_rows = v[:n].to(dtype)
-            torch.mul(src_rows, w[k].to(dtype), out=out) if w is not None else out.copy_(src_rows)
-            started = True
-            break
-    if not started:
-        out.zero_()
-    for k, rows, src in _pieces([c for c, ident in zip(pairs.columns, pairs.identity) if not ident]):
-        g = torch.index_select(v, 0, src, out=buf[:rows.numel()]).to(dtype)
-        out.index_add_(0, rows, g if w is None else g.mul_(w[k].to(dtype)))
-    return out
-
-
-class _MixedDepthwise(torch.autograd.Function):
-    """out[i, c] = sum_d a[i, d, head(c)] * sum_k w_d[k, c] v[nbr_d[i, k], c]; a [N or 1, D, H].
-
-    Per element d: its depthwise sum offset by offset over the table's cached pair lists, in pieces
-    of PAIRS_PER_PIECE pairs (gather into a reused buffer -> multiply -> index_add_; an offset's
-    rows are unique, so sums are deterministic on every device), weighted per voxel and head
-    (element 0 after its sum, the others pair by pair) into the output. Saves v, a, the weights and the tables: no element's depthwise sum is stored
-    (a's gradient <z_d, grad_out> per head is summed pair by pair in backward). [N, C] buffers:
-    forward the output only, backward grad_v only.
-    """
-
-    @staticmethod
-    def forward(ctx, v, a, tables, *weights):
-        n = tables[0].shape[0]
-        c, h = v.shape[1], a.shape[2]
-        dtype = _compute_dtype(v, a, *weights)
-        cg = c // h
-        with _no_autocast(v.device):
-            all_pairs = [offset_pairs(t) for t in tables]
-            size = min(PAIRS_PER_PIECE, max((r.numel() for p in all_pairs for _, r, _ in p.columns), default=0))
-            buf = torch.empty(size, c, dtype=v.dtype, device=v.device)
-            out = torch.empty(n, c, dtype=dtype, device=v.device)
-            a_d = a.to(dtype).unsqueeze(-1)  # [N or 1, D, H, 1]
-            # element 0: its sum, then its weight; the others weighted pair by pair into out (no
-            # [N, C] scratch: it would raise the peak where y is recomputed in backward)
-            _depthwise_into(out, v, weights[0], all_pairs[0], buf, dtype).view(n, h, cg).mul_(a_d[:, 0])
-            for d in range(1, len(tables)):
-                wd = weights[d].to(dtype)
-                for k, rows, src in _pieces(all_pairs[d].columns):
-                    m = rows.numel()
-                    g = torch.index_select(v, 0, src, out=buf[:m]).to(dtype).mul_(wd[k])
-                    g.view(m, h, cg).mul_(a_d[:, d] if a.shape[0] == 1 else a_d[:, d].index_select(0, rows))
-                    out.index_add_(0, rows, g)
-        ctx.save_for_backward(v, a, *tables, *weights)
-        ctx.n_tables = len(tables)
-        out_dtype = torch.promote_types(torch.promote_types(v.dtype, a.dtype),
-                                        functools.reduce(torch.promote_types, [w.dtype for w in weights], v.dtype))
-        return out.to(out_dtype)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        v, a, *rest = ctx.saved_tensors
-        tables, weights = rest[:ctx.n_tables], rest[ctx.n_tables:]
-        need_v, need_a = ctx.needs_input_grad[:2]
-        need_w = ctx.needs_input_grad[3:]
-        n = tables[0].shape[0]
-        c, h = v.shape[1], a.shape[2]
-        cg = c // h
-        dtype = _compute_dtype(v, a, *weights)
-        with _no_autocast(v.device):
-            g = grad_out.to(dtype)
-            a_v = a.to(dtype).unsqueeze(-1)  # [N or 1, D, H, 1]
-            grad_v = torch.zeros(v.shape, dtype=dtype, device=v.device) if need_v else None
-            grad_rows = torch.zeros(n, len(tables), h, dtype=dtype, device=v.device) if need_a else None
-            grad_w = [torch.zeros(w.shape, dtype=dtype, device=v.device) if need else None
-                      for w, need in zip(weights, need_w)]
-            all_pairs = [offset_pairs(t) for t in tables]
-            size = min(PAIRS_PER_PIECE, max((r.numel() for p in all_pairs for _, r, _ in p.columns), default=0))
-            g_buf = torch.empty(size, c, dtype=dtype, device=v.device)
-            v_buf = torch.empty(size, c, dtype=v.dtype, device=v.device)
-            for d, (pairs, w) in enumerate(zip(all_pairs, weights)):
-                wd = w.to(dtype)
-                for k, rows, src in _pieces(pairs.columns):
-                    m = rows.numel()
-                    gk = torch.index_select(g, 0, rows, out=g_buf[:m])  # grad_out of the pair's row
-                    ak = a_v[:, d] if a.shape[0] == 1 else a_v[:, d].index_select(0, rows)  # [m or 1, H, 1]
-                    if need_a or grad_w[d] is not None:
-                        prod = torch.index_select(v, 0, src, out=v_buf[:m]).to(dtype).mul_(gk)  # v[src] * g
-                        if grad_w[d] is not None:
-                            grad_w[d][k] += (prod.view(m, h, cg) * ak).view(m, c).sum(0)
-                        if need_a:
-                            grad_rows[:, d].index_add_(0, rows, prod.mul_(wd[k]).view(m, h, cg).sum(2))
-                    if need_v:
-                        grad_v.index_add_(0, src, gk.view(m, h, cg).mul_(ak).view(m, c).mul_(wd[k]))
-            grad_a = None
-            if need_a:
-                grad_a = grad_rows.sum(0, keepdim=True) if a.shape[0] == 1 else grad_rows
-        return (None if grad_v is None else grad_v.to(v.dtype),
-                None if grad_a is None else grad_a.to(a.dtype),
-                None,
-                *(None if gw is None else gw.to(w.dtype) for gw, w in zip(grad_w, weights)))
-
-
-def mixed_depthwise(v: torch.Tensor, a: torch.Tensor, weights, tables) -> torch.Tensor:
-    """Depthwise neighbourhood sums of D elements mixed per voxel and head: [N, C].
-
-    v [M, C] source features; a [N or 1, D, H] mixing weights (H divides C; head(c) = c // (C // H));
-    weights: D depthwise kernels w_d [K_d, C]; tables: D int64 neighbour tables [N, K_d] (-1 empty):
-        out[i, c] = sum_d a[i, d, head(c)] * sum_k w_d[k, c] * v[tables[d][i, k], c].
-    Gradients reach v, a and the weights; no element's [N, C] sum is kept for backward (_MixedDepthwise).
-    A CodedVTR block's mixing is this with a = alpha; neighborhood_aggregate with [N, 1, H] weights
-    is the case D = 1. Precision as neighborhood_aggregate.
-    """
-    weights, tables = list(weights), list(tables)
-    if not tables or len(weights) != len(tables):
-        raise ValueError(f"mixed_depthwise: needs one weight per table, got {len(weights)} weights, {len(tables)} tables")
-    n = tables[0].shape[0]
-    for w, t in zip(weights, tables):
-        _check_aggregate(v, t, a[:, :1], w)
-    if a.ndim != 3 or a.shape[0] not in (1, n) or a.shape[1] != len(tables):
-        raise ValueError(f"mixed_depthwise: a must be [N or 1, D, H] = ({n}, {len(tables)}, H), got {tuple(a.shape)}")
-    return _MixedDepthwise.apply(v, a, tuple(tables), *weights)
 
 
 def neighborhood_aggregate(v: torch.Tensor, nbr: torch.Tensor, a: torch.Tensor, w: torch.Tensor = None,

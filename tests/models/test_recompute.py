@@ -96,9 +96,11 @@ def test_codedvtr_block_with_recompute_equals_its_plain_composition(aggregate):
 
 
 def test_codedvtr_block_under_cpu_bf16_autocast():
-    """Recompute hooks and mixed_depthwise under autocast: the output lands within bf16 rounding of
-    the float32 pass, and output and input gradient equal the plain composition's under autocast
-    (bf16 moves the gradients themselves far more, through BatchNorm, with or without recompute)."""
+    """Recompute hooks and the fused mixing + projection under autocast: the output lands within
+    bf16 rounding of the float32 pass, and the input gradient is no further from float32's than the
+    plain composition's under autocast (bf16 moves the gradients themselves far more, through
+    BatchNorm, with or without recompute; the fused op projects in float32 where the plain
+    composition's Linear runs in bf16, so the two are not bit-equal)."""
     from models.codedvtr import CodedVTRBlock
 
     torch.manual_seed(0)
@@ -116,4 +118,6 @@ def test_codedvtr_block_under_cpu_bf16_autocast():
         results.append((y.detach().float(), x.feats.grad))
     fp32, recomputed, plain = results
     torch.testing.assert_close(recomputed[0], fp32[0], rtol=0.02, atol=0.02 * float(fp32[0].abs().max()))
-    torch.testing.assert_close(recomputed, plain)
+    torch.testing.assert_close(plain[0], fp32[0], rtol=0.02, atol=0.02 * float(fp32[0].abs().max()))
+    grad_error = [float((r[1] - fp32[1]).abs().max()) for r in (recomputed, plain)]
+    assert grad_error[0] <= 1.25 * grad_error[1] + 1e-6, grad_error

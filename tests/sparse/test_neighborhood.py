@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lib.sparse import KernelRegion, SparseTensor, masked_softmax, neighborhood_aggregate, pair_scores
-from lib.sparse import neighborhood
+from lib.sparse import mixing, neighborhood
 from lib.sparse import nn as snn
 from tests.sparse.dense_ref import random_coords
 
@@ -251,9 +251,9 @@ def test_depthwise_region_conv_is_aggregate_with_unit_attention():
 @pytest.mark.parametrize("a_shape", ["per_row", "shared"])
 @pytest.mark.parametrize("with_w", [True, False])
 def test_head_weighted_depthwise_in_pieces_matches_the_naive_gather(monkeypatch, a_shape, with_w):
-    """The offset-by-offset path ([N or 1, 1, H] weights), its pair lists cut into pieces of 5 pairs
-    (many pieces, short last ones), against the naive gather in value and gradient, and by gradcheck."""
-    monkeypatch.setattr(neighborhood, "PAIRS_PER_PIECE", 5)
+    """The tiled path ([N or 1, 1, H] weights, lib.sparse.mixing), in tiles of 5 rows (many tiles,
+    a short last one), against the naive gather in value and gradient, and by gradcheck."""
+    monkeypatch.setitem(mixing.TILE_ELEMENTS, "cpu", 5 * 6)  # tiles of 5 rows
     nbr = _table(KernelRegion.cube(3), seed=12, grid=5, density=0.5)
     v, a, w = _inputs(nbr, 6, 3, a_shape, with_w, seed=12)
     leaves = [t for t in (v, a, w) if t is not None]
@@ -269,7 +269,7 @@ def test_head_weighted_depthwise_in_pieces_matches_the_naive_gather(monkeypatch,
                                     tuple(t for t in (vs, as_, ws) if t is not None))
 
 
-def test_offset_pairs_are_rebuilt_when_the_table_changes_in_place():
+def test_tiled_columns_are_rebuilt_when_the_table_changes_in_place():
     nbr = _table(KernelRegion.cube(3), seed=14)
     v, a, w = _inputs(nbr, 4, 2, "per_row", True, seed=14)
     neighborhood_aggregate(v, nbr, a, w)  # caches the pair lists of nbr
@@ -278,30 +278,3 @@ def test_offset_pairs_are_rebuilt_when_the_table_changes_in_place():
     torch.testing.assert_close(neighborhood_aggregate(v, nbr, a, w), _naive_aggregate(v, nbr, a, w))
     nbr[:, 1] = -1  # in place on a table already seen
     torch.testing.assert_close(neighborhood_aggregate(v, nbr, a, w), _naive_aggregate(v, nbr, a, w))
-
-
-@pytest.mark.parametrize("a_rows", ["per_row", "shared"])
-def test_mixed_depthwise_is_the_sum_of_per_element_aggregates(monkeypatch, a_rows):
-    """D = 3 elements over different regions, mixed per voxel and head: against the naive gather of
-    each element weighted by its slice of a, in value and gradient; gradcheck in float64."""
-    monkeypatch.setattr(neighborhood, "PAIRS_PER_PIECE", 7)
-    regions = [KernelRegion.cube(3, 2), KernelRegion.cube(3), KernelRegion.plane("xz", 3)]
-    coords = random_coords(2, 6, 1, 0.4, 15)
-    x = SparseTensor(torch.zeros(len(coords), 1), coords, engine="torch")
-    tables = [snn.neighbor_table(x, r) for r in regions]
-    g = torch.Generator().manual_seed(15)
-    n, c, h = len(coords), 6, 3
-    v = torch.randn(n, c, dtype=torch.float64, generator=g).requires_grad_()
-    a = torch.randn(n if a_rows == "per_row" else 1, 3, h, dtype=torch.float64, generator=g).requires_grad_()
-    ws = [torch.randn(t.shape[1], c, dtype=torch.float64, generator=g).requires_grad_() for t in tables]
-    out = neighborhood.mixed_depthwise(v, a, ws, tables)
-    ref = sum(_naive_aggregate(v, t, a[:, d:d + 1], w) for d, (t, w) in enumerate(zip(tables, ws)))
-    torch.testing.assert_close(out, ref)
-    up = torch.randn_like(ref)
-    for got, want in zip(torch.autograd.grad(out, [v, a, *ws], up), torch.autograd.grad(ref, [v, a, *ws], up)):
-        torch.testing.assert_close(got, want)
-    small = [t[:8] for t in tables]
-    assert torch.autograd.gradcheck(lambda v, a, *ws: neighborhood.mixed_depthwise(v, a, ws, small),
-                                    (v, a[:8] if a_rows == "per_row" else a, *ws), fast_mode=True)
-    with pytest.raises(ValueError, match="one weight per table"):
-        neighborhood.mixed_depthwise(v, a, ws[:2], tables)

@@ -1,0 +1,95 @@
+"""lib.sparse.mixing.mixed_depthwise: D depthwise neighbourhood sums mixed per voxel and head, with
+the optional fused projection, against the [N, K, C] gather of each element (values, gradients,
+gradcheck), on supports that share no offset but the centre and on supports that share a table."""
+import pytest
+import torch
+
+from lib.sparse import KernelRegion, SparseTensor
+from lib.sparse import mixing
+from lib.sparse import nn as snn
+from tests.sparse.dense_ref import random_coords
+
+SUPPORTS = {
+    "distinct": [KernelRegion.cube(3, 2), KernelRegion.cube(3), KernelRegion.plane("xz", 3)],
+    "one_table": [KernelRegion.cube(3)] * 3,  # the discrete block's patterns: every offset shared
+    "mixed": [KernelRegion.cube(3), KernelRegion.cross(3, 2), KernelRegion.cube(3)],
+}
+
+
+def _reference(v, a, weights, tables, out_weight):
+    """sum_d a[:, d, head] * (w_d . v gathered [N, K, C], empty pairs zero) [@ out_weight.T]."""
+    n, c, heads = tables[0].shape[0], v.shape[1], a.shape[2]
+    y = 0
+    for d, (table, w) in enumerate(zip(tables, weights)):
+        pairs = v[table.clamp(min=0)] * (table >= 0).unsqueeze(-1)
+        y = y + (pairs * w).sum(1) * a.expand(n, -1, -1)[:, d].repeat_interleave(c // heads, dim=1)
+    return y if out_weight is None else y @ out_weight.t()
+
+
+def _case(support, a_rows, project, seed=15, c=6, heads=3):
+    coords = random_coords(2, 6, 1, 0.4, seed)
+    x = SparseTensor(torch.zeros(len(coords), 1), coords, engine="torch")
+    tables = [snn.neighbor_table(x, r) for r in SUPPORTS[support]]
+    g = torch.Generator().manual_seed(seed)
+    n, d = len(coords), len(tables)
+    v = torch.randn(n, c, dtype=torch.float64, generator=g).requires_grad_()
+    a = torch.randn(n if a_rows == "per_row" else 1, d, heads, dtype=torch.float64, generator=g).requires_grad_()
+    ws = [torch.randn(t.shape[1], c, dtype=torch.float64, generator=g).requires_grad_() for t in tables]
+    w_out = torch.randn(4, c, dtype=torch.float64, generator=g).requires_grad_() if project else None
+    return v, a, ws, tables, w_out
+
+
+@pytest.mark.parametrize("support", list(SUPPORTS))
+@pytest.mark.parametrize("a_rows", ["per_row", "shared"])
+@pytest.mark.parametrize("project", [False, True], ids=["y", "projected"])
+def test_matches_the_gathered_reference_in_value_and_gradient(monkeypatch, support, a_rows, project):
+    monkeypatch.setitem(mixing.TILE_ELEMENTS, "cpu", 7 * 6)  # tiles of 7 rows: many, a short last one
+    v, a, ws, tables, w_out = _case(support, a_rows, project)
+    leaves = [t for t in (v, a, w_out, *ws) if t is not None]
+    out = mixing.mixed_depthwise(v, a, ws, tables, w_out)
+    ref = _reference(v, a, ws, tables, w_out)
+    torch.testing.assert_close(out, ref)
+    up = torch.randn(ref.shape, dtype=ref.dtype, generator=torch.Generator().manual_seed(1))
+    for got, want in zip(torch.autograd.grad(out, leaves, up), torch.autograd.grad(ref, leaves, up)):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("support", ["distinct", "one_table"])
+def test_gradcheck_on_tables_without_an_identity_column(monkeypatch, support):
+    """First 8 rows of each table (sources beyond them), tiles of 3 rows."""
+    monkeypatch.setitem(mixing.TILE_ELEMENTS, "cpu", 3 * 6)
+    v, a, ws, tables, w_out = _case(support, "per_row", True, seed=16)
+    small = [t[:8] for t in tables]
+    assert torch.autograd.gradcheck(lambda v, a, w_out, *ws: mixing.mixed_depthwise(v, a, ws, small, w_out),
+                                    (v, a[:8].detach().requires_grad_(), w_out, *ws), fast_mode=True)
+
+
+def test_tile_size_does_not_change_the_result(monkeypatch):
+    v, a, ws, tables, w_out = _case("distinct", "per_row", True, seed=17)
+    outs = []
+    for rows in (1, 5, 10 ** 6):
+        monkeypatch.setitem(mixing.TILE_ELEMENTS, "cpu", rows * 6)
+        outs.append(mixing.mixed_depthwise(v, a, ws, tables, w_out))
+    for out in outs[1:]:
+        torch.testing.assert_close(out, outs[0], rtol=1e-12, atol=1e-12)
+
+
+def test_keeps_nothing_but_its_inputs_for_backward():
+    v, a, ws, tables, w_out = _case("distinct", "per_row", True, seed=18)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        mixing.mixed_depthwise(v, a, ws, tables, w_out)
+    inputs = {t.data_ptr() for t in (v, a, w_out, *ws, *tables)}
+    assert saved and all(t.data_ptr() in inputs for t in saved)
+
+
+def test_bad_shapes_say_what_is_wrong():
+    v, a, ws, tables, w_out = _case("distinct", "per_row", True, seed=19)
+    with pytest.raises(ValueError, match="one weight per table"):
+        mixing.mixed_depthwise(v, a, ws[:2], tables)
+    with pytest.raises(ValueError, match="a must be"):
+        mixing.mixed_depthwise(v, a[:, :2], ws, tables)
+    with pytest.raises(ValueError, match="out_weight must be"):
+        mixing.mixed_depthwise(v, a, ws, tables, w_out.t())
+    with pytest.raises(ValueError, match="a weight must be"):
+        mixing.mixed_depthwise(v, a, [w[:, :3] for w in ws], tables)
