@@ -9,9 +9,9 @@ weight W_d [K_d, C'] over the offsets of its own support region R_d):
     alpha[i,h,:] = softmax_d(s[i,h,:] / T + rho[i,:] / tau)      = softmax(s/T) * softmax(rho/tau), renormalised
     y[i,c] = sum_d alpha[i,head(c),d] sum_k W_d[k,c] v[i + o_k, c]   (empty neighbours give 0)
     out    = ConvBNReLU1x1(y) + residual                         (no activation after the sum)
-The D products, their mixing and the output layer's 1x1 projection run as one
-lib.sparse.mixing.mixed_depthwise, tile by tile, so no [N, K, C'] tensor, no element's [N, C']
-product and not even y [N, C'] is ever whole. Choice modes (`choice`):
+The value's BatchNorm + ReLU, the D products, their mixing and the output layer's 1x1 projection
+run as one lib.sparse.mixing.mixed_depthwise, tile by tile, so no [N, K, C'] tensor, no element's
+[N, C'] product and neither v nor y [N, C'] is ever whole. Choice modes (`choice`):
     soft     alpha as above (CodedVTR);
     hard_st  forward one-hot argmax_d alpha, backward through the soft alpha (straight-through);
     gumbel   training: one-hot of a Gumbel-softmax sample, softmax((log pi + g) / T) with
@@ -27,6 +27,7 @@ from torch import nn
 
 from lib.sparse import nn as snn
 from lib.sparse.mixing import mixed_depthwise
+from lib.sparse.norm_relu import NormReLU
 from lib.sparse.neighborhood import neighborhood_aggregate
 from lib.sparse.nn import neighbor_table
 from lib.sparse.regions import KernelRegion
@@ -210,16 +211,19 @@ class CodedVTRBlock(nn.Module):
         skip = x if self.shortcut is None else self.shortcut(x)
         conv3, expand = self.value
         if self.aggregate == "fused":
-            # the mixing and the output layer's 1x1 projection run as one op, tile by tile, so y
-            # [N, C'] never exists whole; the value path's activations (the 3x3 conv's and v) are
-            # recomputed in backward from their BN inputs (models.recompute), not stored
+            # one op from the value's BN input to the output layer's 1x1 projection: v's BatchNorm +
+            # ReLU applied to each gathered piece, the mixing and the projection tile by tile, so
+            # neither v nor y [N, C'] ever exists whole; the 3x3 conv's activation is recomputed in
+            # backward from its BN input (models.recompute), not stored
             weights = [e.weight for e in self.codebook]
+            linear, norm, _ = expand
 
-            def project(v):
-                return h.replace(mixed_depthwise(v.feats, alpha.transpose(1, 2), weights, tables,
-                                                 out_weight=self.out[0].module.weight))
+            def project(t):
+                return h.replace(mixed_depthwise(linear(t).feats, alpha.transpose(1, 2), weights, tables,
+                                                 out_weight=self.out[0].module.weight,
+                                                 norm=NormReLU.of(norm.module)))
 
-            (pre_out, _), _ = conv_bn_relu_then(conv3, h, lambda t: conv_bn_relu_then(expand, t, project))
+            pre_out, _ = conv_bn_relu_then(conv3, h, project)
             out, _ = bn_relu_then(self.out, pre_out, lambda t: t.feats + skip.feats)
         else:
             (y, _), _ = conv_bn_relu_then(conv3, h, lambda t: conv_bn_relu_then(

@@ -29,6 +29,8 @@ from typing import NamedTuple
 import torch
 from torch.utils.weak import WeakTensorKeyDictionary
 
+from . import norm_relu
+
 # rows x C elements of one tile's buffers. CPU: cache-sized (a few MiB); CUDA: large, so that
 # kernel launches do not dominate.
 TILE_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 24}
@@ -162,6 +164,31 @@ def _pieces(groups, ti):
             yield group, col.src[s0:s1], col.local[s0:s1]
 
 
+class _Source:
+    """The op's source features, piece by piece: v itself, or relu(batch_norm(v)) when a NormReLU
+    is folded in (stats: its (mean, invstd)), in the compute dtype. Pieces live in reused buffers."""
+
+    def __init__(self, v, norm, stats, tile, dtype):
+        self.v, self.dtype = v, dtype
+        self.scale_shift = None if norm is None else norm_relu.affine(norm.weight, norm.bias, *stats)
+        self.raw = torch.empty(tile, v.shape[1], dtype=v.dtype, device=v.device)
+        self.normed = torch.empty(tile, v.shape[1], dtype=dtype, device=v.device) if norm is not None else None
+
+    def _finish(self, raw, out):
+        if self.scale_shift is None:
+            return raw.to(self.dtype) if out is None else out.copy_(raw)
+        scale, shift = self.scale_shift
+        return torch.mul(raw, scale, out=self.normed[:len(raw)] if out is None else out).add_(shift).relu_()
+
+    def gather(self, src, out=None):
+        """Rows src of the features [m, C] (a reused buffer: consume before the next call)."""
+        return self._finish(torch.index_select(self.v, 0, src, out=self.raw[:src.numel()]), out)
+
+    def rows(self, r0, r1, out=None):
+        """Rows r0:r1 [r1 - r0, C] (read only, or written into out)."""
+        return self._finish(self.v[r0:r1], out)
+
+
 def _tiles(n, tile):
     return enumerate(range(0, n, tile))
 
@@ -170,7 +197,7 @@ class _MixedDepthwise(torch.autograd.Function):
     """See the module docstring. Saves only its inputs."""
 
     @staticmethod
-    def forward(ctx, v, a, out_weight, tables, *weights):
+    def forward(ctx, v, a, out_weight, norm_weight, norm_bias, norm, tables, *weights):
         n = tables[0].shape[0]
         c, heads = v.shape[1], a.shape[2]
         dtype = functools.reduce(torch.promote_types, [t.dtype for t in (v, a, *weights)], torch.float32)
@@ -185,38 +212,40 @@ class _MixedDepthwise(torch.autograd.Function):
             groups = _groups(tables, columns, weights, a, heads, dtype)
             a_c = a.to(dtype)
             w_out = None if out_weight is None else out_weight.to(dtype)
+            stats = None if norm is None else norm_relu.statistics(v, norm, dtype)
+            source = _Source(v, norm, stats, tile, dtype)
             out = torch.empty(n, c if w_out is None else w_out.shape[0], dtype=dtype, device=v.device)
             acc_buf = torch.empty(tile, c, dtype=dtype, device=v.device) if w_out is not None else None
-            g_buf = torch.empty(tile, c, dtype=v.dtype, device=v.device)
             for ti, r0 in _tiles(n, tile):
                 r1 = min(n, r0 + tile)
                 acc = out[r0:r1] if w_out is None else acc_buf[:r1 - r0]
                 a_tile = a_c if a.shape[0] == 1 else a_c[r0:r1]
                 started = False
                 for group, src, local in _pieces(groups, ti):
-                    if src is None:  # the identity: a plain slice of v starts the accumulator
-                        _scale_(acc.copy_(v[r0:r1]), group, _rows_of(a_tile, group, None))
+                    if src is None:  # the identity: the tile's own rows start the accumulator
+                        _scale_(source.rows(r0, r1, out=acc), group, _rows_of(a_tile, group, None))
                         started = True
                         continue
                     if not started:
                         acc.zero_()
                         started = True
-                    g = torch.index_select(v, 0, src, out=g_buf[:src.numel()]).to(dtype)
-                    acc.index_add_(0, local, _scale_(g, group, _rows_of(a_tile, group, local)))
+                    acc.index_add_(0, local, _scale_(source.gather(src), group, _rows_of(a_tile, group, local)))
                 if not started:
                     acc.zero_()
                 if w_out is not None:
                     torch.mm(acc, w_out.t(), out=out[r0:r1])
-        ctx.save_for_backward(v, a, out_weight, *tables, *weights)
-        ctx.n_tables, ctx.tile, ctx.dtype = len(tables), tile, dtype
+        ctx.save_for_backward(v, a, out_weight, norm_weight, norm_bias, *(stats or (None, None)), *tables, *weights)
+        ctx.n_tables, ctx.tile, ctx.dtype, ctx.norm = len(tables), tile, dtype, norm
         return out.to(out_dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
-        v, a, out_weight, *rest = ctx.saved_tensors
+        v, a, out_weight, norm_weight, norm_bias, mean, invstd, *rest = ctx.saved_tensors
         tables, weights = rest[:ctx.n_tables], rest[ctx.n_tables:]
-        need_v, need_a, need_out = ctx.needs_input_grad[:3]
-        need_w = ctx.needs_input_grad[4:]
+        need_v, need_a, need_out, need_nw, need_nb = ctx.needs_input_grad[:5]
+        need_w = ctx.needs_input_grad[7:]
+        norm = ctx.norm
+        need_v = need_v or ((need_nw or need_nb) and norm is not None)
         n, tile, dtype = tables[0].shape[0], ctx.tile, ctx.dtype
         c, heads = v.shape[1], a.shape[2]
         cg = c // heads
@@ -234,7 +263,7 @@ class _MixedDepthwise(torch.autograd.Function):
             grad_w_out = torch.zeros(out_weight.shape, dtype=dtype, device=dev) if need_out else None
             # tile buffers: grad of y, y, per-pair term, grad of y at the pairs' rows, combined weights, scratch
             bufs = [torch.empty(tile, c, dtype=dtype, device=dev) for _ in range(6)]
-            g_buf = torch.empty(tile, c, dtype=v.dtype, device=dev)
+            source = _Source(v, norm, None if norm is None else (mean, invstd), tile, dtype)
             for ti, r0 in _tiles(n, tile):
                 r1 = min(n, r0 + tile)
                 rows = r1 - r0
@@ -245,9 +274,9 @@ class _MixedDepthwise(torch.autograd.Function):
                 for group, src, local in _pieces(groups, ti):
                     a_rows = _rows_of(a_tile, group, local)
                     if src is None:
-                        g, gyr = v[r0:r1].to(dtype), gy
+                        g, gyr = source.rows(r0, r1), gy
                     else:
-                        g = torch.index_select(v, 0, src, out=g_buf[:src.numel()]).to(dtype)
+                        g = source.gather(src)
                         gyr = torch.index_select(gy, 0, local, out=bufs[3][:src.numel()])
                     m = g.shape[0]
                     term = bufs[2][:m]
@@ -263,13 +292,18 @@ class _MixedDepthwise(torch.autograd.Function):
                         grad_v[r0:r1].add_(gv) if src is None else grad_v.index_add_(0, src, gv)
                 if need_out:
                     grad_w_out.addmm_(grad_out[r0:r1].t(), y)
-            grad_a = None
+            grad_a = grad_nw = grad_nb = None
             if need_a:
                 grad_a = grad_rows.sum(0, keepdim=True) if a.shape[0] == 1 else grad_rows
+            if norm is not None and grad_v is not None:  # activation's gradient -> the BN input's
+                grad_v, grad_nw, grad_nb = norm_relu.backward_(grad_v, v, norm, norm_weight, mean, invstd,
+                                                               tile, bufs[0])
         return (None if grad_v is None else grad_v.to(v.dtype),
                 None if grad_a is None else grad_a.to(a.dtype),
                 None if grad_w_out is None else grad_w_out.to(out_weight.dtype),
-                None,
+                None if grad_nw is None or norm_weight is None else grad_nw.to(norm_weight.dtype),
+                None if grad_nb is None or norm_bias is None else grad_nb.to(norm_bias.dtype),
+                None, None,
                 *(None if gw is None else gw.to(w.dtype) for gw, w in zip(grad_w, weights)))
 
 
@@ -297,15 +331,19 @@ def _weight_and_mix_grads(group, p, a_rows, a, grad_w, grad_tile, local, tmp):
         grad_tile[:m, d].add_(ga) if local is None else grad_tile[:, d].index_add_(0, local, ga)
 
 
-def mixed_depthwise(v: torch.Tensor, a: torch.Tensor, weights, tables, out_weight: torch.Tensor = None) -> torch.Tensor:
+def mixed_depthwise(v: torch.Tensor, a: torch.Tensor, weights, tables, out_weight: torch.Tensor = None,
+                    norm: "norm_relu.NormReLU" = None) -> torch.Tensor:
     """Depthwise neighbourhood sums of D elements mixed per voxel and head, optionally projected.
 
     v [M, C] source features; a [N or 1, D, H] mixing weights (H divides C; head(c) = c // (C // H));
     weights: D depthwise kernels w_d [K_d, C]; tables: D int64 neighbour tables [N, K_d] (-1 empty);
-    out_weight [P, C] or None:
+    out_weight [P, C] or None; norm: a lib.sparse.norm_relu.NormReLU (NormReLU.of(batchnorm)) or None,
+    in which case the source features are relu(batch_norm(v)) (v the BN input; running statistics
+    updated in training as the module would):
         y[i, c] = sum_d a[i, d, head(c)] * sum_k w_d[k, c] * v[tables[d][i, k], c]
         returns y @ out_weight.T [N, P], or y [N, C] without out_weight.
-    Gradients reach v, a, the weights and out_weight; nothing but the inputs is kept for backward.
+    Gradients reach v, a, the weights, out_weight and the norm's weight and bias; nothing but the
+    inputs (and the norm's [C] statistics) is kept for backward.
     """
     weights, tables = list(weights), list(tables)
     if not tables or len(weights) != len(tables):
@@ -323,4 +361,5 @@ def mixed_depthwise(v: torch.Tensor, a: torch.Tensor, weights, tables, out_weigh
             raise ValueError(f"mixed_depthwise: a weight must be [K, C] = ({t.shape[1]}, {c}), got {tuple(w.shape)}")
     if out_weight is not None and (out_weight.ndim != 2 or out_weight.shape[1] != c):
         raise ValueError(f"mixed_depthwise: out_weight must be [P, C={c}], got {tuple(out_weight.shape)}")
-    return _MixedDepthwise.apply(v, a, out_weight, tuple(tables), *weights)
+    return _MixedDepthwise.apply(v, a, out_weight, None if norm is None else norm.weight,
+                                 None if norm is None else norm.bias, norm, tuple(tables), *weights)

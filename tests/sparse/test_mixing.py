@@ -1,6 +1,8 @@
 """lib.sparse.mixing.mixed_depthwise: D depthwise neighbourhood sums mixed per voxel and head, with
 the optional fused projection, against the [N, K, C] gather of each element (values, gradients,
 gradcheck), on supports that share no offset but the centre and on supports that share a table."""
+import copy
+
 import pytest
 import torch
 
@@ -93,3 +95,35 @@ def test_bad_shapes_say_what_is_wrong():
         mixing.mixed_depthwise(v, a, ws, tables, w_out.t())
     with pytest.raises(ValueError, match="a weight must be"):
         mixing.mixed_depthwise(v, a, [w[:, :3] for w in ws], tables)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_folded_batchnorm_relu_equals_the_module_chain(monkeypatch, training, momentum):
+    """norm=NormReLU.of(bn): the op on the BN input equals the op on relu(bn(x)) computed by the
+    modules, in value, every gradient (x, a, weights, projection, BN weight and bias) and the BN
+    running statistics after two passes; tiles of 4 rows."""
+    from torch import nn
+
+    from lib.sparse.norm_relu import NormReLU
+
+    monkeypatch.setitem(mixing.TILE_ELEMENTS, "cpu", 4 * 6)
+    v, a, ws, tables, w_out = _case("mixed", "per_row", True, seed=21)
+    bn = nn.BatchNorm1d(6, momentum=momentum).double()
+    nn.init.uniform_(bn.weight, 0.5, 1.5)
+    nn.init.uniform_(bn.bias, -0.3, 0.3)
+    bn_ref = copy.deepcopy(bn)
+    bn.train(training), bn_ref.train(training)
+    results = []
+    for fold, module in ((True, bn), (False, bn_ref)):
+        for _ in range(2):
+            if fold:
+                out = mixing.mixed_depthwise(v, a, ws, tables, w_out, norm=NormReLU.of(module))
+            else:
+                out = mixing.mixed_depthwise(torch.relu(module(v)), a, ws, tables, w_out)
+        up = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(2))
+        leaves = [v, a, w_out, *ws, module.weight, module.bias]
+        results.append([out, *torch.autograd.grad(out, leaves, up), module.running_mean, module.running_var,
+                         module.num_batches_tracked])
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want)
