@@ -29,7 +29,7 @@ from lib.sparse import nn as snn
 from lib.sparse.mixing import mixed_depthwise
 from lib.sparse.norm_relu import NormReLU
 from lib.sparse.neighborhood import neighborhood_aggregate
-from lib.sparse.nn import neighbor_table
+from lib.sparse.nn import neighbor_table, occupancy
 from lib.sparse.regions import KernelRegion
 from models.recompute import bn_relu_then, conv_bn_relu_then
 
@@ -143,7 +143,7 @@ class CodedVTRBlock(nn.Module):
 
     def density(self, tables) -> torch.Tensor:
         """rho [N, D]: occupied fraction of each element's support around each voxel."""
-        return torch.stack([(t >= 0).sum(1).float() / t.shape[1] for t in tables], 1)
+        return torch.stack([occupancy(t) for t in tables], 1)
 
     def choice_logits(self, h, tables) -> torch.Tensor:
         """s [N, H, D] from the per-element convolutions q_d and the head-summed codebook weights."""

@@ -6,19 +6,20 @@
 The codebook attention of CodedVTR and its discrete variant are this op (a = the mixing weights,
 w_d = the codebook), and so is every head-weighted depthwise sum (D = 1).
 
-Order of work: tiles of TILE rows of the output; inside a tile, offset by offset, the occupied
-pairs whose output row falls in the tile (each table's pair lists are cut at tile bounds once and
-cached with the table). Each piece is gathered from v, scaled by its combined weight
-sum_d a[i, d, head(c)] w_d[k, c] and added into a [TILE, C] accumulator, so:
+Order of work: tiles of TILE rows of the output. In a tile, first the centre offset, which is the
+row itself in every submanifold table (one slice of v for all elements), then, table by table, all
+the tile's other occupied pairs at once (cut into pieces of at most PIECE_PAIRS): each piece is
+gathered from v, multiplied by its pairs' combined weights sum_d a[i, d, head(c)] w_d[k, c] (the
+weight rows gathered by offset; every element that uses the same table object, as the discrete
+block's patterns on one cube do, shares the gather) and added into a [TILE, C] accumulator. So:
   - no [N, K, C] tensor and no element's [N, C] sum exists, and y itself is never whole when the
     projection is fused: the tile of y is projected as soon as it is complete;
-  - offsets shared by several elements (the centre, which every support holds; every offset when
-    two elements use one table object, as the discrete block's patterns on one cube do) are
-    gathered once for all of them;
+  - the Python work is a few dozen tensor ops per tile and table, whatever the kernel size;
   - backward walks the same tiles, rebuilding the tile of y where the projection's weight gradient
     needs it, so nothing but the inputs is saved (v, a, the weights, the tables).
-Sums are deterministic on every device: an offset's rows are unique, so an index_add_ of one
-piece never adds two values into one row.
+A folded BatchNorm + ReLU of v (lib.sparse.norm_relu) is applied to each gathered piece.
+Sums: CPU index_add_ runs in order, so results are deterministic there; CUDA's index_add_ uses
+atomics, so sums over a row's offsets may differ in the last bits from run to run.
 
 Precision: computes with autocast off in the promoted dtype of the float inputs, at least float32;
 the output has the inputs' promoted dtype, each gradient the dtype of its input.
@@ -31,9 +32,10 @@ from torch.utils.weak import WeakTensorKeyDictionary
 
 from . import norm_relu
 
-# rows x C elements of one tile's buffers. CPU: cache-sized (a few MiB); CUDA: large, so that
-# kernel launches do not dominate.
+# rows x C elements of one tile's buffers, and pairs of one piece. CPU: cache-sized (a few MiB);
+# CUDA: large, so that kernel launches do not dominate.
 TILE_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 24}
+PIECE_PAIRS = {"cpu": 1 << 14, "cuda": 1 << 20}
 
 
 def tile_rows_for(device: torch.device, channels: int) -> int:
@@ -41,22 +43,22 @@ def tile_rows_for(device: torch.device, channels: int) -> int:
     return max(1, budget // max(1, channels))
 
 
-class _Column(NamedTuple):
-    """One offset k of a table: identity (every row reads itself) or its occupied pairs, rows
-    ascending: src [m] source rows, local [m] output row within its tile, bounds [T + 1] (list of
-    ints) where the pairs of each tile begin."""
-    k: int
-    identity: bool
+class _Pairs(NamedTuple):
+    """A table's occupied pairs besides the centre, in row order: src [P] source row, local [P]
+    row within its tile, k [P] offset; bounds [T + 1] (ints) where each tile's pairs begin;
+    centre: the offset whose column is every row itself (None: no such column)."""
     src: torch.Tensor
     local: torch.Tensor
+    k: torch.Tensor
     bounds: list
+    centre: int
 
 
-_TILED = WeakTensorKeyDictionary()  # table -> (version, {tile rows: [_Column]})
+_TILED = WeakTensorKeyDictionary()  # table -> (version, {tile rows: _Pairs})
 
 
-def tiled_columns(nbr: torch.Tensor, tile: int) -> list:
-    """The _Columns of a neighbour table nbr [N, K] (-1 empty) for tiles of `tile` rows; cached per
+def tiled_pairs(nbr: torch.Tensor, tile: int) -> _Pairs:
+    """The _Pairs of a neighbour table nbr [N, K] (-1 empty) for tiles of `tile` rows; cached per
     table object and rebuilt when the table was modified in place (its version counter moved)."""
     version, per_tile = _TILED.get(nbr, (None, None))
     if version != nbr._version:
@@ -65,114 +67,95 @@ def tiled_columns(nbr: torch.Tensor, tile: int) -> list:
     if tile not in per_tile:
         n = nbr.shape[0]
         arange = torch.arange(n, device=nbr.device)
+        centre = next((k for k in range(nbr.shape[1]) if torch.equal(nbr[:, k], arange)), None)
+        valid = nbr.ge(0)
+        if centre is not None:
+            valid[:, centre] = False
+        row, k = valid.nonzero(as_tuple=True)  # row-major: ordered by row, so tiles are contiguous
         edges = torch.arange(0, n + tile, tile, device=nbr.device).clamp_(max=n)
-        columns = []
-        for k in range(nbr.shape[1]):
-            col = nbr[:, k]
-            if torch.equal(col, arange):
-                columns.append(_Column(k, True, None, None, None))
-                continue
-            rows = col.ge(0).nonzero().squeeze(1)
-            if rows.numel():
-                bounds = torch.searchsorted(rows, edges).tolist()
-                columns.append(_Column(k, False, col.index_select(0, rows), rows % tile, bounds))
-        per_tile[tile] = columns
+        per_tile[tile] = _Pairs(nbr[row, k], row % tile, k, torch.searchsorted(row, edges).tolist(), centre)
     return per_tile[tile]
 
 
 class _Group(NamedTuple):
-    """Pairs shared by one or more elements: column (None for the identity), members [(d, k)],
-    their d's, d_index (a slice where they are consecutive, as ds otherwise), all_d (the members
-    are elements 0..D-1 in order), w [Dm, H, cg] their weight rows
-    (compute dtype), shared [C] the combined weight when a is shared by all rows (else None)."""
-    column: _Column
-    members: list
+    """Elements read together: the centre group (pairs None; every element whose table has a
+    centre column) or the elements of one table object (pairs: its _Pairs). ds: their indices;
+    d_index: a slice over them where consecutive (a view of a), else ds; w: their weights, [Dm, H, cg]
+    centre rows for the centre group, [Dm, K, C] tables otherwise (compute dtype); shared: the
+    combined weights when a is shared by every row ([C] centre, [K, C] otherwise), else None;
+    centre_ks: each element's centre offset (centre group; else None)."""
+    pairs: _Pairs
     ds: list
     d_index: object
-    all_d: bool
     w: torch.Tensor
     shared: torch.Tensor
+    centre_ks: list
 
 
-def _groups(tables, columns, weights, a, heads, dtype):
-    identity, others = [], {}
-    for d, (table, cols) in enumerate(zip(tables, columns)):
-        for col in cols:
-            if col.identity:
-                identity.append((None, d, col.k))
-            else:
-                others.setdefault((id(table), col.k), []).append((col, d, col.k))
+def _groups(tables, pairs, weights, a, heads, dtype):
+    centre, by_table = [], {}
+    for d, (table, p) in enumerate(zip(tables, pairs)):
+        if p.centre is not None:
+            centre.append((d, p.centre))
+        if len(p.src):
+            by_table.setdefault(id(table), (p, []))[1].append(d)
     groups = []
-    for entries in ([identity] if identity else []) + list(others.values()):
-        ds = [d for _, d, _ in entries]
-        w = torch.stack([weights[d][k] for _, d, k in entries]).to(dtype)
-        w = w.view(len(entries), heads, -1)
-        shared = None
-        if a.shape[0] == 1:  # one mixing weight per element and head for every row
-            shared = (a[0, ds].to(dtype).unsqueeze(-1) * w).sum(0).view(-1)
-        # a slice keeps a[:, d_index] a view (advanced indexing would copy, piece by piece)
+    centre_rows = [weights[d][k] for d, k in centre]
+    for p, ds, w in ([(None, [d for d, _ in centre], torch.stack(centre_rows).view(len(centre), heads, -1))]
+                     if centre else []) + [(p, ds, torch.stack([weights[d] for d in ds])) for p, ds in by_table.values()]:
+        w = w.to(dtype)
         d_index = slice(ds[0], ds[-1] + 1) if ds == list(range(ds[0], ds[-1] + 1)) else ds
-        groups.append(_Group(entries[0][0], [(d, k) for _, d, k in entries], ds, d_index,
-                             ds == list(range(len(tables))), w, shared))
+        shared = None
+        if a.shape[0] == 1:  # one mixing weight per element and head for every row: combine once
+            a_d = a[0, d_index].to(dtype)  # [Dm, H]
+            if p is None:
+                shared = (a_d.unsqueeze(-1) * w).sum(0).view(-1)
+            else:
+                shared = (a_d.repeat_interleave(w.shape[2] // heads, dim=1).unsqueeze(1) * w).sum(0)
+        groups.append(_Group(p, ds, d_index, w, shared, [k for _, k in centre] if p is None else None))
     return groups
 
 
-def _rows_of(a_tile, group, local):
-    """Mixing weights [m, Dm, H] of the group's members at tile rows `local` (None: every row);
-    None when a is shared by all rows (the group's combined weight holds it)."""
+def _combined(group, a_rows, k, out, tmp):
+    """The pairs' combined weights sum_j a_rows[:, j, head(c)] * w[j][k, c]: [m, C] in out.
+    a_rows [m, Dm, H] (None when a is shared); k [m] offsets (None for the centre group)."""
+    m = out.shape[0]
     if group.shared is not None:
-        return None
-    sel = a_tile if group.all_d else a_tile[:, group.d_index]
-    return sel if local is None else sel.index_select(0, local)
-
-
-def _scale_(t, group, a_rows):
-    """t [m, C] *= the pair's combined weight sum_j a_rows[:, j, head] * w[j] (in place)."""
-    m = t.shape[0]
-    if group.shared is not None:
-        return t.mul_(group.shared)
-    t3 = t.view(m, group.w.shape[1], -1)
-    if len(group.members) == 1:
-        t3.mul_(group.w[0]).mul_(a_rows[:, 0].unsqueeze(-1))
-    else:  # [H, m, Dm] @ [H, Dm, cg] -> per-pair combined weights [m, H, cg]
-        t3.mul_(torch.bmm(a_rows.permute(2, 0, 1), group.w.transpose(0, 1)).transpose(0, 1))
-    return t
-
-
-def _combined(group, a_rows, out):
-    """The pairs' combined weights sum_j a_rows[:, j, head(c)] * w[j, c]: [m, C] written into out
-    ([m, C] buffer), or the group's shared [C] row when a is shared by all rows."""
-    if group.shared is not None:
-        return group.shared
-    m, (dm, heads, cg) = len(a_rows), group.w.shape
-    if dm == 1:
-        torch.mul(a_rows[:, 0].unsqueeze(-1), group.w[0], out=out.view(m, heads, cg))
-    else:
+        return group.shared if k is None else torch.index_select(group.shared, 0, k, out=out)
+    if k is None:  # centre: [H, m, Dm] @ [H, Dm, cg] -> [m, H, cg]
+        dm, heads, cg = group.w.shape
         torch.bmm(a_rows.permute(2, 0, 1), group.w.transpose(0, 1), out=out.view(m, heads, cg).transpose(0, 1))
+        return out
+    heads = a_rows.shape[2]
+    for j in range(len(group.ds)):
+        target = out if j == 0 else tmp
+        torch.index_select(group.w[j], 0, k, out=target).view(m, heads, -1).mul_(a_rows[:, j].unsqueeze(-1))
+        if j:
+            out.add_(tmp)
     return out
 
 
-def _pieces(groups, ti):
-    """(group, src, local) of tile ti's pairs, group by group (src/local None: the identity)."""
-    for group in groups:
-        col = group.column
-        if col is None:
-            yield group, None, None
+def _pieces(groups, ti, piece):
+    """(group index, group, slice of its pairs or None for the centre) of tile ti, in pieces of at
+    most `piece` pairs."""
+    for gi, group in enumerate(groups):
+        if group.pairs is None:
+            yield gi, group, None
             continue
-        s0, s1 = col.bounds[ti], col.bounds[ti + 1]
-        if s1 > s0:
-            yield group, col.src[s0:s1], col.local[s0:s1]
+        s0, s1 = group.pairs.bounds[ti], group.pairs.bounds[ti + 1]
+        for p0 in range(s0, s1, piece):
+            yield gi, group, slice(p0, min(s1, p0 + piece))
 
 
 class _Source:
     """The op's source features, piece by piece: v itself, or relu(batch_norm(v)) when a NormReLU
     is folded in (stats: its (mean, invstd)), in the compute dtype. Pieces live in reused buffers."""
 
-    def __init__(self, v, norm, stats, tile, dtype):
+    def __init__(self, v, norm, stats, size, dtype):
         self.v, self.dtype = v, dtype
         self.scale_shift = None if norm is None else norm_relu.affine(norm.weight, norm.bias, *stats)
-        self.raw = torch.empty(tile, v.shape[1], dtype=v.dtype, device=v.device)
-        self.normed = torch.empty(tile, v.shape[1], dtype=dtype, device=v.device) if norm is not None else None
+        self.raw = torch.empty(size, v.shape[1], dtype=v.dtype, device=v.device)
+        self.normed = torch.empty(size, v.shape[1], dtype=dtype, device=v.device) if norm is not None else None
 
     def _finish(self, raw, out):
         if self.scale_shift is None:
@@ -189,53 +172,69 @@ class _Source:
         return self._finish(self.v[r0:r1], out)
 
 
-def _tiles(n, tile):
-    return enumerate(range(0, n, tile))
+def _layout(v, a, out_weight, weights, tables):
+    """(compute dtype, output dtype, tile rows, piece pairs)."""
+    float_inputs = [v, a, *weights] + ([out_weight] if out_weight is not None else [])
+    dtype = functools.reduce(torch.promote_types, [t.dtype for t in float_inputs], torch.float32)
+    out_dtype = functools.reduce(torch.promote_types, [t.dtype for t in float_inputs[1:]], v.dtype)
+    n = tables[0].shape[0]
+    tile = max(1, min(n, tile_rows_for(v.device, v.shape[1])))
+    return dtype, out_dtype, tile, PIECE_PAIRS.get(v.device.type, PIECE_PAIRS["cuda"])
+
+
+def _rows_of(a_tile, group, local):
+    """Mixing weights [m, Dm, H] of the group's elements at tile rows `local` (None: every row);
+    None when a is shared by all rows (the group's combined weights hold it)."""
+    if group.shared is not None:
+        return None
+    sel = a_tile[:, group.d_index]
+    return sel if local is None else sel.index_select(0, local)
 
 
 class _MixedDepthwise(torch.autograd.Function):
-    """See the module docstring. Saves only its inputs."""
+    """See the module docstring. Saves only its inputs (and a folded norm's [C] statistics)."""
 
     @staticmethod
     def forward(ctx, v, a, out_weight, norm_weight, norm_bias, norm, tables, *weights):
-        n = tables[0].shape[0]
-        c, heads = v.shape[1], a.shape[2]
-        dtype = functools.reduce(torch.promote_types, [t.dtype for t in (v, a, *weights)], torch.float32)
-        if out_weight is not None:
-            dtype = torch.promote_types(dtype, out_weight.dtype)
-        out_dtype = functools.reduce(torch.promote_types, [t.dtype for t in (a, *weights)], v.dtype)
-        if out_weight is not None:
-            out_dtype = torch.promote_types(out_dtype, out_weight.dtype)
-        tile = min(n, tile_rows_for(v.device, c)) or 1
-        with torch.autocast(device_type=v.device.type, enabled=False):
-            columns = [tiled_columns(t, tile) for t in tables]
-            groups = _groups(tables, columns, weights, a, heads, dtype)
+        n, c, heads = tables[0].shape[0], v.shape[1], a.shape[2]
+        dtype, out_dtype, tile, piece = _layout(v, a, out_weight, weights, tables)
+        dev = v.device
+        with torch.autocast(device_type=dev.type, enabled=False):
+            pairs = [tiled_pairs(t, tile) for t in tables]
+            groups = _groups(tables, pairs, weights, a, heads, dtype)
             a_c = a.to(dtype)
             w_out = None if out_weight is None else out_weight.to(dtype)
-            stats = None if norm is None else norm_relu.statistics(v, norm, dtype)
-            source = _Source(v, norm, stats, tile, dtype)
-            out = torch.empty(n, c if w_out is None else w_out.shape[0], dtype=dtype, device=v.device)
-            acc_buf = torch.empty(tile, c, dtype=dtype, device=v.device) if w_out is not None else None
-            for ti, r0 in _tiles(n, tile):
+            stats = None if norm is None else norm_relu.statistics(v, norm, dtype, tile)
+            size = max(tile, piece)
+            source = _Source(v, norm, stats, size, dtype)
+            weff_buf, tmp = (torch.empty(size, c, dtype=dtype, device=dev) for _ in range(2))
+            out = torch.empty(n, c if w_out is None else w_out.shape[0], dtype=dtype, device=dev)
+            acc_buf = torch.empty(tile, c, dtype=dtype, device=dev) if w_out is not None else None
+            for ti, r0 in enumerate(range(0, n, tile)):
                 r1 = min(n, r0 + tile)
                 acc = out[r0:r1] if w_out is None else acc_buf[:r1 - r0]
                 a_tile = a_c if a.shape[0] == 1 else a_c[r0:r1]
                 started = False
-                for group, src, local in _pieces(groups, ti):
-                    if src is None:  # the identity: the tile's own rows start the accumulator
-                        _scale_(source.rows(r0, r1, out=acc), group, _rows_of(a_tile, group, None))
+                for _, group, part in _pieces(groups, ti, piece):
+                    if part is None:  # the centre: the tile's own rows start the accumulator
+                        x = source.rows(r0, r1, out=acc)
+                        x.mul_(_combined(group, _rows_of(a_tile, group, None), None, weff_buf[:r1 - r0], tmp))
                         started = True
                         continue
                     if not started:
                         acc.zero_()
                         started = True
-                    acc.index_add_(0, local, _scale_(source.gather(src), group, _rows_of(a_tile, group, local)))
+                    p = group.pairs
+                    local, k = p.local[part], p.k[part]
+                    x = source.gather(p.src[part])
+                    x.mul_(_combined(group, _rows_of(a_tile, group, local), k, weff_buf[:len(k)], tmp[:len(k)]))
+                    acc.index_add_(0, local, x)
                 if not started:
                     acc.zero_()
                 if w_out is not None:
                     torch.mm(acc, w_out.t(), out=out[r0:r1])
         ctx.save_for_backward(v, a, out_weight, norm_weight, norm_bias, *(stats or (None, None)), *tables, *weights)
-        ctx.n_tables, ctx.tile, ctx.dtype, ctx.norm = len(tables), tile, dtype, norm
+        ctx.n_tables, ctx.norm = len(tables), norm
         return out.to(out_dtype)
 
     @staticmethod
@@ -245,59 +244,67 @@ class _MixedDepthwise(torch.autograd.Function):
         need_v, need_a, need_out, need_nw, need_nb = ctx.needs_input_grad[:5]
         need_w = ctx.needs_input_grad[7:]
         norm = ctx.norm
-        need_v = need_v or ((need_nw or need_nb) and norm is not None)
-        n, tile, dtype = tables[0].shape[0], ctx.tile, ctx.dtype
-        c, heads = v.shape[1], a.shape[2]
-        cg = c // heads
+        need_v = need_v or (norm is not None and (need_nw or need_nb))
+        n, c, heads = tables[0].shape[0], v.shape[1], a.shape[2]
+        dtype, _, tile, piece = _layout(v, a, out_weight, weights, tables)
         dev = v.device
         with torch.autocast(device_type=dev.type, enabled=False):
-            columns = [tiled_columns(t, tile) for t in tables]
-            groups = _groups(tables, columns, weights, a, heads, dtype)
+            pairs = [tiled_pairs(t, tile) for t in tables]
+            groups = _groups(tables, pairs, weights, a, heads, dtype)
             a_c = a.to(dtype)
             w_out = None if out_weight is None else out_weight.to(dtype)
             grad_out = grad_out.to(dtype)
             grad_v = torch.zeros(v.shape, dtype=dtype, device=dev) if need_v else None
             grad_rows = torch.zeros(n, len(tables), heads, dtype=dtype, device=dev) if need_a else None
+            # per group: sum over pairs of x * grad_y by offset ([Dm, H, cg] centre, [K, C] else),
+            # turned into the weights' (and a shared a's) gradients at the end
             grad_w = [torch.zeros(w.shape, dtype=dtype, device=dev) if need else None
                       for w, need in zip(weights, need_w)]
             grad_w_out = torch.zeros(out_weight.shape, dtype=dtype, device=dev) if need_out else None
-            # tile buffers: grad of y, y, per-pair term, grad of y at the pairs' rows, combined weights, scratch
-            bufs = [torch.empty(tile, c, dtype=dtype, device=dev) for _ in range(6)]
-            source = _Source(v, norm, None if norm is None else (mean, invstd), tile, dtype)
-            for ti, r0 in _tiles(n, tile):
+            size = max(tile, piece)
+            source = _Source(v, norm, None if norm is None else (mean, invstd), size, dtype)
+            gy_buf, y_buf = (torch.empty(tile, c, dtype=dtype, device=dev) for _ in range(2))
+            gyr_buf, weff_buf, term_buf, tmp = (torch.empty(size, c, dtype=dtype, device=dev) for _ in range(4))
+            shared_sums = [torch.zeros_like(g.shared) if g.shared is not None else None for g in groups]
+            for ti, r0 in enumerate(range(0, n, tile)):
                 r1 = min(n, r0 + tile)
                 rows = r1 - r0
-                gy = grad_out[r0:r1] if w_out is None else torch.mm(grad_out[r0:r1], w_out, out=bufs[0][:rows])
-                y = bufs[1][:rows].zero_() if need_out else None  # the tile of y, for out_weight's gradient
+                gy = grad_out[r0:r1] if w_out is None else torch.mm(grad_out[r0:r1], w_out, out=gy_buf[:rows])
+                y = y_buf[:rows].zero_() if need_out else None  # the tile of y, for out_weight's gradient
                 a_tile = a_c if a.shape[0] == 1 else a_c[r0:r1]
                 grad_tile = None if grad_rows is None else grad_rows[r0:r1]
-                for group, src, local in _pieces(groups, ti):
-                    a_rows = _rows_of(a_tile, group, local)
-                    if src is None:
-                        g, gyr = source.rows(r0, r1), gy
+                for gi, group, part in _pieces(groups, ti, piece):
+                    if part is None:
+                        local = k = src = None
+                        x, gyr = source.rows(r0, r1), gy
                     else:
-                        g = source.gather(src)
-                        gyr = torch.index_select(gy, 0, local, out=bufs[3][:src.numel()])
-                    m = g.shape[0]
-                    term = bufs[2][:m]
-                    weff = _combined(group, a_rows, bufs[4][:m])
+                        p = group.pairs
+                        local, k, src = p.local[part], p.k[part], p.src[part]
+                        x = source.gather(src)
+                        gyr = torch.index_select(gy, 0, local, out=gyr_buf[:len(src)])
+                    m = x.shape[0]
+                    a_rows = _rows_of(a_tile, group, local)
+                    weff = _combined(group, a_rows, k, weff_buf[:m], tmp[:m])
+                    term = term_buf[:m]
                     if y is not None:
-                        torch.mul(g, weff, out=term)
-                        y.add_(term) if src is None else y.index_add_(0, local, term)
-                    if grad_tile is not None or any(grad_w[d] is not None for d in group.ds):
-                        p = torch.mul(g, gyr, out=term)
-                        _weight_and_mix_grads(group, p, a_rows, a_c, grad_w, grad_tile, local, bufs[5][:m])
-                    if need_v:
+                        torch.mul(x, weff, out=term)
+                        y.add_(term) if local is None else y.index_add_(0, local, term)
+                    prod = torch.mul(x, gyr, out=term)  # x * grad_y per pair
+                    _weight_and_mix_grads(group, prod, a_rows, k, local, grad_w, grad_tile, shared_sums[gi], tmp[:m])
+                    if grad_v is not None:
                         gv = torch.mul(gyr, weff, out=term)
                         grad_v[r0:r1].add_(gv) if src is None else grad_v.index_add_(0, src, gv)
                 if need_out:
                     grad_w_out.addmm_(grad_out[r0:r1].t(), y)
+            for group, sums in zip(groups, shared_sums):
+                if sums is not None:
+                    _shared_grads(group, sums, a_c, grad_w, grad_rows, heads)
             grad_a = grad_nw = grad_nb = None
             if need_a:
                 grad_a = grad_rows.sum(0, keepdim=True) if a.shape[0] == 1 else grad_rows
             if norm is not None and grad_v is not None:  # activation's gradient -> the BN input's
                 grad_v, grad_nw, grad_nb = norm_relu.backward_(grad_v, v, norm, norm_weight, mean, invstd,
-                                                               tile, bufs[0])
+                                                               tile, gy_buf)
         return (None if grad_v is None else grad_v.to(v.dtype),
                 None if grad_a is None else grad_a.to(a.dtype),
                 None if grad_w_out is None else grad_w_out.to(out_weight.dtype),
@@ -307,28 +314,43 @@ class _MixedDepthwise(torch.autograd.Function):
                 *(None if gw is None else gw.to(w.dtype) for gw, w in zip(grad_w, weights)))
 
 
-def _weight_and_mix_grads(group, p, a_rows, a, grad_w, grad_tile, local, tmp):
-    """Add one piece's share to the weights' gradients (sum over pairs of p * a) and to the mixing
-    weights' of the tile's rows (sum over a head's channels of p * w). Elementwise products and
-    sums (on CPU several times faster than the equivalent skinny matrix products).
-    p [m, C] = v[src] * grad_y[row] per pair; a_rows [m, Dm, H], None when a is shared [1, D, H];
-    local: the pairs' rows in the tile (None: rows 0..m-1); tmp: an [m, C] buffer."""
-    m, (dm, heads, cg) = len(p), group.w.shape
-    p3, tmp3 = p.view(m, heads, cg), tmp.view(m, heads, cg)
-    total = p.sum(0).view(heads, cg) if a_rows is None else None
-    for j, (d, k) in enumerate(group.members):
-        if grad_w[d] is None:
-            continue
-        if a_rows is None:
-            grad_w[d][k] += (total * a[0, d].unsqueeze(-1)).view(-1)
-        else:
-            grad_w[d][k] += torch.mul(p3, a_rows[:, j].unsqueeze(-1), out=tmp3).sum(0).view(-1)
-    if grad_tile is None:
+def _weight_and_mix_grads(group, prod, a_rows, k, local, grad_w, grad_tile, shared_sum, tmp):
+    """Add one piece's share to the weights' gradients (sum over pairs of prod * a, by offset) and
+    to the mixing weights' of the tile's rows (sum over a head's channels of prod * w). prod [m, C]
+    = x[src] * grad_y[row]; a_rows [m, Dm, H] (None: a shared, then only shared_sum, the sum of
+    prod by offset, is kept); k [m] offsets, local [m] tile rows (None for the centre group)."""
+    m = prod.shape[0]
+    if shared_sum is not None:
+        shared_sum.add_(prod.sum(0)) if k is None else shared_sum.index_add_(0, k, prod)
         return
-    ones = p.new_ones(cg)
+    heads = a_rows.shape[2]
+    prod3, tmp3 = prod.view(m, heads, -1), tmp.view(m, heads, -1)
     for j, d in enumerate(group.ds):
-        ga = torch.mul(p3, group.w[j], out=tmp3).view(m * heads, cg).mv(ones).view(m, heads)
-        grad_tile[:m, d].add_(ga) if local is None else grad_tile[:, d].index_add_(0, local, ga)
+        if grad_w[d] is not None:
+            torch.mul(prod3, a_rows[:, j].unsqueeze(-1), out=tmp3)
+            if k is None:
+                grad_w[d][group.centre_ks[j]] += tmp.sum(0)
+            else:
+                grad_w[d].index_add_(0, k, tmp)
+        if grad_tile is not None:
+            w_rows = group.w[j].reshape(1, -1) if k is None else torch.index_select(group.w[j], 0, k, out=tmp)
+            ga = torch.mul(prod, w_rows, out=tmp).view(m * heads, -1).mv(prod.new_ones(tmp3.shape[2])).view(m, heads)
+            grad_tile[:, d].add_(ga) if local is None else grad_tile[:, d].index_add_(0, local, ga)
+
+
+def _shared_grads(group, sums, a, grad_w, grad_rows, heads):
+    """Gradients of a shared a ([1, D, H]) group from sums ([C] centre, [K, C] otherwise) of
+    x * grad_y: w_j's is sums * a[0, j, head], a's the sum over a head's channels of sums * w_j."""
+    cg = sums.shape[-1] // heads
+    for j, d in enumerate(group.ds):
+        if grad_w[d] is not None:
+            scaled = sums * a[0, d].repeat_interleave(cg)
+            if group.pairs is None:
+                grad_w[d][group.centre_ks[j]] += scaled
+            else:
+                grad_w[d] += scaled
+        if grad_rows is not None:
+            grad_rows[0, d] += (sums * group.w[j].reshape(sums.shape)).view(-1, heads, cg).sum((0, 2))
 
 
 def mixed_depthwise(v: torch.Tensor, a: torch.Tensor, weights, tables, out_weight: torch.Tensor = None,
@@ -340,7 +362,7 @@ def mixed_depthwise(v: torch.Tensor, a: torch.Tensor, weights, tables, out_weigh
     out_weight [P, C] or None; norm: a lib.sparse.norm_relu.NormReLU (NormReLU.of(batchnorm)) or None,
     in which case the source features are relu(batch_norm(v)) (v the BN input; running statistics
     updated in training as the module would):
-        y[i, c] = sum_d a[i, d, head(c)] * sum_k w_d[k, c] * v[tables[d][i, k], c]
+        y[i, c] = sum_d a[i, d, head(c)] * sum_k w_d[k, c] * x[tables[d][i, k], c],  x = v or relu(bn(v))
         returns y @ out_weight.T [N, P], or y [N, C] without out_weight.
     Gradients reach v, a, the weights, out_weight and the norm's weight and bias; nothing but the
     inputs (and the norm's [C] statistics) is kept for backward.

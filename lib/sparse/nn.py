@@ -11,6 +11,7 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from .engines import torch_engine
 from .neighborhood import neighborhood_aggregate
@@ -211,6 +212,19 @@ def cat(*tensors: SparseTensor) -> SparseTensor:
             raise ValueError(f"cat needs equal coordinates: got {first!r} and {t!r} "
                              "(different ctx, stride or coordinate rows)")
     return first.replace(torch.cat([t.feats for t in tensors], 1))
+
+
+_OCCUPANCY = WeakTensorKeyDictionary()  # neighbour table -> (version, occupied fraction per row)
+
+
+def occupancy(table: torch.Tensor) -> torch.Tensor:
+    """[N] float32: the fraction of a neighbour table's K offsets that are occupied, per row (centre
+    included). Cached per table object (tables are cached too) and rebuilt if it was modified."""
+    version, fraction = _OCCUPANCY.get(table, (None, None))
+    if version != table._version:
+        fraction = table.ge(0).sum(1, dtype=torch.float32).div_(table.shape[1])
+        _OCCUPANCY[table] = (table._version, fraction)
+    return fraction
 
 
 def neighbor_table(x: SparseTensor, region=3, dilation: int = 1) -> torch.Tensor:

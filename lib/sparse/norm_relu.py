@@ -37,15 +37,26 @@ class NormReLU(NamedTuple):
         return cls(bn.weight, bn.bias, bn.running_mean, bn.running_var, factor, bn.eps, batch_stats)
 
 
-def statistics(x: torch.Tensor, norm: NormReLU, dtype: torch.dtype):
+def statistics(x: torch.Tensor, norm: NormReLU, dtype: torch.dtype, tile: int):
     """(mean, invstd) [C] in dtype, from the batch x [N, C] (updating the running statistics in
-    place, with the unbiased variance, as BatchNorm does) or from the running statistics."""
+    place, with the unbiased variance, as BatchNorm does) or from the running statistics.
+    Batch statistics in two passes over tiles of `tile` rows (the mean, then the centred squares),
+    sums in float64: on CPU many times faster than torch.var_mean over dim 0, and as exact."""
     with torch.no_grad():
         if not norm.batch_stats:
             return norm.running_mean.to(dtype), torch.rsqrt(norm.running_var.to(dtype) + norm.eps)
-        var, mean = torch.var_mean(x.to(dtype), 0, correction=0)
+        n, c = x.shape
+        total = torch.zeros(c, dtype=torch.float64, device=x.device)
+        for r0 in range(0, n, tile):
+            total += x[r0:r0 + tile].sum(0, dtype=torch.float64)
+        mean = (total / max(1, n)).to(dtype)
+        buf = torch.empty(min(tile, n), c, dtype=dtype, device=x.device)
+        total.zero_()
+        for r0 in range(0, n, tile):
+            xt = x[r0:r0 + tile]
+            total += torch.sub(xt, mean, out=buf[:len(xt)]).square_().sum(0, dtype=torch.float64)
+        var = (total / max(1, n)).to(dtype)
         if norm.running_mean is not None:
-            n = x.shape[0]
             norm.running_mean.mul_(1 - norm.factor).add_(mean.to(norm.running_mean.dtype), alpha=norm.factor)
             unbiased = var * (n / max(1, n - 1))
             norm.running_var.mul_(1 - norm.factor).add_(unbiased.to(norm.running_var.dtype), alpha=norm.factor)
@@ -70,7 +81,7 @@ def backward_(grad: torch.Tensor, x: torch.Tensor, norm: NormReLU, weight, mean,
     for r0 in range(0, n, tile):
         g, xt = grad[r0:r0 + tile], x[r0:r0 + tile]
         z = torch.mul(xt, scale, out=buf[:len(g)]).add_(shift)
-        g.masked_fill_(z <= 0, 0)  # the ReLU's gradient: grad of the BN output
+        g.mul_(z.gt_(0))  # the ReLU's gradient: grad of the BN output (z becomes its 0/1 mask)
         sum_g += g.sum(0)
         sum_gx += torch.mul(g, xt, out=z).sum(0)
     grad_bias = sum_g

@@ -46,6 +46,7 @@ def _case(support, a_rows, project, seed=15, c=6, heads=3):
 @pytest.mark.parametrize("project", [False, True], ids=["y", "projected"])
 def test_matches_the_gathered_reference_in_value_and_gradient(monkeypatch, support, a_rows, project):
     monkeypatch.setitem(mixing.TILE_ELEMENTS, "cpu", 7 * 6)  # tiles of 7 rows: many, a short last one
+    monkeypatch.setitem(mixing.PIECE_PAIRS, "cpu", 5)  # a tile's pairs in pieces of 5
     v, a, ws, tables, w_out = _case(support, a_rows, project)
     leaves = [t for t in (v, a, w_out, *ws) if t is not None]
     out = mixing.mixed_depthwise(v, a, ws, tables, w_out)

@@ -269,7 +269,7 @@ def test_head_weighted_depthwise_in_pieces_matches_the_naive_gather(monkeypatch,
                                     tuple(t for t in (vs, as_, ws) if t is not None))
 
 
-def test_tiled_columns_are_rebuilt_when_the_table_changes_in_place():
+def test_tiled_pairs_are_rebuilt_when_the_table_changes_in_place():
     nbr = _table(KernelRegion.cube(3), seed=14)
     v, a, w = _inputs(nbr, 4, 2, "per_row", True, seed=14)
     neighborhood_aggregate(v, nbr, a, w)  # caches the pair lists of nbr
