@@ -146,17 +146,26 @@ class CodedVTRBlock(nn.Module):
         return torch.stack([occupancy(t) for t in tables], 1)
 
     def choice_logits(self, h, tables) -> torch.Tensor:
-        """s [N, H, D] from the per-element convolutions q_d and the head-summed codebook weights."""
-        heads = self.heads
-        ones = h.feats.new_ones(1, 1, heads)  # broadcast over voxels and offsets
-        logits = []
-        for conv, element, table in zip(self.choice_convs, self.codebook, tables):
-            weight = element.weight
-            if self.detach_codebook_in_choice:
-                weight = weight.detach()
-            head_sum = weight.view(len(weight), heads, -1).sum(2)  # [K_d, H]
-            logits.append(neighborhood_aggregate(conv(h).feats, table, ones, head_sum))
-        return torch.stack(logits, 1).transpose(1, 2)  # [N, D, H] in memory (see mixing_weights)
+        """s [N, H, D] from the per-element convolutions q_d and the head-summed codebook weights.
+        Elements on one support (the discrete block's patterns) share one convolution and one
+        aggregation, their weights side by side (the same sums, one pass over the pairs)."""
+        heads, by_region = self.heads, {}
+        for d, region in enumerate(self.regions):
+            by_region.setdefault(region, []).append(d)
+        per_element = [None] * len(self.regions)
+        for region, ds in by_region.items():
+            conv_weight = torch.cat([self.choice_convs[d].weight for d in ds], 2)  # [K, C, len(ds) * H]
+            head_sums = []
+            for d in ds:
+                weight = self.codebook[d].weight
+                if self.detach_codebook_in_choice:
+                    weight = weight.detach()
+                head_sums.append(weight.view(len(weight), heads, -1).sum(2))  # [K, H]
+            q = snn.subm_conv(h, conv_weight, region)  # [N, len(ds) * H]
+            s = neighborhood_aggregate(q, tables[ds[0]], q.new_ones(1, 1, 1), torch.cat(head_sums, 1))
+            for j, d in enumerate(ds):
+                per_element[d] = s[:, j * heads:(j + 1) * heads]
+        return torch.stack(per_element, 1).transpose(1, 2)  # [N, D, H] in memory (see mixing_weights)
 
     def mixing_weights(self, s: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
         """alpha [N, H, D] from choice logits s [N, H, D] and density rho [N, D] (or None)."""

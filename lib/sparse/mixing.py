@@ -35,7 +35,7 @@ from . import norm_relu
 # rows x C elements of one tile's buffers, and pairs of one piece. CPU: cache-sized (a few MiB);
 # CUDA: large, so that kernel launches do not dominate.
 TILE_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 24}
-PIECE_PAIRS = {"cpu": 1 << 14, "cuda": 1 << 20}
+PIECE_PAIRS = {"cpu": 1 << 12, "cuda": 1 << 20}
 
 
 def tile_rows_for(device: torch.device, channels: int) -> int:

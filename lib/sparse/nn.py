@@ -60,6 +60,15 @@ def _layer_region(layer: str, kernel_size: int, dilation: int, region) -> Kernel
     return as_region(kernel_size, dilation)
 
 
+def subm_conv(x: SparseTensor, weight: torch.Tensor, region: KernelRegion) -> torch.Tensor:
+    """Submanifold convolution of x by weight [K, Cin, Cout] over `region` (offset k = the region's
+    k-th offset): [N, Cout] features. Cube regions run on x's engine, the others on the torch engine."""
+    cube = region.as_cube()
+    if cube is None:
+        return torch_engine.conv(x.feats, weight, x.ctx.kernel_map(x.stride, region))
+    return x.engine(_grad_needed()).subm_conv(x, weight, *cube)
+
+
 class SubMConv3d(_ConvBase):
     """Submanifold convolution: output coordinates = input coordinates, weight [K, Cin, Cout].
 
@@ -74,11 +83,7 @@ class SubMConv3d(_ConvBase):
         super().__init__(cin, cout, len(self.region), bias)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        if self.kernel_size is None:
-            feats = torch_engine.conv(x.feats, self.weight, x.ctx.kernel_map(x.stride, self.region))
-        else:
-            feats = x.engine(_grad_needed()).subm_conv(x, self.weight, self.kernel_size, self.dilation)
-        return x.replace(self._finish(feats))
+        return x.replace(self._finish(subm_conv(x, self.weight, self.region)))
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, region={self.region.name}"
