@@ -116,9 +116,10 @@ def _groups(tables, pairs, weights, a, heads, dtype):
     return groups
 
 
-def _combined(group, a_rows, k, out, tmp):
+def _combined(group, a_rows, k, out, tmp, w_rows=None):
     """The pairs' combined weights sum_j a_rows[:, j, head(c)] * w[j][k, c]: [m, C] in out.
-    a_rows [m, Dm, H] (None when a is shared); k [m] offsets (None for the centre group)."""
+    a_rows [m, Dm, H] (None when a is shared); k [m] offsets (None for the centre group); w_rows:
+    an [m, C] buffer that keeps the weight rows w[0][k] of a one-element group (backward reuses them)."""
     m = out.shape[0]
     if group.shared is not None:
         return group.shared if k is None else torch.index_select(group.shared, 0, k, out=out)
@@ -127,6 +128,10 @@ def _combined(group, a_rows, k, out, tmp):
         torch.bmm(a_rows.permute(2, 0, 1), group.w.transpose(0, 1), out=out.view(m, heads, cg).transpose(0, 1))
         return out
     heads = a_rows.shape[2]
+    if w_rows is not None and len(group.ds) == 1:
+        rows = torch.index_select(group.w[0], 0, k, out=w_rows).view(m, heads, -1)
+        torch.mul(rows, a_rows[:, 0].unsqueeze(-1), out=out.view(m, heads, -1))
+        return out
     for j in range(len(group.ds)):
         target = out if j == 0 else tmp
         torch.index_select(group.w[j], 0, k, out=target).view(m, heads, -1).mul_(a_rows[:, j].unsqueeze(-1))
@@ -161,7 +166,7 @@ class _Source:
         if self.scale_shift is None:
             return raw.to(self.dtype) if out is None else out.copy_(raw)
         scale, shift = self.scale_shift
-        return torch.mul(raw, scale, out=self.normed[:len(raw)] if out is None else out).add_(shift).relu_()
+        return torch.addcmul(shift, raw, scale, out=self.normed[:len(raw)] if out is None else out).relu_()
 
     def gather(self, src, out=None):
         """Rows src of the features [m, C] (a reused buffer: consume before the next call)."""
@@ -233,8 +238,13 @@ class _MixedDepthwise(torch.autograd.Function):
                     acc.zero_()
                 if w_out is not None:
                     torch.mm(acc, w_out.t(), out=out[r0:r1])
-        ctx.save_for_backward(v, a, out_weight, norm_weight, norm_bias, *(stats or (None, None)), *tables, *weights)
-        ctx.n_tables, ctx.norm = len(tables), norm
+        # v is read again in backward only for the gradients of a, the weights, out_weight or a norm:
+        # not when only v itself needs one (a choice logit's aggregation with fixed weights)
+        needs = ctx.needs_input_grad
+        keep_v = norm is not None or needs[1] or needs[2] or any(needs[7:])
+        ctx.save_for_backward(v if keep_v else None, a, out_weight, norm_weight, norm_bias,
+                              *(stats or (None, None)), *tables, *weights)
+        ctx.n_tables, ctx.norm, ctx.v_meta = len(tables), norm, (v.shape, v.dtype)
         return out.to(out_dtype)
 
     @staticmethod
@@ -245,6 +255,10 @@ class _MixedDepthwise(torch.autograd.Function):
         need_w = ctx.needs_input_grad[7:]
         norm = ctx.norm
         need_v = need_v or (norm is not None and (need_nw or need_nb))
+        use_x = need_a or need_out or any(need_w)  # the loop reads the source features
+        v_shape, v_dtype = ctx.v_meta
+        if v is None:  # not kept (see forward): a stand-in that gives the layout
+            v = torch.empty(0, v_shape[1], dtype=v_dtype, device=grad_out.device)
         n, c, heads = tables[0].shape[0], v.shape[1], a.shape[2]
         dtype, _, tile, piece = _layout(v, a, out_weight, weights, tables)
         dev = v.device
@@ -254,7 +268,7 @@ class _MixedDepthwise(torch.autograd.Function):
             a_c = a.to(dtype)
             w_out = None if out_weight is None else out_weight.to(dtype)
             grad_out = grad_out.to(dtype)
-            grad_v = torch.zeros(v.shape, dtype=dtype, device=dev) if need_v else None
+            grad_v = torch.zeros(v_shape, dtype=dtype, device=dev) if need_v else None
             grad_rows = torch.zeros(n, len(tables), heads, dtype=dtype, device=dev) if need_a else None
             # per group: sum over pairs of x * grad_y by offset ([Dm, H, cg] centre, [K, C] else),
             # turned into the weights' (and a shared a's) gradients at the end
@@ -264,7 +278,8 @@ class _MixedDepthwise(torch.autograd.Function):
             size = max(tile, piece)
             source = _Source(v, norm, None if norm is None else (mean, invstd), size, dtype)
             gy_buf, y_buf = (torch.empty(tile, c, dtype=dtype, device=dev) for _ in range(2))
-            gyr_buf, weff_buf, term_buf, tmp = (torch.empty(size, c, dtype=dtype, device=dev) for _ in range(4))
+            gyr_buf, weff_buf, term_buf, tmp, w_rows_buf = (torch.empty(size, c, dtype=dtype, device=dev)
+                                                            for _ in range(5))
             shared_sums = [torch.zeros_like(g.shared) if g.shared is not None else None for g in groups]
             for ti, r0 in enumerate(range(0, n, tile)):
                 r1 = min(n, r0 + tile)
@@ -276,28 +291,33 @@ class _MixedDepthwise(torch.autograd.Function):
                 for gi, group, part in _pieces(groups, ti, piece):
                     if part is None:
                         local = k = src = None
-                        x, gyr = source.rows(r0, r1), gy
+                        x = source.rows(r0, r1) if use_x else None
+                        gyr = gy
                     else:
                         p = group.pairs
                         local, k, src = p.local[part], p.k[part], p.src[part]
-                        x = source.gather(src)
+                        x = source.gather(src) if use_x else None
                         gyr = torch.index_select(gy, 0, local, out=gyr_buf[:len(src)])
-                    m = x.shape[0]
+                    m = gyr.shape[0]
                     a_rows = _rows_of(a_tile, group, local)
-                    weff = _combined(group, a_rows, k, weff_buf[:m], tmp[:m])
+                    single = k is not None and a_rows is not None and len(group.ds) == 1
+                    w_rows = w_rows_buf[:m] if single else None  # w[k] per pair, kept for a's gradient
+                    weff = _combined(group, a_rows, k, weff_buf[:m], tmp[:m], w_rows)
                     term = term_buf[:m]
                     if y is not None:
                         torch.mul(x, weff, out=term)
                         y.add_(term) if local is None else y.index_add_(0, local, term)
-                    prod = torch.mul(x, gyr, out=term)  # x * grad_y per pair
-                    _weight_and_mix_grads(group, prod, a_rows, k, local, grad_w, grad_tile, shared_sums[gi], tmp[:m])
+                    if use_x:
+                        prod = torch.mul(x, gyr, out=term)  # x * grad_y per pair
+                        _weight_and_mix_grads(group, prod, a_rows, k, local, grad_w, grad_tile, shared_sums[gi],
+                                              tmp[:m], w_rows)
                     if grad_v is not None:
                         gv = torch.mul(gyr, weff, out=term)
                         grad_v[r0:r1].add_(gv) if src is None else grad_v.index_add_(0, src, gv)
                 if need_out:
                     grad_w_out.addmm_(grad_out[r0:r1].t(), y)
             for group, sums in zip(groups, shared_sums):
-                if sums is not None:
+                if sums is not None and use_x:
                     _shared_grads(group, sums, a_c, grad_w, grad_rows, heads)
             grad_a = grad_nw = grad_nb = None
             if need_a:
@@ -314,11 +334,12 @@ class _MixedDepthwise(torch.autograd.Function):
                 *(None if gw is None else gw.to(w.dtype) for gw, w in zip(grad_w, weights)))
 
 
-def _weight_and_mix_grads(group, prod, a_rows, k, local, grad_w, grad_tile, shared_sum, tmp):
+def _weight_and_mix_grads(group, prod, a_rows, k, local, grad_w, grad_tile, shared_sum, tmp, w_rows=None):
     """Add one piece's share to the weights' gradients (sum over pairs of prod * a, by offset) and
     to the mixing weights' of the tile's rows (sum over a head's channels of prod * w). prod [m, C]
     = x[src] * grad_y[row]; a_rows [m, Dm, H] (None: a shared, then only shared_sum, the sum of
-    prod by offset, is kept); k [m] offsets, local [m] tile rows (None for the centre group)."""
+    prod by offset, is kept); k [m] offsets, local [m] tile rows (None for the centre group);
+    w_rows: the weight rows w[0][k] when the caller has them (a one-element group)."""
     m = prod.shape[0]
     if shared_sum is not None:
         shared_sum.add_(prod.sum(0)) if k is None else shared_sum.index_add_(0, k, prod)
@@ -333,8 +354,11 @@ def _weight_and_mix_grads(group, prod, a_rows, k, local, grad_w, grad_tile, shar
             else:
                 grad_w[d].index_add_(0, k, tmp)
         if grad_tile is not None:
-            w_rows = group.w[j].reshape(1, -1) if k is None else torch.index_select(group.w[j], 0, k, out=tmp)
-            ga = torch.mul(prod, w_rows, out=tmp).view(m * heads, -1).mv(prod.new_ones(tmp3.shape[2])).view(m, heads)
+            if k is None:
+                rows = group.w[j].reshape(1, -1)
+            else:
+                rows = w_rows if w_rows is not None else torch.index_select(group.w[j], 0, k, out=tmp)
+            ga = torch.mul(prod, rows, out=tmp).view(m * heads, -1).mv(prod.new_ones(tmp3.shape[2])).view(m, heads)
             grad_tile[:, d].add_(ga) if local is None else grad_tile[:, d].index_add_(0, local, ga)
 
 

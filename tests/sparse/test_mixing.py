@@ -128,3 +128,16 @@ def test_folded_batchnorm_relu_equals_the_module_chain(monkeypatch, training, mo
                          module.num_batches_tracked])
     for got, want in zip(*results):
         torch.testing.assert_close(got, want)
+
+
+def test_v_is_not_kept_when_only_v_needs_a_gradient():
+    """A choice logit's aggregation (fixed weights): v is not saved, and its gradient is still right."""
+    v, a, ws, tables, _ = _case("distinct", "shared", False, seed=22)
+    a, ws = a.detach(), [w.detach() for w in ws]
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = mixing.mixed_depthwise(v, a, ws, tables)
+    assert all(t.data_ptr() != v.data_ptr() for t in saved)
+    up = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(3))
+    ref = _reference(v, a, ws, tables, None)
+    torch.testing.assert_close(torch.autograd.grad(out, v, up)[0], torch.autograd.grad(ref, v, up)[0])
