@@ -205,8 +205,8 @@ def neighborhood_aggregate(v: torch.Tensor, nbr: torch.Tensor, a: torch.Tensor, 
     voxel, offset and head (a first or second size of 1 broadcasts); w [K, C] depthwise kernel or
     None (ones). H divides C and head(c) = c // (C // H) (contiguous channel groups):
         out[i, c] = sum_k a[i, k, head(c)] * w[k, c] * v[nbr[i, k], c],  empty pairs contribute 0.
-    a [N or 1, 1, H] (one weight per voxel and head, the codebook blocks' case): offset by offset
-    over the table's cached pair lists (mixed_depthwise with D = 1), deterministic; chunk_rows unused.
+    a [N or 1, 1, H] (one weight per voxel and head, the codebook blocks' case): tile by tile over
+    the table's cached pair lists (lib.sparse.mixing.mixed_depthwise with D = 1); chunk_rows unused.
     a [N or 1, K, H] (one weight per pair, attention): forward and backward run over chunks of
     `chunk_rows` rows (None: from CHUNK_ELEMENTS); on CUDA the sums use atomics (index_add_), so
     results may differ in the last bits from run to run.
