@@ -34,8 +34,8 @@ from . import norm_relu
 
 # rows x C elements of one tile's buffers, and pairs of one piece. CPU: cache-sized (a few MiB);
 # CUDA: large, so that kernel launches do not dominate.
-TILE_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 24}
-PIECE_PAIRS = {"cpu": 1 << 12, "cuda": 1 << 20}
+TILE_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 22}
+PIECE_PAIRS = {"cpu": 1 << 12, "cuda": 1 << 16}
 
 
 def tile_rows_for(device: torch.device, channels: int) -> int:
@@ -187,6 +187,13 @@ def _layout(v, a, out_weight, weights, tables):
     return dtype, out_dtype, tile, PIECE_PAIRS.get(v.device.type, PIECE_PAIRS["cuda"])
 
 
+def _buffer_rows(groups, tile, piece, n):
+    """Rows of the per-piece buffers: a whole tile, or the longest piece if that is longer."""
+    longest = max((min(piece, b1 - b0) for g in groups if g.pairs is not None
+                   for b0, b1 in zip(g.pairs.bounds, g.pairs.bounds[1:])), default=0)
+    return max(min(tile, n), longest, 1)
+
+
 def _rows_of(a_tile, group, local):
     """Mixing weights [m, Dm, H] of the group's elements at tile rows `local` (None: every row);
     None when a is shared by all rows (the group's combined weights hold it)."""
@@ -210,7 +217,7 @@ class _MixedDepthwise(torch.autograd.Function):
             a_c = a.to(dtype)
             w_out = None if out_weight is None else out_weight.to(dtype)
             stats = None if norm is None else norm_relu.statistics(v, norm, dtype, tile)
-            size = max(tile, piece)
+            size = _buffer_rows(groups, tile, piece, n)
             source = _Source(v, norm, stats, size, dtype)
             weff_buf, tmp = (torch.empty(size, c, dtype=dtype, device=dev) for _ in range(2))
             out = torch.empty(n, c if w_out is None else w_out.shape[0], dtype=dtype, device=dev)
@@ -275,7 +282,7 @@ class _MixedDepthwise(torch.autograd.Function):
             grad_w = [torch.zeros(w.shape, dtype=dtype, device=dev) if need else None
                       for w, need in zip(weights, need_w)]
             grad_w_out = torch.zeros(out_weight.shape, dtype=dtype, device=dev) if need_out else None
-            size = max(tile, piece)
+            size = _buffer_rows(groups, tile, piece, n)
             source = _Source(v, norm, None if norm is None else (mean, invstd), size, dtype)
             gy_buf, y_buf = (torch.empty(tile, c, dtype=dtype, device=dev) for _ in range(2))
             gyr_buf, weff_buf, term_buf, tmp, w_rows_buf = (torch.empty(size, c, dtype=dtype, device=dev)
