@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lib.engine.signals import deferred
 from lib.errors import UserError
 from lib.io import atomic_write
 
@@ -28,8 +29,10 @@ log = logging.getLogger("voxseg")
 
 
 def atomic_save(obj, path) -> None:
-    """torch.save `obj` to `path` atomically (lib.io.atomic_write)."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save `obj` to `path` atomically (lib.io.atomic_write); a SIGTERM meanwhile waits for
+    the file to be complete (lib.engine.signals.deferred)."""
+    with deferred():
+        atomic_write(path, lambda f: torch.save(obj, f))
 
 
 class CheckpointError(UserError, RuntimeError):
