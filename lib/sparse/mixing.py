@@ -45,13 +45,18 @@ def tile_rows_for(device: torch.device, channels: int) -> int:
 
 class _Pairs(NamedTuple):
     """A table's occupied pairs besides the centre, in row order: src [P] source row, local [P]
-    row within its tile, k [P] offset; bounds [T + 1] (ints) where each tile's pairs begin;
+    row within its tile, k [P] offset (int32); bounds [T + 1] (ints) where each tile's pairs begin;
     centre: the offset whose column is every row itself (None: no such column)."""
     src: torch.Tensor
     local: torch.Tensor
     k: torch.Tensor
     bounds: list
     centre: int
+
+    def piece(self, part: slice):
+        """(local, k, src) of the pairs in `part`, as int64 (index_add_ is several times slower
+        with int32 indices)."""
+        return self.local[part].long(), self.k[part].long(), self.src[part].long()
 
 
 _TILED = WeakTensorKeyDictionary()  # table -> (version, {tile rows: _Pairs})
@@ -73,7 +78,9 @@ def tiled_pairs(nbr: torch.Tensor, tile: int) -> _Pairs:
             valid[:, centre] = False
         row, k = valid.nonzero(as_tuple=True)  # row-major: ordered by row, so tiles are contiguous
         edges = torch.arange(0, n + tile, tile, device=nbr.device).clamp_(max=n)
-        per_tile[tile] = _Pairs(nbr[row, k], row % tile, k, torch.searchsorted(row, edges).tolist(), centre)
+        # stored as int32 (they live as long as the table), widened piece by piece
+        per_tile[tile] = _Pairs(nbr[row, k].int(), (row % tile).int(), k.int(),
+                                torch.searchsorted(row, edges).tolist(), centre)
     return per_tile[tile]
 
 
@@ -237,8 +244,8 @@ class _MixedDepthwise(torch.autograd.Function):
                         acc.zero_()
                         started = True
                     p = group.pairs
-                    local, k = p.local[part], p.k[part]
-                    x = source.gather(p.src[part])
+                    local, k, src = p.piece(part)
+                    x = source.gather(src)
                     x.mul_(_combined(group, _rows_of(a_tile, group, local), k, weff_buf[:len(k)], tmp[:len(k)]))
                     acc.index_add_(0, local, x)
                 if not started:
@@ -302,7 +309,7 @@ class _MixedDepthwise(torch.autograd.Function):
                         gyr = gy
                     else:
                         p = group.pairs
-                        local, k, src = p.local[part], p.k[part], p.src[part]
+                        local, k, src = p.piece(part)
                         x = source.gather(src) if use_x else None
                         gyr = torch.index_select(gy, 0, local, out=gyr_buf[:len(src)])
                     m = gyr.shape[0]
