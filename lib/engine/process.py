@@ -85,6 +85,10 @@ def process(cfg, run_dir):
             log.info("removed %d temporary file(s) left in %s by an interrupted write", stale, run_dir)
         seed_process(cfg.seed, rank)
         yield device, rank, world, run_dir
+        # every rank done before the group is torn down (not after an error: the others may never
+        # arrive): a gloo rank destroying its group while a peer still exchanges aborted now and
+        # then ("terminate called without an active exception", exit -6)
+        D.barrier()
     finally:
         teardown_logging(handlers)
         D.cleanup()
