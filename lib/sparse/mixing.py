@@ -184,14 +184,18 @@ class _Source:
         return self._finish(self.v[r0:r1], out)
 
 
-def _layout(v, a, out_weight, weights, tables):
-    """(compute dtype, output dtype, tile rows, piece pairs)."""
+def _setup(v, a, out_weight, weights, tables):
+    """What forward and backward both start from (call with autocast off): (N, C, H, compute
+    dtype, output dtype, tile rows, piece pairs, the groups, a and out_weight in the compute dtype)."""
     float_inputs = [v, a, *weights] + ([out_weight] if out_weight is not None else [])
     dtype = functools.reduce(torch.promote_types, [t.dtype for t in float_inputs], torch.float32)
     out_dtype = functools.reduce(torch.promote_types, [t.dtype for t in float_inputs[1:]], v.dtype)
-    n = tables[0].shape[0]
-    tile = max(1, min(n, tile_rows_for(v.device, v.shape[1])))
-    return dtype, out_dtype, tile, PIECE_PAIRS.get(v.device.type, PIECE_PAIRS["cuda"])
+    n, c, heads = tables[0].shape[0], v.shape[1], a.shape[2]
+    tile = max(1, min(n, tile_rows_for(v.device, c)))
+    piece = PIECE_PAIRS.get(v.device.type, PIECE_PAIRS["cuda"])
+    groups = _groups(tables, [tiled_pairs(t, tile) for t in tables], weights, a, heads, dtype)
+    w_out = None if out_weight is None else out_weight.to(dtype)
+    return n, c, heads, dtype, out_dtype, tile, piece, groups, a.to(dtype), w_out
 
 
 def _buffer_rows(groups, tile, piece, n):
@@ -215,14 +219,9 @@ class _MixedDepthwise(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v, a, out_weight, norm_weight, norm_bias, norm, tables, *weights):
-        n, c, heads = tables[0].shape[0], v.shape[1], a.shape[2]
-        dtype, out_dtype, tile, piece = _layout(v, a, out_weight, weights, tables)
         dev = v.device
         with torch.autocast(device_type=dev.type, enabled=False):
-            pairs = [tiled_pairs(t, tile) for t in tables]
-            groups = _groups(tables, pairs, weights, a, heads, dtype)
-            a_c = a.to(dtype)
-            w_out = None if out_weight is None else out_weight.to(dtype)
+            n, c, heads, dtype, out_dtype, tile, piece, groups, a_c, w_out = _setup(v, a, out_weight, weights, tables)
             stats = None if norm is None else norm_relu.statistics(v, norm, dtype, tile)
             size = _buffer_rows(groups, tile, piece, n)
             source = _Source(v, norm, stats, size, dtype)
@@ -273,14 +272,9 @@ class _MixedDepthwise(torch.autograd.Function):
         v_shape, v_dtype = ctx.v_meta
         if v is None:  # not kept (see forward): a stand-in that gives the layout
             v = torch.empty(0, v_shape[1], dtype=v_dtype, device=grad_out.device)
-        n, c, heads = tables[0].shape[0], v.shape[1], a.shape[2]
-        dtype, _, tile, piece = _layout(v, a, out_weight, weights, tables)
         dev = v.device
         with torch.autocast(device_type=dev.type, enabled=False):
-            pairs = [tiled_pairs(t, tile) for t in tables]
-            groups = _groups(tables, pairs, weights, a, heads, dtype)
-            a_c = a.to(dtype)
-            w_out = None if out_weight is None else out_weight.to(dtype)
+            n, c, heads, dtype, _, tile, piece, groups, a_c, w_out = _setup(v, a, out_weight, weights, tables)
             grad_out = grad_out.to(dtype)
             grad_v = torch.zeros(v_shape, dtype=dtype, device=dev) if need_v else None
             grad_rows = torch.zeros(n, len(tables), heads, dtype=dtype, device=dev) if need_a else None
