@@ -10,6 +10,7 @@ import warnings
 from typing import NamedTuple
 
 import torch
+from torch.utils.weak import WeakTensorKeyDictionary
 
 # torch warns once that CSR support is "beta"; the scatter matrices below use only its stable core
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
@@ -276,3 +277,19 @@ def _attach_row_orders(kmap: KernelMap, cin: CoordSet, cout: CoordSet) -> Kernel
     if not cout.is_sorted:
         kmap.out_order, kmap.out_inverse = cout.order, cout.inverse
     return kmap
+
+
+_DERIVED = WeakTensorKeyDictionary()  # neighbour table -> (its version, {key: derived value})
+
+
+def table_derived(table: torch.Tensor, key, build):
+    """build(table), cached per neighbour table object under `key` (tables are cached with their
+    kernel maps, so pair lists and counts derived from one are built once), and rebuilt when the
+    table was modified in place (its version counter moved)."""
+    version, values = _DERIVED.get(table, (None, None))
+    if version != table._version:
+        values = {}
+        _DERIVED[table] = (table._version, values)
+    if key not in values:
+        values[key] = build(table)
+    return values[key]

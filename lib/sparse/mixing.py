@@ -28,9 +28,8 @@ import functools
 from typing import NamedTuple
 
 import torch
-from torch.utils.weak import WeakTensorKeyDictionary
-
 from . import norm_relu
+from .kernel_map import table_derived
 
 # rows x C elements of one tile's buffers, and pairs of one piece. CPU: cache-sized (a few MiB);
 # CUDA: large, so that kernel launches do not dominate.
@@ -59,29 +58,23 @@ class _Pairs(NamedTuple):
         return self.local[part].long(), self.k[part].long(), self.src[part].long()
 
 
-_TILED = WeakTensorKeyDictionary()  # table -> (version, {tile rows: _Pairs})
-
-
 def tiled_pairs(nbr: torch.Tensor, tile: int) -> _Pairs:
-    """The _Pairs of a neighbour table nbr [N, K] (-1 empty) for tiles of `tile` rows; cached per
-    table object and rebuilt when the table was modified in place (its version counter moved)."""
-    version, per_tile = _TILED.get(nbr, (None, None))
-    if version != nbr._version:
-        per_tile = {}
-        _TILED[nbr] = (nbr._version, per_tile)
-    if tile not in per_tile:
-        n = nbr.shape[0]
-        arange = torch.arange(n, device=nbr.device)
-        centre = next((k for k in range(nbr.shape[1]) if torch.equal(nbr[:, k], arange)), None)
-        valid = nbr.ge(0)
-        if centre is not None:
-            valid[:, centre] = False
-        row, k = valid.nonzero(as_tuple=True)  # row-major: ordered by row, so tiles are contiguous
-        edges = torch.arange(0, n + tile, tile, device=nbr.device).clamp_(max=n)
-        # stored as int32 (they live as long as the table), widened piece by piece
-        per_tile[tile] = _Pairs(nbr[row, k].int(), (row % tile).int(), k.int(),
-                                torch.searchsorted(row, edges).tolist(), centre)
-    return per_tile[tile]
+    """The _Pairs of a neighbour table nbr [N, K] (-1 empty) for tiles of `tile` rows; cached with
+    the table (lib.sparse.kernel_map.table_derived)."""
+    return table_derived(nbr, ("tiled_pairs", tile), lambda t: _build_pairs(t, tile))
+
+
+def _build_pairs(nbr: torch.Tensor, tile: int) -> _Pairs:
+    n = nbr.shape[0]
+    arange = torch.arange(n, device=nbr.device)
+    centre = next((k for k in range(nbr.shape[1]) if torch.equal(nbr[:, k], arange)), None)
+    valid = nbr.ge(0)
+    if centre is not None:
+        valid[:, centre] = False
+    row, k = valid.nonzero(as_tuple=True)  # row-major: ordered by row, so tiles are contiguous
+    edges = torch.arange(0, n + tile, tile, device=nbr.device).clamp_(max=n)
+    # stored as int32 (they live as long as the table), widened piece by piece
+    return _Pairs(nbr[row, k].int(), (row % tile).int(), k.int(), torch.searchsorted(row, edges).tolist(), centre)
 
 
 class _Group(NamedTuple):

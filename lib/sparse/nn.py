@@ -11,9 +11,9 @@ import math
 
 import torch
 from torch import nn
-from torch.utils.weak import WeakTensorKeyDictionary
 
 from .engines import torch_engine
+from .kernel_map import table_derived
 from .neighborhood import neighborhood_aggregate
 from .regions import KernelRegion, as_region
 from .tensor import SparseTensor
@@ -219,17 +219,10 @@ def cat(*tensors: SparseTensor) -> SparseTensor:
     return first.replace(torch.cat([t.feats for t in tensors], 1))
 
 
-_OCCUPANCY = WeakTensorKeyDictionary()  # neighbour table -> (version, occupied fraction per row)
-
-
 def occupancy(table: torch.Tensor) -> torch.Tensor:
     """[N] float32: the fraction of a neighbour table's K offsets that are occupied, per row (centre
-    included). Cached per table object (tables are cached too) and rebuilt if it was modified."""
-    version, fraction = _OCCUPANCY.get(table, (None, None))
-    if version != table._version:
-        fraction = table.ge(0).sum(1, dtype=torch.float32).div_(table.shape[1])
-        _OCCUPANCY[table] = (table._version, fraction)
-    return fraction
+    included); cached with the table (lib.sparse.kernel_map.table_derived)."""
+    return table_derived(table, "occupancy", lambda t: t.ge(0).sum(1, dtype=torch.float32).div_(t.shape[1]))
 
 
 def neighbor_table(x: SparseTensor, region=3, dilation: int = 1) -> torch.Tensor:
