@@ -221,27 +221,22 @@ class _MixedDepthwise(torch.autograd.Function):
             weff_buf, tmp = (torch.empty(size, c, dtype=dtype, device=dev) for _ in range(2))
             out = torch.empty(n, c if w_out is None else w_out.shape[0], dtype=dtype, device=dev)
             acc_buf = torch.empty(tile, c, dtype=dtype, device=dev) if w_out is not None else None
+            has_centre = bool(groups) and groups[0].pairs is None
             for ti, r0 in enumerate(range(0, n, tile)):
                 r1 = min(n, r0 + tile)
                 acc = out[r0:r1] if w_out is None else acc_buf[:r1 - r0]
                 a_tile = a_c if a.shape[0] == 1 else a_c[r0:r1]
-                started = False
+                if not has_centre:
+                    acc.zero_()
                 for _, group, part in _pieces(groups, ti, piece):
-                    if part is None:  # the centre: the tile's own rows start the accumulator
+                    if part is None:  # the centre (the first group): the tile's own rows start the accumulator
                         x = source.rows(r0, r1, out=acc)
                         x.mul_(_combined(group, _rows_of(a_tile, group, None), None, weff_buf[:r1 - r0], tmp))
-                        started = True
                         continue
-                    if not started:
-                        acc.zero_()
-                        started = True
-                    p = group.pairs
-                    local, k, src = p.piece(part)
+                    local, k, src = group.pairs.piece(part)
                     x = source.gather(src)
                     x.mul_(_combined(group, _rows_of(a_tile, group, local), k, weff_buf[:len(k)], tmp[:len(k)]))
                     acc.index_add_(0, local, x)
-                if not started:
-                    acc.zero_()
                 if w_out is not None:
                     torch.mm(acc, w_out.t(), out=out[r0:r1])
         # v is read again in backward only for the gradients of a, the weights, out_weight or a norm:
@@ -277,7 +272,8 @@ class _MixedDepthwise(torch.autograd.Function):
                       for w, need in zip(weights, need_w)]
             grad_w_out = torch.zeros(out_weight.shape, dtype=dtype, device=dev) if need_out else None
             size = _buffer_rows(groups, tile, piece, n)
-            source = _Source(v, norm, None if norm is None else (mean, invstd), size, dtype)
+            source = _Source(v, norm, None if norm is None else (mean, invstd), size, dtype) if use_x else None
+            ones = torch.ones(c // heads, dtype=dtype, device=dev)  # sums over a head's channels, by mv
             gy_buf, y_buf = (torch.empty(tile, c, dtype=dtype, device=dev) for _ in range(2))
             gyr_buf, weff_buf, term_buf, tmp, w_rows_buf = (torch.empty(size, c, dtype=dtype, device=dev)
                                                             for _ in range(5))
@@ -295,8 +291,7 @@ class _MixedDepthwise(torch.autograd.Function):
                         x = source.rows(r0, r1) if use_x else None
                         gyr = gy
                     else:
-                        p = group.pairs
-                        local, k, src = p.piece(part)
+                        local, k, src = group.pairs.piece(part)
                         x = source.gather(src) if use_x else None
                         gyr = torch.index_select(gy, 0, local, out=gyr_buf[:len(src)])
                     m = gyr.shape[0]
@@ -311,7 +306,7 @@ class _MixedDepthwise(torch.autograd.Function):
                     if use_x:
                         prod = torch.mul(x, gyr, out=term)  # x * grad_y per pair
                         _weight_and_mix_grads(group, prod, a_rows, k, local, grad_w, grad_tile, shared_sums[gi],
-                                              tmp[:m], w_rows)
+                                              tmp[:m], ones, w_rows)
                     if grad_v is not None:
                         gv = torch.mul(gyr, weff, out=term)
                         grad_v[r0:r1].add_(gv) if src is None else grad_v.index_add_(0, src, gv)
@@ -324,8 +319,7 @@ class _MixedDepthwise(torch.autograd.Function):
             if need_a:
                 grad_a = grad_rows.sum(0, keepdim=True) if a.shape[0] == 1 else grad_rows
             if norm is not None and grad_v is not None:  # activation's gradient -> the BN input's
-                grad_v, grad_nw, grad_nb = norm_relu.backward_(grad_v, v, norm, norm_weight, mean, invstd,
-                                                               tile, gy_buf)
+                grad_v, grad_nw, grad_nb = norm_relu.backward_(grad_v, v, norm, mean, invstd, tile, gy_buf)
         return (None if grad_v is None else grad_v.to(v.dtype),
                 None if grad_a is None else grad_a.to(a.dtype),
                 None if grad_w_out is None else grad_w_out.to(out_weight.dtype),
@@ -335,12 +329,13 @@ class _MixedDepthwise(torch.autograd.Function):
                 *(None if gw is None else gw.to(w.dtype) for gw, w in zip(grad_w, weights)))
 
 
-def _weight_and_mix_grads(group, prod, a_rows, k, local, grad_w, grad_tile, shared_sum, tmp, w_rows=None):
+def _weight_and_mix_grads(group, prod, a_rows, k, local, grad_w, grad_tile, shared_sum, tmp, ones, w_rows=None):
     """Add one piece's share to the weights' gradients (sum over pairs of prod * a, by offset) and
     to the mixing weights' of the tile's rows (sum over a head's channels of prod * w). prod [m, C]
     = x[src] * grad_y[row]; a_rows [m, Dm, H] (None: a shared, then only shared_sum, the sum of
     prod by offset, is kept); k [m] offsets, local [m] tile rows (None for the centre group);
-    w_rows: the weight rows w[0][k] when the caller has them (a one-element group)."""
+    tmp: an [m, C] scratch buffer; ones: [C / H] ones; w_rows: the weight rows w[0][k] when the
+    caller has them (a one-element group)."""
     m = prod.shape[0]
     if shared_sum is not None:
         shared_sum.add_(prod.sum(0)) if k is None else shared_sum.index_add_(0, k, prod)
@@ -359,7 +354,7 @@ def _weight_and_mix_grads(group, prod, a_rows, k, local, grad_w, grad_tile, shar
                 rows = group.w[j].reshape(1, -1)
             else:
                 rows = w_rows if w_rows is not None else torch.index_select(group.w[j], 0, k, out=tmp)
-            ga = torch.mul(prod, rows, out=tmp).view(m * heads, -1).mv(prod.new_ones(tmp3.shape[2])).view(m, heads)
+            ga = torch.mul(prod, rows, out=tmp).view(m * heads, -1).mv(ones).view(m, heads)
             grad_tile[:, d].add_(ga) if local is None else grad_tile[:, d].index_add_(0, local, ga)
 
 

@@ -70,11 +70,11 @@ def affine(weight, bias, mean, invstd):
     return scale, shift if bias is None else shift + bias.to(invstd.dtype)
 
 
-def backward_(grad: torch.Tensor, x: torch.Tensor, norm: NormReLU, weight, mean, invstd, tile: int, buf):
+def backward_(grad: torch.Tensor, x: torch.Tensor, norm: NormReLU, mean, invstd, tile: int, buf):
     """The gradient of the activation relu(batch_norm(x)) [N, C] becomes x's, in place, in tiles of
-    `tile` rows (buf: a [tile, C] scratch buffer); returns (grad, weight's gradient, bias's)."""
-    scale, shift = affine(weight, None, mean, invstd)
-    shift = shift if norm.bias is None else shift + norm.bias.to(shift.dtype)
+    `tile` rows (mean, invstd: the forward's statistics; buf: a [tile, C] scratch buffer); returns
+    (grad, the norm weight's gradient, its bias's)."""
+    scale, shift = affine(norm.weight, norm.bias, mean, invstd)
     n = grad.shape[0]
     sum_g = torch.zeros_like(mean)
     sum_gx = torch.zeros_like(mean)
