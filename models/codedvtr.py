@@ -128,6 +128,9 @@ class CodedVTRBlock(nn.Module):
             _conv_bn_relu(snn.SubMConv3d(planes, planes, kernel_size=3), planes, bn_momentum),
             _conv_bn_relu(snn.Linear(planes, inner, bias=False), inner, bn_momentum))
         self.choice_convs = nn.ModuleList(snn.SubMConv3d(planes, heads, region=r) for r in self.regions)
+        self.by_region = {}  # support -> the elements on it, which share one choice convolution
+        for d, region in enumerate(self.regions):
+            self.by_region.setdefault(region, []).append(d)
         # Element d's weight W_d [K_d, C'] is codebook[d].weight (uniform +-1/sqrt(K_d) at init).
         self.codebook = nn.ModuleList(snn.DepthwiseConv3d(inner, region=r) for r in self.regions)
         self.out = _conv_bn_relu(snn.Linear(inner, planes, bias=False), planes, bn_momentum)
@@ -149,11 +152,9 @@ class CodedVTRBlock(nn.Module):
         """s [N, H, D] from the per-element convolutions q_d and the head-summed codebook weights.
         Elements on one support (the discrete block's patterns) share one convolution and one
         aggregation, their weights side by side (the same sums, one pass over the pairs)."""
-        heads, by_region = self.heads, {}
-        for d, region in enumerate(self.regions):
-            by_region.setdefault(region, []).append(d)
+        heads = self.heads
         per_element = [None] * len(self.regions)
-        for region, ds in by_region.items():
+        for region, ds in self.by_region.items():
             conv_weight = torch.cat([self.choice_convs[d].weight for d in ds], 2)  # [K, C, len(ds) * H]
             head_sums = []
             for d in ds:
