@@ -80,3 +80,16 @@ def assert_down_up_matches_dense(grid):
     dense_z = torch.nn.functional.conv_transpose3d(dense_y * mask, canonical_to_conv_transpose3d(wu), stride=2)
     assert_same_value_and_grads(z.feats, sample(dense_z, fine, 1), (feats, down.weight, up.weight),
                                  (dfeats, wd, wu))
+
+
+def gathered_aggregate(v, nbr, a, w):
+    """The [N, K, C] reference of a neighbourhood sum: gather every pair of nbr [N, K], zero the
+    empty ones, weight by a [N or 1, K or 1, H] (head(c) = c // (C // H)) and w [K, C] (or None),
+    sum over K."""
+    n, k = nbr.shape
+    c, h = v.shape[1], a.shape[2]
+    pairs = v[nbr.clamp(min=0)] * (nbr >= 0).unsqueeze(-1)  # [N, K, C]
+    weights = a.expand(n, k, h).repeat_interleave(c // h, dim=2)
+    if w is not None:
+        weights = weights * w
+    return (pairs * weights).sum(1)

@@ -9,7 +9,7 @@ import torch
 from lib.sparse import KernelRegion, SparseTensor
 from lib.sparse import mixing
 from lib.sparse import nn as snn
-from tests.sparse.dense_ref import random_coords
+from tests.sparse.dense_ref import gathered_aggregate, random_coords
 
 SUPPORTS = {
     "distinct": [KernelRegion.cube(3, 2), KernelRegion.cube(3), KernelRegion.plane("xz", 3)],
@@ -19,12 +19,8 @@ SUPPORTS = {
 
 
 def _reference(v, a, weights, tables, out_weight):
-    """sum_d a[:, d, head] * (w_d . v gathered [N, K, C], empty pairs zero) [@ out_weight.T]."""
-    n, c, heads = tables[0].shape[0], v.shape[1], a.shape[2]
-    y = 0
-    for d, (table, w) in enumerate(zip(tables, weights)):
-        pairs = v[table.clamp(min=0)] * (table >= 0).unsqueeze(-1)
-        y = y + (pairs * w).sum(1) * a.expand(n, -1, -1)[:, d].repeat_interleave(c // heads, dim=1)
+    """sum_d (element d's gathered [N, K, C] sum weighted by a[:, d]) [@ out_weight.T]."""
+    y = sum(gathered_aggregate(v, t, a[:, d:d + 1], w) for d, (t, w) in enumerate(zip(tables, weights)))
     return y if out_weight is None else y @ out_weight.t()
 
 

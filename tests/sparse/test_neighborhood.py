@@ -7,7 +7,7 @@ import torch
 from lib.sparse import KernelRegion, SparseTensor, masked_softmax, neighborhood_aggregate, pair_scores
 from lib.sparse import mixing, neighborhood
 from lib.sparse import nn as snn
-from tests.sparse.dense_ref import random_coords
+from tests.sparse.dense_ref import gathered_aggregate, random_coords
 
 REGIONS = [KernelRegion.cube(3), KernelRegion.cross(5), KernelRegion.plane("yz", 3, 2),
            KernelRegion.custom([(2, 0, 0), (0, 1, -1), (0, 0, 0)])]
@@ -16,17 +16,6 @@ REGIONS = [KernelRegion.cube(3), KernelRegion.cross(5), KernelRegion.plane("yz",
 def _table(region, seed=0, grid=6, density=0.35):
     coords = random_coords(2, grid, 1, density, seed)
     return snn.neighbor_table(SparseTensor(torch.zeros(len(coords), 1), coords, engine="torch"), region)
-
-
-def _naive_aggregate(v, nbr, a, w):
-    """The [N, K, C] reference: gather every pair, zero the empty ones, weight, sum over K."""
-    n, k = nbr.shape
-    c, h = v.shape[1], a.shape[2]
-    pairs = v[nbr.clamp(min=0)] * (nbr >= 0).unsqueeze(-1)  # [N, K, C]
-    weights = a.expand(n, k, h).repeat_interleave(c // h, dim=2)  # head(c) = c // (C // H)
-    if w is not None:
-        weights = weights * w
-    return (pairs * weights).sum(1)
 
 
 def _inputs(nbr, c, h, a_shape, with_w, seed=0):
@@ -48,7 +37,7 @@ def test_aggregate_matches_the_naive_gather_in_value_and_gradient(region, a_shap
     v, a, w = _inputs(nbr, 8, 4, a_shape, with_w)
     leaves = [t for t in (v, a, w) if t is not None]
     out = neighborhood_aggregate(v, nbr, a, w, chunk_rows=37)  # many chunks, a short last one
-    ref = _naive_aggregate(v, nbr, a, w)
+    ref = gathered_aggregate(v, nbr, a, w)
     torch.testing.assert_close(out, ref)
     up = torch.randn_like(ref)
     for got, want in zip(torch.autograd.grad(out, leaves, up), torch.autograd.grad(ref, leaves, up)):
@@ -117,7 +106,7 @@ def test_aggregate_never_holds_a_pair_tensor():
         impl().sum().backward()
 
     fused = peak(lambda: step(lambda: neighborhood_aggregate(v, nbr, a, w, chunk_rows=64)))
-    naive = peak(lambda: step(lambda: _naive_aggregate(v, nbr, a, w)))
+    naive = peak(lambda: step(lambda: gathered_aggregate(v, nbr, a, w)))
     assert pair_tensor > 10 * 2 ** 20 and naive > 2 * pair_tensor
     # output, the three gradients and a few chunk buffers: about a quarter of one pair tensor here
     assert fused < pair_tensor / 2
@@ -127,7 +116,7 @@ def test_aggregate_sources_may_differ_from_outputs():
     v = torch.randn(5, 2, dtype=torch.float64)
     nbr = torch.tensor([[4, -1, 0], [2, 2, -1]])
     a = torch.rand(2, 3, 1, dtype=torch.float64)
-    torch.testing.assert_close(neighborhood_aggregate(v, nbr, a), _naive_aggregate(v, nbr, a, None))
+    torch.testing.assert_close(neighborhood_aggregate(v, nbr, a), gathered_aggregate(v, nbr, a, None))
 
 
 def test_aggregate_bad_shapes_raise():
@@ -152,7 +141,7 @@ def test_aggregate_under_cpu_autocast_bf16():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = neighborhood_aggregate(v_bf, nbr, a, w, chunk_rows=20)
     assert out.dtype == torch.float32  # promoted from bf16 v and float32 a, w; computed in float32
-    ref = _naive_aggregate(v_bf.detach().float(), nbr, a.detach(), w.detach())
+    ref = gathered_aggregate(v_bf.detach().float(), nbr, a.detach(), w.detach())
     torch.testing.assert_close(out, ref)  # exact float32 arithmetic on the bf16 values
     out.sum().backward()
     assert v_bf.grad.dtype == torch.bfloat16 and a.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
@@ -244,7 +233,7 @@ def test_depthwise_region_conv_is_aggregate_with_unit_attention():
     region = KernelRegion.plane("xy")
     layer = snn.DepthwiseConv3d(4, region=region).double()
     nbr = snn.neighbor_table(x, region)
-    ref = _naive_aggregate(x.feats, nbr, torch.ones(1, 1, 1, dtype=torch.float64), layer.weight)
+    ref = gathered_aggregate(x.feats, nbr, torch.ones(1, 1, 1, dtype=torch.float64), layer.weight)
     torch.testing.assert_close(layer(x).feats, ref)
 
 
@@ -258,7 +247,7 @@ def test_head_weighted_depthwise_in_pieces_matches_the_naive_gather(monkeypatch,
     v, a, w = _inputs(nbr, 6, 3, a_shape, with_w, seed=12)
     leaves = [t for t in (v, a, w) if t is not None]
     out = neighborhood_aggregate(v, nbr, a, w)
-    ref = _naive_aggregate(v, nbr, a, w)
+    ref = gathered_aggregate(v, nbr, a, w)
     torch.testing.assert_close(out, ref)
     up = torch.randn_like(ref)
     for got, want in zip(torch.autograd.grad(out, leaves, up), torch.autograd.grad(ref, leaves, up)):
@@ -275,6 +264,6 @@ def test_tiled_pairs_are_rebuilt_when_the_table_changes_in_place():
     neighborhood_aggregate(v, nbr, a, w)  # caches the pair lists of nbr
     nbr = nbr.clone()
     nbr[nbr[:, 0] >= 0, 0] = -1
-    torch.testing.assert_close(neighborhood_aggregate(v, nbr, a, w), _naive_aggregate(v, nbr, a, w))
+    torch.testing.assert_close(neighborhood_aggregate(v, nbr, a, w), gathered_aggregate(v, nbr, a, w))
     nbr[:, 1] = -1  # in place on a table already seen
-    torch.testing.assert_close(neighborhood_aggregate(v, nbr, a, w), _naive_aggregate(v, nbr, a, w))
+    torch.testing.assert_close(neighborhood_aggregate(v, nbr, a, w), gathered_aggregate(v, nbr, a, w))
