@@ -66,6 +66,13 @@ def _conv_bn_relu(conv, channels, bn_momentum):
     return nn.Sequential(conv, snn.BatchNorm(channels, momentum=bn_momentum), snn.ReLU(inplace=True))
 
 
+def _one_hot_of_max(t: torch.Tensor) -> torch.Tensor:
+    """One-hot [N, H, D] of the largest entry along D (the first on ties), laid out like t. Not
+    F.one_hot(t.argmax(2)): on CPU, argmax over the middle axis of t's [N, D, H] memory took ~8x
+    longer than max(2), and one_hot's int64 [N, H, D] plus its cast as long again."""
+    return torch.zeros_like(t).scatter_(2, t.max(2).indices.unsqueeze(2), 1.0)
+
+
 def geometric_temperature(t_start: float, t_end: float, progress: float) -> float:
     """T_start^(1 - p) * T_end^p: geometric interpolation over training progress p in [0, 1]."""
     p = min(1.0, max(0.0, progress))
@@ -148,21 +155,29 @@ class CodedVTRBlock(nn.Module):
         """rho [N, D]: occupied fraction of each element's support around each voxel."""
         return torch.stack([occupancy(t) for t in tables], 1)
 
-    def choice_logits(self, h, tables) -> torch.Tensor:
-        """s [N, H, D] from the per-element convolutions q_d and the head-summed codebook weights.
-        Elements on one support (the discrete block's patterns) share one convolution and one
-        aggregation, their weights side by side (the same sums, one pass over the pairs)."""
+    def choice_convs_by_region(self):
+        """[(region, its elements, the elements' choice convolution weights side by side
+        [K, C, len(ds) * H])]: elements on one support (the discrete block's patterns) share one
+        convolution and one aggregation."""
+        return [(region, ds, torch.cat([self.choice_convs[d].weight for d in ds], 2))
+                for region, ds in self.by_region.items()]
+
+    def choice_logits(self, h, tables, qs=None) -> torch.Tensor:
+        """s [N, H, D] from the per-element convolutions q_d of h and the head-summed codebook
+        weights. qs: the convolutions' outputs [N, len(ds) * H] per region of
+        choice_convs_by_region() when already computed (forward runs them with the value's)."""
         heads = self.heads
+        by_region = self.choice_convs_by_region()
+        if qs is None:
+            qs = snn.subm_conv_many(h, [w for _, _, w in by_region], [r for r, _, _ in by_region])
         per_element = [None] * len(self.regions)
-        for region, ds in self.by_region.items():
-            conv_weight = torch.cat([self.choice_convs[d].weight for d in ds], 2)  # [K, C, len(ds) * H]
+        for (region, ds, _), q in zip(by_region, qs):
             head_sums = []
             for d in ds:
                 weight = self.codebook[d].weight
                 if self.detach_codebook_in_choice:
                     weight = weight.detach()
                 head_sums.append(weight.view(len(weight), heads, -1).sum(2))  # [K, H]
-            q = snn.subm_conv(h, conv_weight, region)  # [N, len(ds) * H]
             s = neighborhood_aggregate(q, tables[ds[0]], q.new_ones(1, 1, 1), torch.cat(head_sums, 1))
             for j, d in enumerate(ds):
                 per_element[d] = s[:, j * heads:(j + 1) * heads]
@@ -174,14 +189,14 @@ class CodedVTRBlock(nn.Module):
         if self.choice == "gumbel":
             log_pi = torch.log_softmax(s + prior, 2)
             if not self.training:
-                return F.one_hot(log_pi.argmax(2), s.shape[2]).to(s.dtype)
+                return _one_hot_of_max(log_pi)
             return F.gumbel_softmax(log_pi, tau=float(self.temperature), hard=True, dim=2)
         # softmax over the short D axis in the middle of [N, D, H] memory (vectorised along H):
         # over a last axis of size D it is several times slower on CPU
         soft = torch.softmax((s / self.temperature + prior).transpose(1, 2), 1).transpose(1, 2)
         if self.choice == "soft":
             return soft
-        hard = F.one_hot(soft.argmax(2), s.shape[2]).to(soft.dtype)
+        hard = _one_hot_of_max(soft)
         return hard + soft - soft.detach()
 
     def diversity_loss(self) -> torch.Tensor:
@@ -203,10 +218,10 @@ class CodedVTRBlock(nn.Module):
             y = y + (z * alpha[:, :, d:d + 1]).reshape(len(v), -1)
         return y
 
-    def mixing(self, h, tables) -> torch.Tensor:
-        """alpha [N, H, D] of h [N, planes] over the elements' neighbour tables."""
+    def mixing(self, h, tables, qs=None) -> torch.Tensor:
+        """alpha [N, H, D] of h [N, planes] over the elements' neighbour tables (qs: see choice_logits)."""
         rho = self.density(tables) if self.density_guidance else None
-        return self.mixing_weights(self.choice_logits(h, tables), rho)
+        return self.mixing_weights(self.choice_logits(h, tables, qs), rho)
 
     def attend(self, h):
         """Codebook attention of h [N, planes] -> (y [N, C'], alpha [N, H, D])."""
@@ -217,10 +232,17 @@ class CodedVTRBlock(nn.Module):
     def forward(self, x):
         h = x if self.proj is None else self.proj(x)
         tables = [neighbor_table(h, r) for r in self.regions]
-        alpha = self.mixing(h, tables)
         skip = x if self.shortcut is None else self.shortcut(x)
         conv3, expand = self.value
         if self.aggregate == "fused":
+            # the value's 3x3 conv and the choice convolutions all read h: one op, so h's gradient
+            # from them is one buffer (lib.sparse.nn.subm_conv_many)
+            by_region = self.choice_convs_by_region()
+            value_conv = conv3[0]
+            convs = snn.subm_conv_many(h, [value_conv.weight] + [w for _, _, w in by_region],
+                                       [value_conv.region] + [r for r, _, _ in by_region])
+            alpha = self.mixing(h, tables, convs[1:])
+            del convs[1:]
             # one op from the value's BN input to the output layer's 1x1 projection: v's BatchNorm +
             # ReLU applied to each gathered piece, the mixing and the projection tile by tile, so
             # neither v nor y [N, C'] ever exists whole; the 3x3 conv's activation is recomputed in
@@ -233,9 +255,11 @@ class CodedVTRBlock(nn.Module):
                                                  out_weight=self.out[0].module.weight,
                                                  norm=NormReLU.of(norm.module)))
 
-            pre_out, _ = conv_bn_relu_then(conv3, h, project)
+            # popped, so that without grad the 3x3 conv's output goes as soon as its BN has read it
+            pre_out, _ = bn_relu_then(conv3, h.replace(value_conv._finish(convs.pop())), project)
             out, _ = bn_relu_then(self.out, pre_out, lambda t: t.feats + skip.feats)
         else:
+            alpha = self.mixing(h, tables)
             (y, _), _ = conv_bn_relu_then(conv3, h, lambda t: conv_bn_relu_then(
                 expand, t, lambda v: self.mix(v, alpha, tables)))
             out = self.out(h.replace(y)).feats + skip.feats

@@ -28,7 +28,7 @@ import functools
 from typing import NamedTuple
 
 import torch
-from . import norm_relu
+from . import mixing_native, norm_relu
 from .kernel_map import table_derived
 
 # rows x C elements of one tile's buffers, and pairs of one piece. CPU: cache-sized (a few MiB);
@@ -177,14 +177,25 @@ class _Source:
         return self._finish(self.v[r0:r1], out)
 
 
+def _dtypes(v_dtype, a, out_weight, weights):
+    """(compute dtype, output dtype): the promoted dtype of the float inputs, the compute dtype at
+    least float32."""
+    dtypes = [a.dtype, *(w.dtype for w in weights)] + ([out_weight.dtype] if out_weight is not None else [])
+    out_dtype = functools.reduce(torch.promote_types, dtypes, v_dtype)
+    return torch.promote_types(out_dtype, torch.float32), out_dtype
+
+
+def _tile_rows(device, n, c):
+    return max(1, min(n, tile_rows_for(device, c)))
+
+
 def _setup(v, a, out_weight, weights, tables):
-    """What forward and backward both start from (call with autocast off): (N, C, H, compute
-    dtype, output dtype, tile rows, piece pairs, the groups, a and out_weight in the compute dtype)."""
-    float_inputs = [v, a, *weights] + ([out_weight] if out_weight is not None else [])
-    dtype = functools.reduce(torch.promote_types, [t.dtype for t in float_inputs], torch.float32)
-    out_dtype = functools.reduce(torch.promote_types, [t.dtype for t in float_inputs[1:]], v.dtype)
+    """What forward and backward both start from on the tensor-op path (call with autocast off):
+    (N, C, H, compute dtype, output dtype, tile rows, piece pairs, the groups, a and out_weight in
+    the compute dtype)."""
+    dtype, out_dtype = _dtypes(v.dtype, a, out_weight, weights)
     n, c, heads = tables[0].shape[0], v.shape[1], a.shape[2]
-    tile = max(1, min(n, tile_rows_for(v.device, c)))
+    tile = _tile_rows(v.device, n, c)
     piece = PIECE_PAIRS.get(v.device.type, PIECE_PAIRS["cuda"])
     groups = _groups(tables, [tiled_pairs(t, tile) for t in tables], weights, a, heads, dtype)
     w_out = None if out_weight is None else out_weight.to(dtype)
@@ -213,6 +224,28 @@ class _MixedDepthwise(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v, a, out_weight, norm_weight, norm_bias, norm, tables, *weights):
         dev = v.device
+        ctx.native = mixing_native.active(dev, _dtypes(v.dtype, a, out_weight, weights)[0])
+        if ctx.native:
+            dtype, out_dtype = _dtypes(v.dtype, a, out_weight, weights)
+            with torch.autocast(device_type=dev.type, enabled=False):
+                out, stats = mixing_native.forward(v, a.to(dtype), weights, tables,
+                                                   None if out_weight is None else out_weight.to(dtype), norm,
+                                                   dtype, a.shape[2], _tile_rows(dev, tables[0].shape[0], v.shape[1]))
+        else:
+            out, stats, out_dtype = _MixedDepthwise._forward(v, a, out_weight, norm, tables, weights)
+        # v is read again in backward only for the gradients of a, the weights, out_weight or a norm:
+        # not when only v itself needs one (a choice logit's aggregation with fixed weights)
+        needs = ctx.needs_input_grad
+        keep_v = norm is not None or needs[1] or needs[2] or any(needs[7:])
+        ctx.save_for_backward(v if keep_v else None, a, out_weight, norm_weight, norm_bias,
+                              *(stats or (None, None)), *tables, *weights)
+        ctx.n_tables, ctx.norm, ctx.v_meta = len(tables), norm, (v.shape, v.dtype)
+        return out.to(out_dtype)
+
+    @staticmethod
+    def _forward(v, a, out_weight, norm, tables, weights):
+        """The tensor-op forward: (out in the compute dtype, the norm's statistics, output dtype)."""
+        dev = v.device
         with torch.autocast(device_type=dev.type, enabled=False):
             n, c, heads, dtype, out_dtype, tile, piece, groups, a_c, w_out = _setup(v, a, out_weight, weights, tables)
             stats = None if norm is None else norm_relu.statistics(v, norm, dtype, tile)
@@ -239,14 +272,7 @@ class _MixedDepthwise(torch.autograd.Function):
                     acc.index_add_(0, local, x)
                 if w_out is not None:
                     torch.mm(acc, w_out.t(), out=out[r0:r1])
-        # v is read again in backward only for the gradients of a, the weights, out_weight or a norm:
-        # not when only v itself needs one (a choice logit's aggregation with fixed weights)
-        needs = ctx.needs_input_grad
-        keep_v = norm is not None or needs[1] or needs[2] or any(needs[7:])
-        ctx.save_for_backward(v if keep_v else None, a, out_weight, norm_weight, norm_bias,
-                              *(stats or (None, None)), *tables, *weights)
-        ctx.n_tables, ctx.norm, ctx.v_meta = len(tables), norm, (v.shape, v.dtype)
-        return out.to(out_dtype)
+        return out, stats, out_dtype
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -256,10 +282,37 @@ class _MixedDepthwise(torch.autograd.Function):
         need_w = ctx.needs_input_grad[7:]
         norm = ctx.norm
         need_v = need_v or (norm is not None and (need_nw or need_nb))
-        use_x = need_a or need_out or any(need_w)  # the loop reads the source features
         v_shape, v_dtype = ctx.v_meta
+        v_kept = v
         if v is None:  # not kept (see forward): a stand-in that gives the layout
             v = torch.empty(0, v_shape[1], dtype=v_dtype, device=grad_out.device)
+        dev = v.device
+        if ctx.native:
+            with torch.autocast(device_type=dev.type, enabled=False):
+                dtype = _dtypes(v_dtype, a, out_weight, weights)[0]
+                grad_v, grad_a, grad_w, grad_w_out, grad_nw, grad_nb = mixing_native.backward(
+                    grad_out, v_kept, v_shape, a.to(dtype), weights, tables,
+                    None if out_weight is None else out_weight.to(dtype), norm,
+                    None if mean is None else (mean, invstd), (need_v, need_a, need_out, need_w), dtype,
+                    a.shape[2], _tile_rows(dev, tables[0].shape[0], v_shape[1]))
+        else:
+            grad_v, grad_a, grad_w, grad_w_out, grad_nw, grad_nb = _MixedDepthwise._backward(
+                grad_out, v, v_shape, a, out_weight, norm, mean, invstd, tables, weights,
+                (need_v, need_a, need_out, need_w))
+        return (None if grad_v is None else grad_v.to(v_dtype),
+                None if grad_a is None else grad_a.to(a.dtype),
+                None if grad_w_out is None else grad_w_out.to(out_weight.dtype),
+                None if grad_nw is None or norm_weight is None else grad_nw.to(norm_weight.dtype),
+                None if grad_nb is None or norm_bias is None else grad_nb.to(norm_bias.dtype),
+                None, None,
+                *(None if gw is None else gw.to(w.dtype) for gw, w in zip(grad_w, weights)))
+
+    @staticmethod
+    def _backward(grad_out, v, v_shape, a, out_weight, norm, mean, invstd, tables, weights, needs):
+        """The tensor-op backward: (grad_v, grad_a, grad_w list, grad_out_weight, the norm's weight
+        and bias grads) in the compute dtype, None where not needed."""
+        need_v, need_a, need_out, need_w = needs
+        use_x = need_a or need_out or any(need_w)  # the loop reads the source features
         dev = v.device
         with torch.autocast(device_type=dev.type, enabled=False):
             n, c, heads, dtype, _, tile, piece, groups, a_c, w_out = _setup(v, a, out_weight, weights, tables)
@@ -320,13 +373,7 @@ class _MixedDepthwise(torch.autograd.Function):
                 grad_a = grad_rows.sum(0, keepdim=True) if a.shape[0] == 1 else grad_rows
             if norm is not None and grad_v is not None:  # activation's gradient -> the BN input's
                 grad_v, grad_nw, grad_nb = norm_relu.backward_(grad_v, v, norm, mean, invstd, tile, gy_buf)
-        return (None if grad_v is None else grad_v.to(v.dtype),
-                None if grad_a is None else grad_a.to(a.dtype),
-                None if grad_w_out is None else grad_w_out.to(out_weight.dtype),
-                None if grad_nw is None or norm_weight is None else grad_nw.to(norm_weight.dtype),
-                None if grad_nb is None or norm_bias is None else grad_nb.to(norm_bias.dtype),
-                None, None,
-                *(None if gw is None else gw.to(w.dtype) for gw, w in zip(grad_w, weights)))
+        return grad_v, grad_a, grad_w, grad_w_out, grad_nw, grad_nb
 
 
 def _weight_and_mix_grads(group, prod, a_rows, k, local, grad_w, grad_tile, shared_sum, tmp, ones, w_rows=None):

@@ -69,6 +69,17 @@ def subm_conv(x: SparseTensor, weight: torch.Tensor, region: KernelRegion) -> to
     return x.engine(_grad_needed()).subm_conv(x, weight, *cube)
 
 
+def subm_conv_many(x: SparseTensor, weights, regions) -> list:
+    """[subm_conv(x, w, r) for w, r in zip(weights, regions)], as one op where all of them run on
+    the torch engine (its engine, or regions that are not cubes): x's gradient is then one buffer
+    that every convolution adds into, not one [N, Cin] tensor per convolution summed by autograd."""
+    weights, regions = list(weights), list(regions)
+    engine = x.engine(_grad_needed())
+    if engine.name != "torch" and any(r.as_cube() is not None for r in regions):
+        return [subm_conv(x, w, r) for w, r in zip(weights, regions)]
+    return torch_engine.conv_many(x.feats, weights, [x.ctx.kernel_map(x.stride, r) for r in regions])
+
+
 class SubMConv3d(_ConvBase):
     """Submanifold convolution: output coordinates = input coordinates, weight [K, Cin, Cout].
 

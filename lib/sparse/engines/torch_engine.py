@@ -86,12 +86,12 @@ def _add_xt_g(dst: torch.Tensor, x: torch.Tensor, g: torch.Tensor) -> None:
 def _autocast_off(backward):
     """Run a backward with autocast off on the gradient's device (it may be called inside an
     autocast region; the forward ran with it off, on operands of one dtype)."""
-    def run(ctx, grad_out):
-        device = grad_out.device.type
+    def run(ctx, *grad_outs):
+        device = next(g for g in grad_outs if g is not None).device.type
         if not torch.amp.is_autocast_available(device):
-            return backward(ctx, grad_out)
+            return backward(ctx, *grad_outs)
         with torch.autocast(device, enabled=False):
-            return backward(ctx, grad_out)
+            return backward(ctx, *grad_outs)
     return run
 
 
@@ -138,21 +138,35 @@ def _max_pairs(kmap: KernelMap) -> int:
     return max((i.numel() for k, i in enumerate(kmap.in_idx) if k != kmap.center), default=0)
 
 
-def _conv_chunked(out: torch.Tensor, xs: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> None:
-    """out += the non-centre pairs, chunk by chunk: gather, one GEMM per offset, one CSR product."""
+def _conv_chunked(outs, xs: torch.Tensor, weights, kmap: KernelMap) -> None:
+    """outs[d] += the non-centre pairs by weights[d], chunk by chunk: one gather of the chunk's
+    rows for all the weights, then per weight one GEMM per offset and one CSR product."""
+    # Narrow outputs (a choice logit's few per-head scalars): the GEMMs run transposed, W[k]^T @ rows^T,
+    # then one transposing copy per chunk; MKL on one thread took ~4x longer on rows @ W[k] with
+    # Cout = 8, Cin = 64 (600 rows: 45 us against 13 us)
+    narrow = [w.shape[2] < w.shape[1] for w in weights]
+    weights_t = [w.transpose(1, 2).contiguous() if n else None for w, n in zip(weights, narrow)]
+
     def run(chunks):
         # chunks own disjoint output rows, so the threads never write the same row
         m_max = max((c.in_idx.numel() for c in chunks), default=0)
-        gathered = xs.new_empty(m_max, weight.shape[1])
-        product = xs.new_empty(m_max, weight.shape[2])
+        gathered = xs.new_empty(m_max, xs.shape[1])
+        products = [xs.new_empty(m_max, w.shape[2]) for w in weights]
+        products_t = [xs.new_empty(w.shape[2], m_max) if n else None for w, n in zip(weights, narrow)]
         for c in chunks:
             m = c.in_idx.numel()
             torch.index_select(xs, 0, c.in_idx, out=gathered[:m])
-            for k, a, b in c.segments:
-                torch.mm(gathered[a:b], weight[k], out=product[a:b])
-            out[c.r0:c.r1].addmm_(c.scatter, product[:m])
+            for out, weight, weight_t, product, product_t in zip(outs, weights, weights_t, products, products_t):
+                for k, a, b in c.segments:
+                    if weight_t is not None:
+                        torch.mm(weight_t[k], gathered[a:b].t(), out=product_t[:, a:b])
+                    else:
+                        torch.mm(gathered[a:b], weight[k], out=product[a:b])
+                if weight_t is not None:
+                    product[:m].copy_(product_t[:, :m].t())
+                out[c.r0:c.r1].addmm_(c.scatter, product[:m])
 
-    _run_split(run, _chunks(kmap, weight))
+    _run_split(run, _chunks(kmap, weights[0]))
 
 
 def _conv_per_offset(out: torch.Tensor, xs: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> None:
@@ -170,33 +184,42 @@ def _conv_per_offset(out: torch.Tensor, xs: torch.Tensor, weight: torch.Tensor, 
         out.index_add_(0, kmap.out_idx[k], product[:m])
 
 
-def _backward_chunked(grad_x, grad_w, xs, gs, weight, kmap: KernelMap) -> None:
-    """Non-centre pairs of the backward pass, chunked by input row (the transposed map's outputs):
-    grad_x[i] += gs[o] @ W[k]^T and grad_w[k] += xs[i]^T @ gs[o] share one gather of gs."""
+def _backward_chunked(grad_x, grad_ws, xs, gss, weights, kmap: KernelMap) -> None:
+    """Non-centre pairs of the backward pass of the convolutions of xs by weights[d] over one map,
+    chunked by input row (the transposed map's outputs): grad_x[i] += sum_d gss[d][o] @ W_d[k]^T
+    and grad_ws[d][k] += xs[i]^T @ gss[d][o]; one gather of xs's rows serves every weight gradient,
+    one gather of each gss[d] both of its products, one scatter all of grad_x's."""
     def run(chunks):
-        # grad_x rows are disjoint between chunks; each thread sums its own weight gradient
+        # grad_x rows are disjoint between chunks; each thread sums its own weight gradients
         m_max = max((c.in_idx.numel() for c in chunks), default=0)
-        g_rows = gs.new_empty(m_max, gs.shape[1])
+        g_rows = [gs.new_empty(m_max, gs.shape[1]) for gs in gss]
         x_rows = xs.new_empty(m_max, xs.shape[1])
         product = xs.new_empty(m_max, xs.shape[1])
-        part_w = None if grad_w is None else torch.zeros_like(grad_w)
+        parts_w = [None if gw is None else torch.zeros_like(gw) for gw in grad_ws]
+        any_w = any(p is not None for p in parts_w)
         for c in chunks:
             m = c.in_idx.numel()
-            torch.index_select(gs, 0, c.in_idx, out=g_rows[:m])
-            if part_w is not None:
+            for gs, rows in zip(gss, g_rows):
+                torch.index_select(gs, 0, c.in_idx, out=rows[:m])
+            if any_w:
                 torch.index_select(xs, 0, c.out_idx, out=x_rows[:m])
             for k, a, b in c.segments:
-                if part_w is not None:
-                    _add_xt_g(part_w[k], x_rows[a:b], g_rows[a:b])
-                if grad_x is not None:
-                    torch.mm(g_rows[a:b], weight[k].t(), out=product[a:b])
+                for d, (weight, rows, part_w) in enumerate(zip(weights, g_rows, parts_w)):
+                    if part_w is not None:
+                        _add_xt_g(part_w[k], x_rows[a:b], rows[a:b])
+                    if grad_x is not None:
+                        if d == 0:
+                            torch.mm(rows[a:b], weight[k].t(), out=product[a:b])
+                        else:
+                            product[a:b].addmm_(rows[a:b], weight[k].t())
             if grad_x is not None:
                 grad_x[c.r0:c.r1].addmm_(c.scatter, product[:m])
-        return part_w
+        return parts_w
 
-    for part_w in _run_split(run, _chunks(kmap.transposed(), weight)):
-        if part_w is not None:
-            grad_w += part_w
+    for parts_w in _run_split(run, _chunks(kmap.transposed(), weights[0])):
+        for gw, part_w in zip(grad_ws, parts_w):
+            if part_w is not None:
+                gw += part_w
 
 
 def _backward_per_offset(grad_x, grad_w, xs, gs, weight, kmap: KernelMap) -> None:
@@ -217,45 +240,87 @@ def _backward_per_offset(grad_x, grad_w, xs, gs, weight, kmap: KernelMap) -> Non
             grad_x.index_add_(0, src, product[:m])
 
 
+def _mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x @ w. For narrow w (Cout < Cin), (w^T @ x^T)^T: MKL on one thread took ~4x longer on the
+    direct product with Cout = 8, Cin = 64 (a CodedVTR choice convolution's centre)."""
+    if w.shape[1] < w.shape[0]:
+        return torch.mm(w.t(), x.t()).t().contiguous()
+    return torch.mm(x, w)
+
+
 class _SparseConv(torch.autograd.Function):
-    """out[out_idx[k]] += feats[in_idx[k]] @ weight[k]; feats [N_in, Cin], weight [K, Cin, Cout].
+    """For each pair (weight_d, kmap_d) of convolutions reading the same input:
+    out_d[out_idx[k]] += feats[in_idx[k]] @ weight_d[k]; feats [N_in, Cin], weight_d [K_d, Cin, Cout_d].
 
     Gathered rows and GEMM results go through working buffers of at most one chunk (CPU) or one
-    offset (elsewhere) of pairs, never O(all pairs * C).
+    offset (elsewhere) of pairs, never O(all pairs * C). The maps must share their input (and, for
+    more than one, output) row order, which submanifold maps of one coordinate set do: then the
+    gradient of feats is one buffer that every convolution adds into (one [N_in, Cin] tensor, not
+    one per convolution plus the sums autograd would make of them).
     """
 
     @staticmethod
-    def forward(ctx, feats, weight, kmap: KernelMap):
-        xs = _positions(feats, kmap.in_order)
-        ctx.save_for_backward(xs, weight)
-        ctx.kmap = kmap
-        if kmap.center is not None:
-            out = torch.mm(xs, weight[kmap.center])
-        else:
-            out = xs.new_zeros(kmap.n_out, weight.shape[2])
-        (_conv_chunked if _cpu_float(xs) else _conv_per_offset)(out, xs, weight, kmap)
-        return out if kmap.out_order is None else out.index_select(0, kmap.out_inverse)
+    def forward(ctx, feats, kmaps, *weights):
+        ctx.set_materialize_grads(False)
+        xs = _positions(feats, kmaps[0].in_order)
+        ctx.save_for_backward(xs, *weights)
+        ctx.kmaps = kmaps
+        outs = []
+        for weight, kmap in zip(weights, kmaps):
+            if kmap.center is not None:
+                outs.append(_mm(xs, weight[kmap.center]))
+            else:
+                outs.append(xs.new_zeros(kmap.n_out, weight.shape[2]))
+        for kmap, ds in _by_map(kmaps, range(len(kmaps))):
+            if _cpu_float(xs):  # one gather per chunk for all the weights on this map
+                _conv_chunked([outs[d] for d in ds], xs, [weights[d] for d in ds], kmap)
+            else:
+                for d in ds:
+                    _conv_per_offset(outs[d], xs, weights[d], kmap)
+        return tuple(out if kmap.out_order is None else out.index_select(0, kmap.out_inverse)
+                     for out, kmap in zip(outs, kmaps))
 
     @staticmethod
     @_autocast_off
-    def backward(ctx, grad_out):
-        xs, weight = ctx.saved_tensors
-        kmap = ctx.kmap
-        gs = _positions(grad_out, kmap.out_order)
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.zeros_like(weight)
-            if kmap.center is not None:
-                _add_xt_g(grad_w[kmap.center], xs, gs)
-        if ctx.needs_input_grad[0]:
-            if kmap.center is not None:
-                grad_x = torch.mm(gs, weight[kmap.center].t())
+    def backward(ctx, *grad_outs):
+        xs, *weights = ctx.saved_tensors
+        kmaps = ctx.kmaps
+        need_x, need_ws = ctx.needs_input_grad[0], ctx.needs_input_grad[2:]
+        live = [d for d, g in enumerate(grad_outs) if g is not None]
+        gss = {d: _positions(grad_outs[d], kmaps[d].out_order) for d in live}
+        grad_x = None
+        grad_ws = [None] * len(weights)
+        for d in live:
+            weight, kmap = weights[d], kmaps[d]
+            if need_ws[d]:
+                grad_ws[d] = torch.zeros_like(weight)
+                if kmap.center is not None:
+                    _add_xt_g(grad_ws[d][kmap.center], xs, gss[d])
+            if need_x and kmap.center is not None:
+                if grad_x is None:
+                    grad_x = torch.mm(gss[d], weight[kmap.center].t())
+                else:
+                    grad_x.addmm_(gss[d], weight[kmap.center].t())
+        if need_x and grad_x is None and live:
+            grad_x = xs.new_zeros(kmaps[0].n_in, xs.shape[1])
+        for kmap, ds in _by_map(kmaps, live):
+            if _cpu_float(xs):  # one gather per chunk for all the gradients on this map
+                _backward_chunked(grad_x, [grad_ws[d] for d in ds], xs, [gss[d] for d in ds],
+                                  [weights[d] for d in ds], kmap)
             else:
-                grad_x = xs.new_zeros(kmap.n_in, weight.shape[1])
-        (_backward_chunked if _cpu_float(xs) else _backward_per_offset)(grad_x, grad_w, xs, gs, weight, kmap)
-        if grad_x is not None and kmap.in_order is not None:
-            grad_x = grad_x.index_select(0, kmap.in_inverse)
-        return grad_x, grad_w, None
+                for d in ds:
+                    _backward_per_offset(grad_x, grad_ws[d], xs, gss[d], weights[d], kmap)
+        if grad_x is not None and kmaps[0].in_order is not None:
+            grad_x = grad_x.index_select(0, kmaps[0].in_inverse)
+        return (grad_x, None, *grad_ws)
+
+
+def _by_map(kmaps, indices):
+    """[(map, [indices of the entries on it])] in first-seen order, maps compared by identity."""
+    groups = {}
+    for d in indices:
+        groups.setdefault(id(kmaps[d]), (kmaps[d], []))[1].append(d)
+    return list(groups.values())
 
 
 class _DepthwiseConv(torch.autograd.Function):
@@ -300,7 +365,21 @@ class _DepthwiseConv(torch.autograd.Function):
 
 def conv(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
     """Sparse convolution by a kernel map: feats [N_in, Cin], weight [K, Cin, Cout] -> [N_out, Cout]."""
-    return _apply(_SparseConv, feats, weight, kmap)
+    return conv_many(feats, [weight], [kmap])[0]
+
+
+def conv_many(feats: torch.Tensor, weights, kmaps) -> list:
+    """[conv(feats, w, m) for w, m in zip(weights, kmaps)] as one op where the maps share their row
+    orders (submanifold maps of one coordinate set): one gradient buffer for feats."""
+    weights, kmaps = list(weights), list(kmaps)
+    first = kmaps[0]
+    if any(m.in_order is not first.in_order or m.out_order is not first.out_order for m in kmaps[1:]):
+        return [conv(feats, w, m) for w, m in zip(weights, kmaps)]
+    dtype = _autocast_dtype(feats)
+    if dtype is None:
+        return list(_SparseConv.apply(feats, tuple(kmaps), *weights))
+    with torch.autocast(feats.device.type, enabled=False):
+        return list(_SparseConv.apply(feats.to(dtype), tuple(kmaps), *(w.to(dtype) for w in weights)))
 
 
 def depthwise(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
