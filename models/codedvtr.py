@@ -257,7 +257,9 @@ class CodedVTRBlock(nn.Module):
 
             # popped, so that without grad the 3x3 conv's output goes as soon as its BN has read it
             pre_out, _ = bn_relu_then(conv3, h.replace(value_conv._finish(convs.pop())), project)
-            out, _ = bn_relu_then(self.out, pre_out, lambda t: t.feats + skip.feats)
+            # the residual added in place: the ReLU's saved output is recomputed from the BN input
+            # in backward, so nothing reads the activation before the addition
+            out, _ = bn_relu_then(self.out, pre_out, lambda t: t.feats.add_(skip.feats))
         else:
             alpha = self.mixing(h, tables)
             (y, _), _ = conv_bn_relu_then(conv3, h, lambda t: conv_bn_relu_then(

@@ -42,13 +42,19 @@ class _Marker:
 @contextlib.contextmanager
 def recompute_in_backward(t: torch.Tensor, fn):
     """Inside this block, an op that saves t (same storage, shape, dtype) for backward saves a marker;
-    backward calls fn() (run under no_grad: it must return t's values) where t was saved. Views or
+    backward calls fn() (run under no_grad: it must return t's values) the first time t is read,
+    and every later read gets that result. Views or
     casts of t are saved as usual. Blocks nest; the saved-tensor hooks of the innermost one see all."""
     entries = _active.__dict__.setdefault("entries", [])
+    # every op that saved t reads one recomputation (an activation read by a ReLU and by the next
+    # layer would otherwise be recomputed twice); it lives as long as the markers that hold it
+    cache = []
 
     def regenerate():
-        with torch.no_grad():
-            return fn()
+        if not cache:
+            with torch.no_grad():
+                cache.append(fn())
+        return cache[0]
 
     entries.append((_key(t), regenerate))
     try:
