@@ -17,7 +17,7 @@ from . import native, norm_relu
 from .kernel_map import table_derived
 
 MODES = ("auto", "native", "torch")
-_ABI = 2
+_ABI = 3
 
 
 def mode() -> str:

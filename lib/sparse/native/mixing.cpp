@@ -41,19 +41,48 @@ struct Op {
 
 constexpr int64_t kAhead = 8;  // pairs
 
-// Flat loops over a call's channels, no aliasing, so that they vectorise whole.
+// Flat loops over a call's channels. Their arrays never overlap: `ivdep` tells the compiler so,
+// where it would otherwise test every pair of pointers at each call (slower than the loop itself).
 template <typename T>
 inline void mul(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ b, int64_t n) {
+#pragma GCC ivdep
     for (int64_t c = 0; c < n; ++c) out[c] = a[c] * b[c];
 }
 template <typename T>
 inline void add_mul(T* __restrict__ acc, const T* __restrict__ a, const T* __restrict__ b, int64_t n) {
+#pragma GCC ivdep
     for (int64_t c = 0; c < n; ++c) acc[c] += a[c] * b[c];
 }
-template <typename T>
-inline void add_mul3(T* __restrict__ acc, const T* __restrict__ a, const T* __restrict__ b,
-                     const T* __restrict__ x, int64_t n) {
-    for (int64_t c = 0; c < n; ++c) acc[c] += a[c] * b[c] * x[c];
+// One pair of a one-element group, all in one pass over the channels (the common case, CodedVTR's
+// elements on supports of their own): x = v or relu(v * s + b) is formed in registers, never stored.
+template <typename T, bool Norm>
+inline T source_value(const T* __restrict__ v, const T* __restrict__ s, const T* __restrict__ b, int64_t c) {
+    if (!Norm) return v[c];
+    const T z = v[c] * s[c] + b[c];
+    return z > T(0) ? z : T(0);
+}
+
+template <typename T, bool Norm>
+inline void pair_forward(int64_t n, const T* __restrict__ v, const T* __restrict__ s, const T* __restrict__ b,
+                         const T* __restrict__ a, const T* __restrict__ w, T* __restrict__ acc) {
+#pragma GCC ivdep
+    for (int64_t c = 0; c < n; ++c) acc[c] += a[c] * w[c] * source_value<T, Norm>(v, s, b, c);
+}
+
+// y += a w x; gx += a w g; gw += a x g; gz += w x g (gz: the row's per-channel sums for a's gradient)
+template <typename T, bool Norm>
+inline void pair_backward(int64_t n, const T* __restrict__ v, const T* __restrict__ s, const T* __restrict__ b,
+                          const T* __restrict__ a, const T* __restrict__ w, const T* __restrict__ g,
+                          T* __restrict__ y, T* __restrict__ gx, T* __restrict__ gw, T* __restrict__ gz) {
+#pragma GCC ivdep
+    for (int64_t c = 0; c < n; ++c) {
+        const T x = source_value<T, Norm>(v, s, b, c);
+        const T aw = a[c] * w[c], xg = x * g[c];
+        y[c] += aw * x;
+        gx[c] += aw * g[c];
+        gw[c] += a[c] * xg;
+        gz[c] += w[c] * xg;
+    }
 }
 
 // One call's work on the channels of heads [h0, h1): per row, each element's mixing weight is
@@ -76,6 +105,7 @@ struct Worker {
         const T* __restrict__ s = static_cast<const T*>(op.scale) + c0;
         const T* __restrict__ b = static_cast<const T*>(op.shift) + c0;
         T* __restrict__ out = xbuf.data();
+#pragma GCC ivdep
         for (int64_t c = 0; c < width; ++c) {
             const T z = row[c] * s[c] + b[c];
             out[c] = z > T(0) ? z : T(0);
@@ -115,11 +145,13 @@ struct Worker {
     bool single(int64_t g) const { return op.group_begin[g + 1] - op.group_begin[g] == 1; }
 };
 
-template <typename T>
+template <typename T, bool Norm>
 void forward(const Op& op, int64_t r0, int64_t r1, int64_t h0, int64_t h1, T* out) {
     Worker<T> wk(op, h0, h1);
     const int64_t w = wk.width;
     const T* v = static_cast<const T*>(op.v);
+    const T* scale = Norm ? static_cast<const T*>(op.scale) + wk.c0 : nullptr;
+    const T* shift = Norm ? static_cast<const T*>(op.shift) + wk.c0 : nullptr;
     for (int64_t i = r0; i < r1; ++i) {
         T* acc = out + (i - r0) * op.channels + wk.c0;
         std::fill_n(acc, w, T(0));
@@ -132,11 +164,11 @@ void forward(const Op& op, int64_t r0, int64_t r1, int64_t h0, int64_t h1, T* ou
             const int64_t d0 = op.elems[op.group_begin[g]];
             for (int64_t p = op.begin[g][i], p1 = op.begin[g][i + 1]; p < p1; ++p) {
                 wk.prefetch(v, js, p, end, false);
-                const T* x = wk.source(js[p]);
                 if (one) {
-                    add_mul3(acc, wk.a_of(d0), wk.weight_row(d0, ks[p]), x, w);
+                    pair_forward<T, Norm>(w, v + int64_t(js[p]) * op.channels + wk.c0, scale, shift, wk.a_of(d0),
+                                          wk.weight_row(d0, ks[p]), acc);
                 } else {
-                    add_mul(acc, wk.combined(g, ks[p]), x, w);
+                    add_mul(acc, wk.combined(g, ks[p]), wk.source(js[p]), w);
                 }
             }
         }
@@ -146,15 +178,21 @@ void forward(const Op& op, int64_t r0, int64_t r1, int64_t h0, int64_t h1, T* ou
 // gy [r1 - r0, C]: the gradient of y's rows. Each output may be null (not wanted):
 // y [r1 - r0, C] the recomputed rows (overwritten); grad_x [M, C], grad_a [rows of a, D, H] (row
 // stride ga_stride, 0 when a is shared) and grad_w[d] [K_d, C] are accumulated into.
-template <typename T>
+template <typename T, bool Norm>
 void backward(const Op& op, int64_t r0, int64_t r1, int64_t h0, int64_t h1, const T* gy, T* y,
               T* grad_x, T* grad_a, int64_t ga_stride, T* const* grad_w) {
     Worker<T> wk(op, h0, h1);
     const int64_t w = wk.width, c0 = wk.c0, C = op.channels;
-    bool any_w = false;
-    for (int64_t d = 0; d < wk.elements; ++d) any_w = any_w || grad_w[d];
+    bool any_w = false, all_w = true;
+    for (int64_t d = 0; d < wk.elements; ++d) {
+        any_w = any_w || grad_w[d];
+        all_w = all_w && grad_w[d];
+    }
     const bool need_x = y || grad_a || any_w, need_prod = grad_a || any_w;
+    const bool everything = y && grad_x && grad_a && all_w;  // training: the fused pair pass
     const T* v = static_cast<const T*>(op.v);
+    const T* scale = Norm ? static_cast<const T*>(op.scale) + c0 : nullptr;
+    const T* shift = Norm ? static_cast<const T*>(op.shift) + c0 : nullptr;
     T* prod = wk.prod.data();
     for (int64_t i = r0; i < r1; ++i) {
         const T* gi = gy + (i - r0) * C + c0;
@@ -171,6 +209,12 @@ void backward(const Op& op, int64_t r0, int64_t r1, int64_t h0, int64_t h1, cons
                 const int64_t k = ks[p], j = js[p];
                 if (need_x) wk.prefetch(v, js, p, end, false);
                 if (grad_x) wk.prefetch(grad_x, js, p, end, true);
+                if (everything && e1 - e0 == 1) {
+                    const int64_t d = op.elems[e0];
+                    pair_backward<T, Norm>(w, v + j * C + c0, scale, shift, wk.a_of(d), wk.weight_row(d, k), gi, yi,
+                                           grad_x + j * C + c0, grad_w[d] + k * C + c0, wk.ga_exp.data() + d * w);
+                    continue;
+                }
                 const T* x = need_x ? wk.source(j) : nullptr;
                 if (yi || grad_x) {
                     const T* weff = wk.combined(g, k);
@@ -199,24 +243,26 @@ void backward(const Op& op, int64_t r0, int64_t r1, int64_t h0, int64_t h1, cons
 
 extern "C" {
 
-int voxseg_mixing_abi() { return 2; }
+int voxseg_mixing_abi() { return 3; }
 
 void voxseg_mixing_forward_f32(const Op* op, int64_t r0, int64_t r1, int64_t h0, int64_t h1, float* out) {
-    forward<float>(*op, r0, r1, h0, h1, out);
+    (op->scale ? forward<float, true> : forward<float, false>)(*op, r0, r1, h0, h1, out);
 }
 
 void voxseg_mixing_forward_f64(const Op* op, int64_t r0, int64_t r1, int64_t h0, int64_t h1, double* out) {
-    forward<double>(*op, r0, r1, h0, h1, out);
+    (op->scale ? forward<double, true> : forward<double, false>)(*op, r0, r1, h0, h1, out);
 }
 
 void voxseg_mixing_backward_f32(const Op* op, int64_t r0, int64_t r1, int64_t h0, int64_t h1, const float* gy,
                                 float* y, float* grad_x, float* grad_a, int64_t ga_stride, float* const* grad_w) {
-    backward<float>(*op, r0, r1, h0, h1, gy, y, grad_x, grad_a, ga_stride, grad_w);
+    (op->scale ? backward<float, true> : backward<float, false>)(*op, r0, r1, h0, h1, gy, y, grad_x, grad_a,
+                                                                 ga_stride, grad_w);
 }
 
 void voxseg_mixing_backward_f64(const Op* op, int64_t r0, int64_t r1, int64_t h0, int64_t h1, const double* gy,
                                 double* y, double* grad_x, double* grad_a, int64_t ga_stride, double* const* grad_w) {
-    backward<double>(*op, r0, r1, h0, h1, gy, y, grad_x, grad_a, ga_stride, grad_w);
+    (op->scale ? backward<double, true> : backward<double, false>)(*op, r0, r1, h0, h1, gy, y, grad_x, grad_a,
+                                                                   ga_stride, grad_w);
 }
 
 }  // extern "C"
