@@ -9,7 +9,7 @@ from torch import nn
 from lib.profiler.meter import MemoryTimeline
 from lib.sparse import SparseTensor
 from lib.sparse import nn as snn
-from models.recompute import conv_bn_relu_then
+from models.recompute import conv_bn_relu_then, recompute_in_backward
 from tests.sparse.dense_ref import random_coords
 
 
@@ -60,6 +60,27 @@ def test_the_activation_is_not_kept_after_forward():
         del y
     activation = n * c * 4
     assert kept[0] - kept[1] >= 0.9 * activation
+
+
+def test_an_activation_read_by_two_ops_is_recomputed_once():
+    """A ReLU and the next layer both save the activation: backward runs the recomputation once
+    and both read its result (the gradient equals the stored-activation one)."""
+    x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    calls = []
+
+    def again():
+        calls.append(1)
+        return torch.relu(x * 2)
+
+    act = x * 2
+    with recompute_in_backward(act, again):
+        y = torch.relu_(act) @ w  # relu_ saves its output, mm saves its input: one tensor
+    got = torch.autograd.grad(y.sum(), [x, w])
+    want = torch.autograd.grad((torch.relu(x * 2) @ w).sum(), [x, w])
+    assert len(calls) == 1
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g, r)
 
 
 def _chained(b, x):

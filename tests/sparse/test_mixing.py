@@ -1,15 +1,25 @@
 """lib.sparse.mixing.mixed_depthwise: D depthwise neighbourhood sums mixed per voxel and head, with
 the optional fused projection, against the [N, K, C] gather of each element (values, gradients,
-gradcheck), on supports that share no offset but the centre and on supports that share a table."""
+gradcheck), on supports that share no offset but the centre and on supports that share a table.
+Every test runs on both CPU paths: the tensor ops and the C++ kernel (VOXSEG_MIXING_KERNEL)."""
 import copy
 
 import pytest
 import torch
 
 from lib.sparse import KernelRegion, SparseTensor
-from lib.sparse import mixing
+from lib.sparse import mixing, mixing_native, native
 from lib.sparse import nn as snn
 from tests.sparse.dense_ref import gathered_aggregate, random_coords
+
+@pytest.fixture(autouse=True, params=["torch", "native"])
+def kernel(request, monkeypatch):
+    """The path under test; the kernel's runs skip, saying why, where it does not build."""
+    if request.param == "native" and native.load("mixing", mixing_native._ABI) is None:
+        pytest.skip(f"the mixing kernel does not build here: {native.reason('mixing')}")
+    monkeypatch.setenv("VOXSEG_MIXING_KERNEL", request.param)
+    return request.param
+
 
 SUPPORTS = {
     "distinct": [KernelRegion.cube(3, 2), KernelRegion.cube(3), KernelRegion.plane("xz", 3)],

@@ -28,7 +28,7 @@ FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC"]
 _lock = threading.Lock()
 _loaded = {}    # name -> ctypes.CDLL or None
 _reasons = {}   # name -> why it is None
-_pool = {"workers": 0, "executor": None}
+_pool = {"pid": None, "workers": 0, "executor": None}
 log = logging.getLogger(__name__)
 
 
@@ -111,10 +111,12 @@ def run_split(fn, total: int, parts: int, *args):
         fn(0, total, *args)
         return
     with _lock:
-        if _pool["workers"] != parts:
-            if _pool["executor"] is not None:
+        # a forked child inherits the pool object but none of its threads: make a new one there
+        if _pool["workers"] != parts or _pool["pid"] != os.getpid():
+            if _pool["executor"] is not None and _pool["pid"] == os.getpid():
                 _pool["executor"].shutdown()
-            _pool.update(workers=parts, executor=ThreadPoolExecutor(parts, thread_name_prefix="voxseg-native"))
+            _pool.update(pid=os.getpid(), workers=parts,
+                         executor=ThreadPoolExecutor(parts, thread_name_prefix="voxseg-native"))
         executor = _pool["executor"]
     cuts = [total * t // parts for t in range(parts + 1)]
     jobs = [executor.submit(fn, lo, hi, *args) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
