@@ -14,7 +14,8 @@ benchmark uses (CPU: torch.profiler allocation events replayed; CUDA: max_memory
 Blocks: basic (BasicBlock), codedvtr (release settings: D=3 cubes, dilations 2,1,3, H=8, C'=2C;
 codedvtr_dw the same with aggregate=depthwise), discrete (M=4 patterns, hard straight-through), vq, vtr (chunked) and vtr_naive ([N, K, C] gathers).
 Prints a table with ratios to basic (and vtr to vtr_naive); --json PATH writes
-{"results": [{"block", "fwd_s", "fwd_bwd_s", "fwd_peak_bytes", "fwd_bwd_peak_bytes"}], ...}.
+{"results": [{"block", "fwd_s", "fwd_bwd_s", "fwd_peak_bytes", "fwd_bwd_peak_bytes"}], ...,
+"mixing_kernel": "native" | "torch"} (the mixing op's CPU path: VOXSEG_MIXING_KERNEL).
 
   python scripts/bench_blocks.py [--voxels 100000] [--channels 64] [--repeats 3] [--device cpu|cuda]
                                  [--maps cached|per-pass] [--blocks basic,codedvtr,...] [--threads N]
@@ -100,7 +101,8 @@ def main(argv=None):
     feats = torch.randn(len(coords), args.channels, generator=torch.Generator().manual_seed(0)).to(device)
     print(f"{len(coords)} voxels in {int(coords[:, 0].max()) + 1} real scans at {args.voxel_size} m, "
           f"C={args.channels}, device {device}, {torch.get_num_threads()} threads, kernel maps {args.maps}"
-          + (" (built once before measuring, for every block alike)" if args.maps == "cached" else ""))
+          + (" (built once before measuring, for every block alike)" if args.maps == "cached" else "")
+          + f", mixing op on {mixing_path(device)}")
     results = []
     for name in names:
         torch.manual_seed(0)
@@ -129,7 +131,14 @@ def main(argv=None):
     if args.json:
         Path(args.json).write_text(json.dumps({
             "voxels": len(coords), "channels": args.channels, "device": str(device),
-            "threads": torch.get_num_threads(), "maps": args.maps, "load_avg": os.getloadavg()[0], "results": results}, indent=2))
+            "threads": torch.get_num_threads(), "maps": args.maps, "load_avg": os.getloadavg()[0],
+            "mixing_kernel": mixing_path(device), "results": results}, indent=2))
+
+
+def mixing_path(device) -> str:
+    """Which path the codebook blocks' mixing op took: 'native' (the C++ kernel) or 'torch'."""
+    from lib.sparse import mixing_native
+    return "native" if mixing_native.active(torch.device(device), torch.float32) else "torch"
 
 
 if __name__ == "__main__":
