@@ -16,10 +16,10 @@ tested on CPU (tests/sparse/test_cuda_branch.py). It is read at each call.
 """
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from .. import threads
 from ..kernel_map import KernelMap
 from . import EngineSpec, register_engine
 
@@ -99,9 +99,6 @@ def _chunks(kmap: KernelMap, weight: torch.Tensor) -> list:
     return kmap.chunks(PAIRS_PER_CHUNK, weight.dtype)
 
 
-_pool = {"pid": None, "size": 0, "executor": None}
-
-
 def _run_split(fn, chunks: list) -> list:
     """[fn(part) for each part of the chunks], the parts run by torch.get_num_threads() Python
     threads while torch's own ops run single-threaded. Parallel ops would each wait for their
@@ -110,17 +107,14 @@ def _run_split(fn, chunks: list) -> list:
     n = min(torch.get_num_threads(), len(chunks))
     if n <= 1:
         return [fn(chunks)]
-    if _pool["pid"] != os.getpid() or _pool["size"] != n:  # a forked child has no pool threads
-        if _pool["pid"] == os.getpid():
-            _pool["executor"].shutdown(wait=False)
-        _pool.update(pid=os.getpid(), size=n, executor=ThreadPoolExecutor(n, thread_name_prefix="sparse-conv"))
-    threads = torch.get_num_threads()
+    pool = threads.executor(n)
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        futures = [_pool["executor"].submit(_without_grad, fn, chunks[i::n]) for i in range(n)]
+        futures = [pool.submit(_without_grad, fn, chunks[i::n]) for i in range(n)]
         return [f.result() for f in futures]
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def _without_grad(fn, part):

@@ -20,15 +20,15 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from .. import threads
 
 _HERE = Path(__file__).resolve().parent
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC"]
 _lock = threading.Lock()
 _loaded = {}    # name -> ctypes.CDLL or None
 _reasons = {}   # name -> why it is None
-_pool = {"pid": None, "workers": 0, "executor": None}
 log = logging.getLogger(__name__)
 
 
@@ -105,20 +105,13 @@ def reason(name: str) -> str:
 
 def run_split(fn, total: int, parts: int, *args):
     """fn(lo, hi, *args) over `parts` contiguous ranges [lo, hi) that cut range(total), run side by
-    side on a shared thread pool (ctypes releases the GIL during a call); one part runs here."""
+    side on the sparse core's thread pool (lib.sparse.threads; ctypes releases the GIL in a call)."""
     parts = max(1, min(parts, total))
     if parts == 1:
         fn(0, total, *args)
         return
-    with _lock:
-        # a forked child inherits the pool object but none of its threads: make a new one there
-        if _pool["workers"] != parts or _pool["pid"] != os.getpid():
-            if _pool["executor"] is not None and _pool["pid"] == os.getpid():
-                _pool["executor"].shutdown()
-            _pool.update(pid=os.getpid(), workers=parts,
-                         executor=ThreadPoolExecutor(parts, thread_name_prefix="voxseg-native"))
-        executor = _pool["executor"]
+    pool = threads.executor(parts)
     cuts = [total * t // parts for t in range(parts + 1)]
-    jobs = [executor.submit(fn, lo, hi, *args) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+    jobs = [pool.submit(fn, lo, hi, *args) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
     for job in jobs:
         job.result()
