@@ -64,14 +64,14 @@ def _autocast_dtype(t: torch.Tensor):
     return None
 
 
-def _apply(function, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
-    """function.apply with autocast resolved here: both operands in the autocast dtype, autocast off
-    inside (its per-op casts would meet fp32 buffers in addmm_ / index_add_)."""
+def _apply(apply, feats: torch.Tensor, weights: list):
+    """apply(feats, weights) with autocast resolved here: every operand in the autocast dtype,
+    autocast off inside (its per-op casts would meet fp32 buffers in addmm_ / index_add_)."""
     dtype = _autocast_dtype(feats)
     if dtype is None:
-        return function.apply(feats, weight, kmap)
+        return apply(feats, weights)
     with torch.autocast(feats.device.type, enabled=False):
-        return function.apply(feats.to(dtype), weight.to(dtype), kmap)
+        return apply(feats.to(dtype), [w.to(dtype) for w in weights])
 
 
 def _add_xt_g(dst: torch.Tensor, x: torch.Tensor, g: torch.Tensor) -> None:
@@ -369,16 +369,12 @@ def conv_many(feats: torch.Tensor, weights, kmaps) -> list:
     first = kmaps[0]
     if any(m.in_order is not first.in_order or m.out_order is not first.out_order for m in kmaps[1:]):
         return [conv(feats, w, m) for w, m in zip(weights, kmaps)]
-    dtype = _autocast_dtype(feats)
-    if dtype is None:
-        return list(_SparseConv.apply(feats, tuple(kmaps), *weights))
-    with torch.autocast(feats.device.type, enabled=False):
-        return list(_SparseConv.apply(feats.to(dtype), tuple(kmaps), *(w.to(dtype) for w in weights)))
+    return list(_apply(lambda f, ws: _SparseConv.apply(f, tuple(kmaps), *ws), feats, weights))
 
 
 def depthwise(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
     """Channelwise sparse convolution: feats [N, C], weight [K, C] -> [N, C]."""
-    return _apply(_DepthwiseConv, feats, weight, kmap)
+    return _apply(lambda f, ws: _DepthwiseConv.apply(f, ws[0], kmap), feats, [weight])
 
 
 class TorchEngine:
