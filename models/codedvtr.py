@@ -155,23 +155,21 @@ class CodedVTRBlock(nn.Module):
         """rho [N, D]: occupied fraction of each element's support around each voxel."""
         return torch.stack([occupancy(t) for t in tables], 1)
 
-    def choice_convs_by_region(self):
-        """[(region, its elements, the elements' choice convolution weights side by side
-        [K, C, len(ds) * H])]: elements on one support (the discrete block's patterns) share one
+    def choice_conv_weights(self) -> list:
+        """Per support of self.by_region, its elements' choice convolution weights side by side
+        [K, C, len(ds) * H]: elements on one support (the discrete block's patterns) share one
         convolution and one aggregation."""
-        return [(region, ds, torch.cat([self.choice_convs[d].weight for d in ds], 2))
-                for region, ds in self.by_region.items()]
+        return [torch.cat([self.choice_convs[d].weight for d in ds], 2) for ds in self.by_region.values()]
 
     def choice_logits(self, h, tables, qs=None) -> torch.Tensor:
         """s [N, H, D] from the per-element convolutions q_d of h and the head-summed codebook
-        weights. qs: the convolutions' outputs [N, len(ds) * H] per region of
-        choice_convs_by_region() when already computed (forward runs them with the value's)."""
+        weights. qs: the convolutions' outputs [N, len(ds) * H] per support of self.by_region when
+        already computed (forward runs them with the value's 3x3 conv)."""
         heads = self.heads
-        by_region = self.choice_convs_by_region()
         if qs is None:
-            qs = snn.subm_conv_many(h, [w for _, _, w in by_region], [r for r, _, _ in by_region])
+            qs = snn.subm_conv_many(h, self.choice_conv_weights(), list(self.by_region))
         per_element = [None] * len(self.regions)
-        for (region, ds, _), q in zip(by_region, qs):
+        for ds, q in zip(self.by_region.values(), qs):
             head_sums = []
             for d in ds:
                 weight = self.codebook[d].weight
@@ -237,10 +235,9 @@ class CodedVTRBlock(nn.Module):
         if self.aggregate == "fused":
             # the value's 3x3 conv and the choice convolutions all read h: one op, so h's gradient
             # from them is one buffer (lib.sparse.nn.subm_conv_many)
-            by_region = self.choice_convs_by_region()
             value_conv = conv3[0]
-            convs = snn.subm_conv_many(h, [value_conv.weight] + [w for _, _, w in by_region],
-                                       [value_conv.region] + [r for r, _, _ in by_region])
+            convs = snn.subm_conv_many(h, [value_conv.weight, *self.choice_conv_weights()],
+                                       [value_conv.region, *self.by_region])
             alpha = self.mixing(h, tables, convs[1:])
             del convs[1:]
             # one op from the value's BN input to the output layer's 1x1 projection: v's BatchNorm +
