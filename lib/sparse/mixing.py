@@ -224,15 +224,15 @@ class _MixedDepthwise(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v, a, out_weight, norm_weight, norm_bias, norm, tables, *weights):
         dev = v.device
-        ctx.native = mixing_native.active(dev, _dtypes(v.dtype, a, out_weight, weights)[0])
+        dtype, out_dtype = _dtypes(v.dtype, a, out_weight, weights)
+        ctx.native = mixing_native.active(dev, dtype)
         if ctx.native:
-            dtype, out_dtype = _dtypes(v.dtype, a, out_weight, weights)
             with torch.autocast(device_type=dev.type, enabled=False):
                 out, stats = mixing_native.forward(v, a.to(dtype), weights, tables,
                                                    None if out_weight is None else out_weight.to(dtype), norm,
                                                    dtype, a.shape[2], _tile_rows(dev, tables[0].shape[0], v.shape[1]))
         else:
-            out, stats, out_dtype = _MixedDepthwise._forward(v, a, out_weight, norm, tables, weights)
+            out, stats = _MixedDepthwise._forward(v, a, out_weight, norm, tables, weights)
         # v is read again in backward only for the gradients of a, the weights, out_weight or a norm:
         # not when only v itself needs one (a choice logit's aggregation with fixed weights)
         needs = ctx.needs_input_grad
@@ -244,10 +244,10 @@ class _MixedDepthwise(torch.autograd.Function):
 
     @staticmethod
     def _forward(v, a, out_weight, norm, tables, weights):
-        """The tensor-op forward: (out in the compute dtype, the norm's statistics, output dtype)."""
+        """The tensor-op forward: (out in the compute dtype, the norm's statistics)."""
         dev = v.device
         with torch.autocast(device_type=dev.type, enabled=False):
-            n, c, heads, dtype, out_dtype, tile, piece, groups, a_c, w_out = _setup(v, a, out_weight, weights, tables)
+            n, c, heads, dtype, _, tile, piece, groups, a_c, w_out = _setup(v, a, out_weight, weights, tables)
             stats = None if norm is None else norm_relu.statistics(v, norm, dtype, tile)
             size = _buffer_rows(groups, tile, piece, n)
             source = _Source(v, norm, stats, size, dtype)
@@ -272,7 +272,7 @@ class _MixedDepthwise(torch.autograd.Function):
                     acc.index_add_(0, local, x)
                 if w_out is not None:
                     torch.mm(acc, w_out.t(), out=out[r0:r1])
-        return out, stats, out_dtype
+        return out, stats
 
     @staticmethod
     def backward(ctx, grad_out):

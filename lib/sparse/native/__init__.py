@@ -1,9 +1,9 @@
 """CPU kernels in C++, compiled on first use with the machine's C++ compiler and loaded with ctypes.
 
-No PyTorch headers and no build step at install: each kernel is one .cpp file in this folder (plus
-the shared headers here), built in about a second into a per-user cache
+No PyTorch headers and no build step at install: each kernel is one self-contained .cpp file in
+this folder, built in about a second into a per-user cache
 (VOXSEG_NATIVE_CACHE, default $XDG_CACHE_HOME/voxseg/native or ~/.cache/voxseg/native), keyed by the
-sources, the compiler, its flags and this CPU's features (the build targets -march=native), so a
+source, the compiler, its flags and this CPU's features (the build targets -march=native), so a
 changed file or another machine never loads a stale library. Builds are written under a temporary
 name and renamed, so processes starting together (DDP ranks, test workers) cannot load a half-written
 file.
@@ -60,8 +60,7 @@ def _build(name: str) -> Path:
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
-    headers = [h.read_text() for h in sorted(_HERE.glob("*.h"))]
-    key = hashlib.sha256("\0".join([source.read_text(), *headers, cxx, version, " ".join(FLAGS), platform.machine(),
+    key = hashlib.sha256("\0".join([source.read_text(), cxx, version, " ".join(FLAGS), platform.machine(),
                                     _cpu_features()]).encode()).hexdigest()[:16]
     target = cache_dir() / f"{name}-{key}.so"
     if target.exists():

@@ -12,12 +12,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "common.h"
-
 namespace {
-
-using voxseg::lane_sum;
-using voxseg::prefetch_row;
 
 // Mirrors lib/sparse/mixing_native.py's _Op (ctypes): pointers are to contiguous arrays.
 struct Op {
@@ -39,7 +34,20 @@ struct Op {
     const void* const* weights;     // [D] kernels [K_d, C]
 };
 
-constexpr int64_t kAhead = 8;  // pairs
+// sum of v[0:n] in a fixed order that vectorises: 16 running lanes, then a pairwise fold (a plain
+// running sum is one dependent add per element, and the compiler may not reorder it)
+template <typename T>
+inline T lane_sum(const T* v, int64_t n) {
+    constexpr int kLanes = 16;
+    T lanes[kLanes] = {};
+    int64_t c = 0;
+    for (; c + kLanes <= n; c += kLanes)
+        for (int l = 0; l < kLanes; ++l) lanes[l] += v[c + l];
+    for (int l = 0; c < n; ++c, ++l) lanes[l] += v[c];
+    for (int w = kLanes / 2; w > 0; w /= 2)
+        for (int l = 0; l < w; ++l) lanes[l] += lanes[l + w];
+    return lanes[0];
+}
 
 // Flat loops over a call's channels. Their arrays never overlap: `ivdep` tells the compiler so,
 // where it would otherwise test every pair of pointers at each call (slower than the loop itself).
@@ -113,11 +121,6 @@ struct Worker {
         return out;
     }
 
-    // the row of the pair kAhead pairs on, asked for ahead of its use
-    void prefetch(const T* base, const int32_t* js, int64_t p, int64_t end, bool write) const {
-        if (p + kAhead < end) prefetch_row(base + int64_t(js[p + kAhead]) * op.channels + c0, width, write);
-    }
-
     const T* weight_row(int64_t d, int64_t k) const {
         return static_cast<const T*>(op.weights[d]) + k * op.channels + c0;
     }
@@ -159,11 +162,9 @@ void forward(const Op& op, int64_t r0, int64_t r1, int64_t h0, int64_t h1, T* ou
         for (int64_t g = 0; g < op.groups; ++g) {
             const int32_t* ks = op.offset[g];
             const int32_t* js = op.source[g];
-            const int64_t end = op.begin[g][r1];
             const bool one = wk.single(g);
             const int64_t d0 = op.elems[op.group_begin[g]];
             for (int64_t p = op.begin[g][i], p1 = op.begin[g][i + 1]; p < p1; ++p) {
-                wk.prefetch(v, js, p, end, false);
                 if (one) {
                     pair_forward<T, Norm>(w, v + int64_t(js[p]) * op.channels + wk.c0, scale, shift, wk.a_of(d0),
                                           wk.weight_row(d0, ks[p]), acc);
@@ -203,13 +204,10 @@ void backward(const Op& op, int64_t r0, int64_t r1, int64_t h0, int64_t h1, cons
         for (int64_t g = 0; g < op.groups; ++g) {
             const int32_t* ks = op.offset[g];
             const int32_t* js = op.source[g];
-            const int64_t end = op.begin[g][r1];
             const int64_t e0 = op.group_begin[g], e1 = op.group_begin[g + 1];
             for (int64_t p = op.begin[g][i], p1 = op.begin[g][i + 1]; p < p1; ++p) {
                 const int64_t k = ks[p], j = js[p];
-                if (need_x) wk.prefetch(v, js, p, end, false);
-                if (grad_x) wk.prefetch(grad_x, js, p, end, true);
-                if (everything && e1 - e0 == 1) {
+                if (everything && wk.single(g)) {
                     const int64_t d = op.elems[e0];
                     pair_backward<T, Norm>(w, v + j * C + c0, scale, shift, wk.a_of(d), wk.weight_row(d, k), gi, yi,
                                            grad_x + j * C + c0, grad_w[d] + k * C + c0, wk.ga_exp.data() + d * w);
