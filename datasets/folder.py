@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from datasets.errors import DataFormatError
+from datasets.label_values import integer_labels
 from datasets.local_frame import to_local_float32
 from datasets.meta import DatasetMeta
 from datasets.ply_io import colors_to_uint8
@@ -141,10 +142,7 @@ def _parse_classes(path: str, mtime_ns: int, size: int) -> ClassTable:
 
 def map_labels(path: Path, raw: np.ndarray, table: ClassTable) -> np.ndarray:
     """Label values [P] -> class index int16 [P] (IGNORE_INDEX for ignored values)."""
-    if raw.dtype.kind == "f":
-        if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
-            raise DataFormatError(path, f"label field '{table.label_field}' holds non-integer values")
-    raw = raw.astype(np.int64)
+    raw = integer_labels(raw, path, table.label_field)
     values, inverse = np.unique(raw, return_inverse=True)
     lookup = {v: c for c, vs in enumerate(table.ids) for v in vs} | {v: IGNORE_INDEX for v in table.ignore}
     unknown = [int(v) for v in values if int(v) not in lookup]

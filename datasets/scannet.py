@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.errors import DataFormatError
+from datasets.label_values import integer_labels
 from datasets.local_frame import to_local_float32
 from datasets.ply_io import colors_to_uint8, read_ply_vertices
 from datasets.registry import register_dataset
@@ -43,8 +44,8 @@ _NYU40_TO_CLASS[NYU40_IDS] = np.arange(len(NYU40_IDS))
 
 
 def map_labels(raw: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
-    """NYU40 ids [P] -> (class index int16 [P], {non-NYU40 id: count})."""
-    raw = raw.astype(np.int64)
+    """NYU40 ids int64 [P] (datasets.label_values.integer_labels) -> (class index int16 [P],
+    {non-NYU40 id: count})."""
     invalid = (raw < 0) | (raw > NUM_NYU40)
     mapped = _NYU40_TO_CLASS[np.where(invalid, 0, raw)]
     ids, counts = np.unique(raw[invalid], return_counts=True)
@@ -94,7 +95,7 @@ def read_raw_scene(scene_id: str, split: str, folder: Path) -> tuple[dict, dict]
     else:
         label_path = folder / f"{scene_id}_vh_clean_2.labels.ply"
         lv = read_ply_vertices(label_path, ["label"], optional=("x", "y", "z"))
-        raw = lv["label"]
+        raw = integer_labels(lv["label"], label_path)
         if len(raw) != len(coord):
             raise DataFormatError(label_path, f"{len(raw)} labelled vertices but the mesh has {len(coord)}")
         if all(k in lv for k in "xyz"):  # the official files repeat the mesh's vertices: check they match
