@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint to load the model weights from")
     parser.add_argument("--resume", action="store_true",
                         help="continue training from <output-dir>/last.pth (model, optimizer, schedule, RNG)")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="with --resume: accept overrides that change what the run trains (model, data, "
+                             "voxel size, ...) and record them in <output-dir>/config_changes.json")
     parser.add_argument("--nproc", type=int, default=None,
                         help="launch N processes on this machine through torch.distributed.run (DDP)")
     parser.add_argument("--budget", default=None, metavar="SIZE",

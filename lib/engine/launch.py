@@ -63,15 +63,24 @@ def summary_metrics(scores) -> dict:
 
 
 def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights="", resume=False,
-        make_input=None, train_collate_fn=None) -> dict:
+        make_input=None, train_collate_fn=None, allow_config_change=False) -> dict:
     """Run one mode in this process (already one of N under torchrun, or alone).
-    Returns the summary dict (also written to <run>/summary.json by rank 0)."""
-    from lib.config import save_config
+    Returns the summary dict (also written to <run>/summary.json by rank 0).
+
+    A resume first compares the recipe with the run folder's config.yaml (lib/config/resume.py):
+    run-changing differences stop it unless `allow_config_change`, which records them."""
+    from lib.config import config_to_dict, save_config
+    from lib.config.resume import check_resume_config, record_changes
 
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} ({'|'.join(MODES)})")
     with process(cfg, run_dir) as (device, rank, world, run_dir):
+        changed = check_resume_config(run_dir, config_to_dict(cfg), allow_config_change) if resume else {}
         if rank == 0:
+            if changed:
+                record_changes(run_dir, changed)
+                log.warning("resuming with a changed recipe (recorded in %s): %s", run_dir / "config_changes.json",
+                            ", ".join(changed))
             save_config(cfg, run_dir / "config.yaml")
         context = RunContext(cfg, mode, run_dir, device, rank, world, build_dataset, build_model, collate_fn,
                              make_input or InputMaker(cfg.engine, cfg.data.voxel_size), str(weights or ""),
@@ -121,5 +130,6 @@ def launch(cfg, args, build_dataset, build_model, collate_fn, train_collate_fn=N
         return D.launch_local(script, _argv_for_workers(sys.argv[1:], args.output_dir), nproc,
                               cfg.dist.master_port)
     run(cfg, args.mode, args.output_dir, build_dataset, build_model, collate_fn,
-        weights=args.weights, resume=args.resume, train_collate_fn=train_collate_fn)
+        weights=args.weights, resume=args.resume, train_collate_fn=train_collate_fn,
+        allow_config_change=getattr(args, "allow_config_change", False))
     return 0
