@@ -36,7 +36,7 @@ from datasets.label_values import integer_labels
 from datasets.local_frame import to_local_float32
 from datasets.meta import DatasetMeta
 from datasets.ply_io import colors_to_uint8
-from datasets.point_files import SUFFIXES, read_columns, read_side_labels
+from datasets.point_files import LABEL_SIDE_FILE, SUFFIXES, read_columns, read_side_labels
 from datasets.registry import register_dataset
 from datasets.spec import DatasetSpec
 from lib import IGNORE_INDEX
@@ -241,6 +241,10 @@ class Folder(DatasetSpec):
                   "class_counts": np.bincount(valid, minlength=len(table.names)).tolist(),
                   "ignored": int(len(label) - len(valid)), "color": "color" in arrays, "normal": "normal" in arrays}
         return arrays, record
+
+    def raw_inputs(self, scene_id, split, location):
+        path = Path(location.file)
+        return [path, path.with_suffix(LABEL_SIDE_FILE), Path(location.classes_yaml)]
 
     def unlabelled_splits(self, raw_root):
         return set(load_classes(str(Path(raw_root) / CLASSES_FILE)).unlabeled_splits)

@@ -1,7 +1,9 @@
 """Raw official layout -> preprocessed folder (see datasets/store.py), run once per dataset.
 
 Scenes are processed in parallel worker processes; a scene whose folder is already complete is
-reused, so a re-run (or a run after a kill) only does the missing scenes. When `strict` is False a
+reused when its raw files (`DatasetSpec.raw_inputs`) have the sizes and modification times recorded
+when it was written, so a re-run (or a run after a kill) only does the missing scenes and those
+whose raw files changed since (counted under "reuse" in the manifest: reused, redone, new). When `strict` is False a
 scene with bad input is skipped and listed with its one-line reason under "skipped" in the manifest.
 Scenes of labelled splits (all but the spec's `unlabelled_splits`) without a single labelled point
 are listed under "unlabelled" and warned about: they would train on all-ignore points with loss 0.
@@ -18,9 +20,10 @@ from lib.io import remove_stale_temporaries
 
 
 def _process_one(job):
-    spec, scene_id, split, location, out, strict = job
+    spec, scene_id, split, location, out, strict, inputs = job
     try:
         arrays, record = spec.read_raw_scene(scene_id, split, location, strict)
+        record["inputs"] = inputs
         store.write_scene(out, scene_id, arrays, record)
         return scene_id, record, None
     except DataFormatError as exc:
@@ -41,13 +44,16 @@ def preprocess(name: str, raw_root, out, workers: int = 1, strict: bool = True, 
     out.mkdir(parents=True, exist_ok=True)
     store.remove_stale_tmp(out)
     remove_stale_temporaries(out)  # a manifest write cut short (lib.io)
-    records, todo = {}, []
+    records, todo, reuse = {}, [], {"reused": 0, "redone": 0, "new": 0}
     for scene_id, split, folder in scenes:
         record = store.finished_record(out, scene_id)
-        if record is None:
-            todo.append((spec, scene_id, split, folder, out, strict))
-        else:
+        inputs = store.inputs_fingerprint(spec.raw_inputs(scene_id, split, folder))
+        if record is not None and record.get("inputs") == inputs:
+            reuse["reused"] += 1
             records[scene_id] = dict(record, split=split)
+        else:  # new, or its raw files changed since it was written (or it predates fingerprints)
+            reuse["redone" if record is not None else "new"] += 1
+            todo.append((spec, scene_id, split, folder, out, strict, inputs))
     skipped = {}
     bar = tqdm(total=len(todo), desc=f"preprocess {name}", unit="scene", disable=not progress, file=sys.stderr)
     if workers > 1 and len(todo) > 1:
@@ -69,7 +75,7 @@ def preprocess(name: str, raw_root, out, workers: int = 1, strict: bool = True, 
                       f"point (listed under 'unlabelled'), first {unlabelled[0]}")
     manifest = {"dataset": name, "num_classes": len(description["class_names"]), **description,
                 "raw_root": str(raw_root), "scenes": {k: records[k] for k in sorted(records)},
-                "skipped": {k: skipped[k] for k in sorted(skipped)}, "unlabelled": unlabelled}
+                "skipped": {k: skipped[k] for k in sorted(skipped)}, "unlabelled": unlabelled, "reuse": reuse}
     store.write_json_atomic(out / store.MANIFEST, manifest)
     return manifest
 

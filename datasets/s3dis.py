@@ -83,6 +83,9 @@ class S3DIS(DatasetSpec):
     def read_raw_scene(self, scene_id, split, location, strict=True):
         return read_raw_scene(scene_id, split, location, strict)
 
+    def raw_inputs(self, scene_id, split, location):
+        return sorted(p for p in (Path(location) / "Annotations").glob("*.txt") if not p.name.startswith("."))
+
     def generate_synthetic(self, out_dir, num_scenes, seed=0, **size_kwargs):
         from datasets.synthetic.s3dis import generate
 

@@ -146,6 +146,11 @@ class ScanNet(DatasetSpec):
     def scene_info(self, manifest, scene_ids):
         return {s: {"scan": s} for s in scene_ids}
 
+    def raw_inputs(self, scene_id, split, location):
+        folder = Path(location)
+        labels = [] if split == "test" else [folder / f"{scene_id}_vh_clean_2.labels.ply"]
+        return [folder / f"{scene_id}_vh_clean_2.ply", *labels]
+
     def write_benchmark(self, out_dir, scene, points, pred, meta, labels=None):
         return write_benchmark_file(out_dir, scene, pred, meta.raw_ids)
 

@@ -210,6 +210,11 @@ class SemanticKitti(DatasetSpec):
     def read_raw_scene(self, scene_id, split, location, strict=True):
         return read_raw_scene(scene_id, split, location)
 
+    def raw_inputs(self, scene_id, split, location):
+        frame = scene_id.split("_", 1)[1]
+        folder = Path(location)
+        return [folder / "velodyne" / f"{frame}.bin", folder / "labels" / f"{frame}.label", LABEL_CONFIG]
+
     def scene_info(self, manifest, scene_ids):
         records = manifest["scenes"]
         return {s: {"sequence": records[s]["sequence"], "frame": records[s]["frame"]} for s in scene_ids}

@@ -48,6 +48,16 @@ class DatasetSpec:
         with strict=False the scene is skipped and counted, or a reader may repair what it can."""
         raise NotImplementedError
 
+    def raw_inputs(self, scene_id: str, split: str, location) -> list[Path]:
+        """The files read_raw_scene reads for this scene (a file that may be absent, such as an
+        optional label file, is listed too). A re-run of preprocessing reuses a finished scene only
+        when these files' sizes and modification times are those recorded when it was written.
+        Default: `location` itself when it is a file, every file under it when it is a folder."""
+        location = Path(location)
+        if location.is_dir():
+            return sorted(p for p in location.rglob("*") if p.is_file() and not p.name.startswith("."))
+        return [location]
+
     def unlabelled_splits(self, raw_root: Path) -> set:
         """Split tags whose scenes come without labels (default: the tags of the 'test' split).
         Preprocessing warns about, and lists under 'unlabelled', scenes of the other splits that

@@ -3,7 +3,8 @@
 OUT/manifest.json                 {"dataset", "num_classes", "class_names", "scenes": {...}, "skipped": {...},
                                    "unlabelled": [...]}; a scene entry's "origin" (metres) is added
                                    to the stored coordinates to give the raw ones
-OUT/scenes/<scene id>/scene.json  the scene's manifest entry (lets a re-run skip finished scenes)
+OUT/scenes/<scene id>/scene.json  the scene's manifest entry (lets a re-run skip finished scenes); its
+                                   "inputs" is the fingerprint of the raw files it was made from
 OUT/scenes/<scene id>/coord.npy   float32 [P, 3] metres
 OUT/scenes/<scene id>/color.npy   uint8 [P, 3] RGB (datasets with colour)
 OUT/scenes/<scene id>/label.npy   int16 [P] class index, IGNORE_INDEX where unknown
@@ -30,6 +31,21 @@ def scene_dir(root: Path, scene_id: str) -> Path:
     return Path(root) / "scenes" / scene_id
 
 
+def inputs_fingerprint(paths) -> str:
+    """A digest of the (path, size, modification time) of every file in `paths` ("absent" for a
+    missing one): a raw scene's files replaced or edited since a scene was written change it."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for path in paths:
+        try:
+            st = os.stat(path)
+            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except FileNotFoundError:
+            digest.update(f"{path}\0absent\n".encode())
+    return digest.hexdigest()
+
+
 def finished_record(root: Path, scene_id: str):
     """The manifest entry of a completely written scene, or None."""
     path = scene_dir(root, scene_id) / SCENE_JSON
@@ -53,12 +69,11 @@ def write_scene(root: Path, scene_id: str, arrays: dict[str, np.ndarray], record
         json.dump(record, f)
     try:
         os.rename(tmp, final)
-    except OSError:  # the folder exists: a concurrent writer finished first, or a foreign leftover
-        if (final / SCENE_JSON).is_file():
-            shutil.rmtree(tmp)
-        else:
-            shutil.rmtree(final)
-            os.rename(tmp, final)
+    except OSError:  # the folder exists: a scene being redone (its raw files changed), or a leftover
+        old = final.parent / f"{TMP_PREFIX}old_{scene_id}_{os.getpid()}"
+        os.rename(final, old)  # the complete new folder replaces it, then the old one goes
+        os.rename(tmp, final)
+        shutil.rmtree(old)
 
 
 def remove_stale_tmp(root: Path) -> int:

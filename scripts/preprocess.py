@@ -28,8 +28,10 @@ def main(argv=None) -> int:
     scenes = manifest["scenes"].values()
     repairs = sum(len(r.get("repairs", [])) for r in scenes)
     dropped = sum(r.get("dropped_lines", 0) for r in scenes)
+    reuse = manifest["reuse"]
     print(f"{args.output}: {len(manifest['scenes'])} scenes, {sum(r['points'] for r in scenes)} points, "
-          f"{len(manifest['skipped'])} skipped, {repairs} repaired lines, {dropped} dropped lines")
+          f"{len(manifest['skipped'])} skipped, {repairs} repaired lines, {dropped} dropped lines; "
+          f"{reuse['new']} new, {reuse['redone']} redone (raw files changed), {reuse['reused']} reused")
     for scene_id, reason in manifest["skipped"].items():
         print(f"skipped {scene_id}: {reason}")
     for record in scenes:

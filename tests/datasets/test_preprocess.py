@@ -96,3 +96,36 @@ def test_kitti_sequence_without_labels_and_cli(tmp_path):
     assert test_frame["label"] is None and test_frame["ignored"] == 500 and test_frame["split"] == "11"
     labelled = manifest["scenes"]["00_000001"]
     assert sum(labelled["class_counts"]) == 500 and labelled["ignored"] == 0
+
+
+def test_rerun_redoes_a_scene_whose_raw_files_changed(tmp_path):
+    # Regression: a labels.ply replaced after preprocessing was ignored by a re-run (stale labels).
+    raw = _tree(tmp_path)
+    out = tmp_path / "out"
+    first = preprocess("scannet", raw, out, workers=1, progress=False)
+    assert first["reuse"] == {"reused": 0, "redone": 0, "new": 4}
+    xyz, rgb, labels = random_scene(150, seed=1)
+    relabelled = np.where(labels == 1, 2, 1).astype(np.uint16)  # wall <-> floor everywhere
+    make_scannet_tree(tmp_path / "raw", {"scene0001_00": (xyz, rgb, relabelled)},
+                      {"train": ["scene0000_00", "scene0001_00", "scene0002_00"], "val": ["scene0003_00"]})
+    label_file = raw / "scans" / "scene0001_00" / "scene0001_00_vh_clean_2.labels.ply"
+    os.utime(label_file, ns=(1, 1))  # a changed file whose size may be the same: the mtime tells
+    second = preprocess("scannet", raw, out, workers=1, progress=False)
+    assert second["reuse"] == {"reused": 3, "redone": 1, "new": 0}
+    stored = np.load(store.scene_dir(out, "scene0001_00") / "label.npy")
+    expected = np.where(relabelled == 1, 0, 1)  # NYU40 1 = wall = class 0, 2 = floor = class 1
+    np.testing.assert_array_equal(stored, expected)
+    assert second["scenes"]["scene0001_00"]["class_counts"] != first["scenes"]["scene0001_00"]["class_counts"]
+    assert not [p for p in (out / "scenes").iterdir() if p.name.startswith(store.TMP_PREFIX)]
+    assert preprocess("scannet", raw, out, workers=1, progress=False)["reuse"]["reused"] == 4
+
+
+def test_scene_written_before_fingerprints_is_redone(tmp_path):
+    raw = _tree(tmp_path, n=1)
+    out = tmp_path / "out"
+    preprocess("scannet", raw, out, workers=1, progress=False)
+    path = store.scene_dir(out, "scene0000_00") / store.SCENE_JSON
+    record = json.loads(path.read_text())
+    del record["inputs"]
+    path.write_text(json.dumps(record))
+    assert preprocess("scannet", raw, out, workers=1, progress=False)["reuse"]["redone"] == 1
