@@ -55,13 +55,15 @@ def preprocess(name: str, raw_root, out, workers: int = 1, strict: bool = True, 
             reuse["redone" if record is not None else "new"] += 1
             todo.append((spec, scene_id, split, folder, out, strict, inputs))
     skipped = {}
-    bar = tqdm(total=len(todo), desc=f"preprocess {name}", unit="scene", disable=not progress, file=sys.stderr)
-    if workers > 1 and len(todo) > 1:
-        with multiprocessing.Pool(min(workers, len(todo))) as pool:
-            results = list(_track(pool.imap_unordered(_process_one, todo), bar))
-    else:
-        results = list(_track(map(_process_one, todo), bar))
-    bar.close()
+    # The bar is closed on every exit (its last frame ends its line), so an error the caller prints
+    # stands alone on the last line.
+    with tqdm(total=len(todo), desc=f"preprocess {name}", unit="scene", disable=not progress,
+              file=sys.stderr) as bar:
+        if workers > 1 and len(todo) > 1:
+            with multiprocessing.Pool(min(workers, len(todo))) as pool:
+                results = list(_track(pool.imap_unordered(_process_one, todo), bar))
+        else:
+            results = list(_track(map(_process_one, todo), bar))
     for scene_id, record, error in results:
         if error is None:
             records[scene_id] = record

@@ -62,11 +62,15 @@ def write_scene(root: Path, scene_id: str, arrays: dict[str, np.ndarray], record
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    for name, array in arrays.items():
-        with naming_disk_full(tmp / f"{name}.npy"):
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
-    with naming_disk_full(tmp / SCENE_JSON), open(tmp / SCENE_JSON, "w") as f:
-        json.dump(record, f)
+    try:
+        for name, array in arrays.items():
+            with naming_disk_full(final / f"{name}.npy"):
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
+        with naming_disk_full(final / SCENE_JSON), open(tmp / SCENE_JSON, "w") as f:
+            json.dump(record, f)
+    except BaseException:  # a full disk (or a kill) leaves no half scene behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.rename(tmp, final)
     except OSError:  # the folder exists: a scene being redone (its raw files changed), or a leftover

@@ -147,6 +147,29 @@ def test_disk_full_is_one_line_in_main(tmp_path, data_root, capsys, monkeypatch)
                     "no space left writing", "x.ply")
 
 
+def test_disk_full_during_a_checkpoint_ends_training_with_one_last_line(tmp_path, data_root, capsys, monkeypatch):
+    import errno
+
+    import lib.engine.checkpoint
+
+    def torch_save_on_full_disk(obj, f):  # what torch.save raises there (tests/test_disk_full.py)
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(lib.engine.checkpoint.torch, "save", torch_save_on_full_disk)
+    run = tmp_path / "run"
+    argv = ["--config", str(_recipe(tmp_path, data_root, progress=True)), "--output-dir", str(run)]
+    assert main.main(argv) == 2
+    err = capsys.readouterr().err
+    last = err.rstrip("\n").split("\n")[-1]
+    # the first checkpoint written is best.pth (validation at the end), then last.pth
+    assert last == f"error: no space left writing {run / 'best.pth'} (No space left on device)", err[-2000:]
+    assert "Traceback" not in err
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_sigterm_flushes_events_and_names_the_last_checkpoint(tmp_path, data_root):
     run = tmp_path / "run"
     recipe = _recipe(tmp_path, data_root, iterations=100000)

@@ -67,8 +67,9 @@ class LoggingHook(HookBase):
     def before_train(self, trainer):
         if self.progress and is_main():
             from tqdm import tqdm
+            # leave=True: closing ends the bar's line, so an error printed after it stands alone
             self.bar = tqdm(total=trainer.max_iter, initial=trainer.iteration, desc="train",
-                            dynamic_ncols=True, leave=False)
+                            dynamic_ncols=True, leave=True)
 
     def after_step(self, trainer):
         info = trainer.storage.get("step_info")
