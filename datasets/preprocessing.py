@@ -16,7 +16,7 @@ from pathlib import Path
 from datasets import store
 from datasets.errors import DataFormatError
 from datasets.registry import get_dataset
-from lib.io import remove_stale_temporaries
+from lib.io import ensure_writable_dir, remove_stale_temporaries
 
 
 def _process_one(job):
@@ -41,7 +41,7 @@ def preprocess(name: str, raw_root, out, workers: int = 1, strict: bool = True, 
     raw_root, out = Path(raw_root).resolve(), Path(out)
     scenes = spec.list_raw_scenes(raw_root)
     description = spec.describe(raw_root)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out, "--output")
     store.remove_stale_tmp(out)
     remove_stale_temporaries(out)  # a manifest write cut short (lib.io)
     records, todo, reuse = {}, [], {"reused": 0, "redone": 0, "new": 0}

@@ -25,6 +25,14 @@ class DiskFullError(UserError, OSError):
         return self.strerror  # without OSError's "[Errno 28]" prefix
 
 
+class UnwritableDirError(UserError, OSError):
+    """An output folder cannot be created or written (read-only file system, a file in its place,
+    no permission)."""
+
+    def __str__(self):
+        return self.strerror
+
+
 def disk_full_cause(exc: BaseException):
     """The strerror-like reason when `exc` is a write failing on a full disk, else None. Besides an
     OSError ENOSPC / EDQUOT this recognises what libraries turn it into: torch.save's zip writer

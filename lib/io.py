@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from lib.errors import naming_disk_full
+from lib.errors import UnwritableDirError, UserError, naming_disk_full
 
 
 def _umask() -> int:
@@ -50,6 +50,27 @@ def atomic_write_text(path, text: str) -> Path:
 def atomic_write_json(path, obj, indent: int = 1) -> Path:
     """json.dump `obj` to `path` atomically."""
     return atomic_write(path, lambda f: json.dump(obj, f, indent=indent), mode="w")
+
+
+def ensure_writable_dir(folder, option: str) -> Path:
+    """Create `folder` (and its parents) and check a file can be written in it; otherwise raise
+    UnwritableDirError naming the folder and `option` (the command-line option that chose it).
+    Probing with a real file is what works for root too, whom permission bits do not stop but a
+    read-only mount does."""
+    folder = Path(folder)
+    try:
+        with naming_disk_full(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write_probe.", suffix=".tmp", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        if isinstance(exc, UserError):  # a full disk names itself
+            raise
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or str(exc)
+        raise UnwritableDirError(exc.errno, f"{folder}: cannot write here ({reason}); choose another {option}") from None
+    return folder
 
 
 def remove_stale_temporaries(folder) -> int:

@@ -25,3 +25,28 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if any(re.search(r"cuda|gpu", str(m.kwargs.get("reason", "")), re.I) for m in item.iter_markers("skipif")):
             item.add_marker(pytest.mark.cuda)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """mount(size="256k", readonly=False) -> a folder that is a fresh tmpfs of that size, unmounted
+    after the test: a real full disk or read-only file system. Needs mount rights (root in this
+    sandbox and in CI); the test is skipped, naming the reason, where mounting is refused."""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str = "256k", readonly: bool = False) -> Path:
+        point = tmp_path / f"tmpfs{len(mounted)}"
+        point.mkdir()
+        options = f"size={size}" + (",ro" if readonly else "")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode})")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)

@@ -26,18 +26,9 @@ from lib.errors import DiskFullError, disk_full_cause  # noqa: E402
 
 
 @pytest.fixture
-def full_fs(tmp_path):
-    """A 256 KiB tmpfs (mounted for the test), so writes of more than that really fail."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or done.returncode})")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+def full_fs(tmpfs):
+    """A 256 KiB tmpfs, so writes of more than that really fail (tests/conftest.py: tmpfs)."""
+    return tmpfs("256k")
 
 
 def _raw(tmp_path, points=3000):

@@ -170,6 +170,35 @@ def test_disk_full_during_a_checkpoint_ends_training_with_one_last_line(tmp_path
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.parametrize("how", ["file_in_place", "read_only_mount"])
+def test_unwritable_output_dir_is_one_line(tmp_path, data_root, capsys, tmpfs, how):
+    if how == "file_in_place":
+        (tmp_path / "taken").write_text("a file where the run folder's parent should be")
+        out = tmp_path / "taken" / "run"
+        reason = f"{tmp_path / 'taken'} is a file, not a folder"
+    else:
+        out = tmpfs("64k", readonly=True) / "run"
+        reason = "Read-only file system"
+    _one_line_error(capsys, ["--config", str(_recipe(tmp_path, data_root)), "--output-dir", str(out)],
+                    f"error: {out}: cannot write here ({reason}); choose another --output-dir")
+
+
+@pytest.mark.parametrize("how", ["file_in_place", "read_only_mount"])
+def test_unwritable_preprocess_output_is_one_line(tmp_path, tmpfs, how):
+    raw = make_scannet_tree(tmp_path / "raw", {"scene0000_00": _room(50, 0)}, {"train": ["scene0000_00"], "val": []})
+    if how == "file_in_place":
+        out = tmp_path / "out.npy"
+        out.write_text("")
+    else:
+        out = tmpfs("64k", readonly=True)
+    done = subprocess.run([sys.executable, "-m", "scripts.preprocess", "scannet", "--input", str(raw), "--output",
+                           str(out), "--workers", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [f"error: {out}: cannot write here "
+                                                 f"({f'{out} is a file, not a folder' if how == 'file_in_place' else 'Read-only file system'}); "
+                                                 "choose another --output"]
+
+
 def test_sigterm_flushes_events_and_names_the_last_checkpoint(tmp_path, data_root):
     run = tmp_path / "run"
     recipe = _recipe(tmp_path, data_root, iterations=100000)

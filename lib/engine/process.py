@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from lib.engine import dist as D
-from lib.io import remove_stale_temporaries
+from lib.io import ensure_writable_dir, remove_stale_temporaries
 
 log = logging.getLogger("voxseg")
 
@@ -76,7 +76,7 @@ def process(cfg, run_dir):
     run_dir = Path(D.broadcast_object(str(run_dir)))  # ranks may have computed different timestamps
     stale = 0
     if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        ensure_writable_dir(run_dir, "--output-dir")
         stale = remove_stale_temporaries(run_dir)
     D.barrier()
     handlers = setup_logging(run_dir, rank)
