@@ -199,6 +199,12 @@ def test_unwritable_preprocess_output_is_one_line(tmp_path, tmpfs, how):
                                                  "choose another --output"]
 
 
+def test_batch_larger_than_the_training_scenes_is_a_config_error(tmp_path, data_root, capsys):
+    _one_line_error(capsys, ["--config", str(_recipe(tmp_path, data_root)), "data.batch_size=3", "--output-dir",
+                             str(tmp_path / "run")],
+                    "error: data.batch_size=3 is larger than the 2 training scene(s) of each process")
+
+
 def test_sigterm_flushes_events_and_names_the_last_checkpoint(tmp_path, data_root):
     run = tmp_path / "run"
     recipe = _recipe(tmp_path, data_root, iterations=100000)

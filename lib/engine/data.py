@@ -151,8 +151,10 @@ class EpochStream:
         self.loader = loader
         self.steps_per_epoch = self._steps(0)  # of the first epoch
         if self.steps_per_epoch == 0:
-            raise ValueError(f"training set has {len(loader.sampler)} scenes per process, fewer than "
-                             f"the batch size {loader.batch_size}")
+            from lib.config import ConfigError
+            raise ConfigError(f"data.batch_size={loader.batch_size} is larger than the {len(loader.sampler)} "
+                              "training scene(s) of each process (a training batch is never partial): lower "
+                              "data.batch_size, or use fewer processes")
         self.epoch = 0
         self.consumed = 0  # loader batches drawn in this epoch
         self._iter = None
