@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     # meets the dataset and model registries: lib/ never imports them itself.
     import models
     from datasets.collate import collate_fn
+    from lib.engine.dist import WorkerFailedError, peer_failure
     from lib.engine.launch import launch
     from lib.engine.signals import Terminated, install_sigterm_handler
 
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.data.limit_numpoints = 0  # the cap only shapes training batches
         # The engine keeps the voxel cap of training batches (lib/engine/voxel_budget.py); evaluation never defers.
         return launch(cfg, args, build_dataset=build_dataset, build_model=models.build_model, collate_fn=collate_fn)
+    except WorkerFailedError as exc:  # --nproc: a worker killed or crashed; the launcher names it
+        print(f"error: {stopped_message(exc, args.output_dir)}", file=sys.stderr)
+        return exc.exitcode
     except UserError as exc:  # config, data, checkpoint, disk full: one line, no traceback
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
@@ -151,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         where = exc.filename or f"under {args.output_dir}"  # a failed write() names no file
         print(f"error: no space left writing {where}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        lost = peer_failure(exc)  # a surviving rank of a run whose peer died: an effect, one line
+        if lost is None:
+            raise
+        print(f"error: {lost}", file=sys.stderr)
+        return 1
     except (KeyboardInterrupt, Terminated) as exc:
         print(f"error: {stopped_message(exc, args.output_dir)}", file=sys.stderr)
         return 128 + getattr(exc, "signum", 2)

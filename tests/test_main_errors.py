@@ -2,6 +2,7 @@
 the trainer's `finally` hooks flush the TensorBoard writer, the message says where the last
 checkpoint is, the exit code is non-zero."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -203,6 +204,40 @@ def test_batch_larger_than_the_training_scenes_is_a_config_error(tmp_path, data_
     _one_line_error(capsys, ["--config", str(_recipe(tmp_path, data_root)), "data.batch_size=3", "--output-dir",
                              str(tmp_path / "run")],
                     "error: data.batch_size=3 is larger than the 2 training scene(s) of each process")
+
+
+def _worker_of_rank(launcher_pid: int, rank: int) -> int:
+    """The pid of the --nproc worker with RANK=rank among the launcher's children."""
+    from pathlib import Path
+
+    for task in Path(f"/proc/{launcher_pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            if f"RANK={rank}".encode() in env:
+                return int(child)
+    raise AssertionError(f"no worker of rank {rank} under {launcher_pid}")
+
+
+def test_rank_killed_under_nproc_is_one_line_naming_it(tmp_path, data_root):
+    run = tmp_path / "run"
+    launcher = subprocess.Popen(
+        [sys.executable, "main.py", "--config", str(_recipe(tmp_path, data_root, iterations=10_000)), "--nproc", "2",
+         "data.batch_size=1", "--output-dir", str(run)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while not (run / "last.pth").is_file() and time.time() < deadline and launcher.poll() is None:
+            time.sleep(0.2)
+        assert (run / "last.pth").is_file(), "no checkpoint written"
+        victim = _worker_of_rank(launcher.pid, 1)
+        os.kill(victim, signal.SIGKILL)
+        _, err = launcher.communicate(timeout=120)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 128 + signal.SIGKILL, err[-3000:]
+    assert "Traceback" not in err and "ChildFailedError" not in err, err[-3000:]
+    assert err.rstrip("\n").split("\n")[-1] == (
+        f"error: rank 1 of 2 (pid {victim}) was killed by SIGKILL; last checkpoint: {run / 'last.pth'} "
+        f"(continue with --output-dir {run} --resume)"), err[-3000:]
 
 
 def test_sigterm_flushes_events_and_names_the_last_checkpoint(tmp_path, data_root):

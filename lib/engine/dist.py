@@ -2,10 +2,13 @@
 (CPU), scalar all-reduces that are no-ops in a single process, and the --nproc launcher."""
 import datetime
 import os
+import signal
 import socket
 
 import torch
 import torch.distributed as dist
+
+from lib.errors import UserError
 
 
 def is_dist() -> bool:
@@ -123,14 +126,66 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class WorkerFailedError(UserError):
+    """A worker of a --nproc launch died or failed; str() names the rank and how (one line).
+    `exitcode` is the exit code the launcher should return (128 + signal for a killed worker)."""
+
+    def __init__(self, message: str, exitcode: int):
+        super().__init__(message)
+        self.exitcode = exitcode
+
+
+def root_failure(failures: dict, world: int) -> tuple[str, int]:
+    """(one-line description, exit code) of the worker failure that ended a launch.
+
+    failures: global rank -> torch.distributed.elastic ProcessFailure. The agent stops the
+    surviving workers with SIGTERM once one fails, so those are effects, not the cause: the
+    earliest failure that is not such a SIGTERM is the root (the earliest of all otherwise)."""
+    def caused_by_agent(f):
+        return f.exitcode == -signal.SIGTERM
+
+    rank = min(failures, key=lambda r: (caused_by_agent(failures[r]), failures[r].timestamp))
+    failure = failures[rank]
+    if failure.exitcode < 0:
+        name = signal.Signals(-failure.exitcode).name
+        return f"rank {rank} of {world} (pid {failure.pid}) was killed by {name}", 128 - failure.exitcode
+    return f"rank {rank} of {world} (pid {failure.pid}) exited with code {failure.exitcode}", failure.exitcode
+
+
+def peer_failure(exc: BaseException):
+    """One line when `exc` is what a collective raises in a rank of a multi-process run after
+    another rank vanished (gloo: connection reset / closed by peer; NCCL: DistBackendError),
+    else None. That rank's error is an effect: the launcher names the rank that failed."""
+    if not launched_by_torchrun() or int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+        return None
+    backend_error = getattr(dist, "DistBackendError", ())
+    text = str(exc)
+    if isinstance(exc, backend_error) or (isinstance(exc, RuntimeError) and any(
+            m in text for m in ("Connection reset by peer", "Connection closed by peer", "Broken pipe",
+                                "gloo/transport"))):
+        reason = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
+        return f"rank {os.environ.get('RANK', '?')} lost its peers mid-collective ({reason.split('] ', 1)[-1][:120]})"
+    return None
+
+
 def launch_local(script: str, script_args: list, nproc: int, master_port: int = 0) -> int:
     """Run `script script_args` in `nproc` processes on this machine through torch.distributed.run
-    (what `torchrun --standalone --nproc_per_node=N` does). Returns 0, or raises on a failed worker."""
+    (what `torchrun --standalone --nproc_per_node=N` does). Returns 0 when every worker succeeds,
+    the workers' code when they failed with a user error (exit 2: each printed its own line), and
+    raises WorkerFailedError naming the root failure otherwise (instead of torch's ChildFailedError
+    report of every rank, about 40 lines)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     port = master_port or free_port()
     args = get_args_parser().parse_args([
         f"--nproc_per_node={nproc}", "--nnodes=1", "--rdzv_backend=c10d",
         f"--rdzv_endpoint=127.0.0.1:{port}", script, *script_args])
-    run(args)
+    try:
+        run(args)
+    except ChildFailedError as exc:
+        message, code = root_failure(exc.failures, nproc)
+        if code == 2:  # a UserError in the workers: each already printed its one line
+            return 2
+        raise WorkerFailedError(message, code) from None
     return 0
