@@ -22,6 +22,10 @@ class DataFormatError(DataError, ValueError):
         return type(self), (self.path, self.problem)
 
 
+class MissingPackageError(DataError, ImportError):
+    """An optional package needed to read a file type is not installed (the message says what to install)."""
+
+
 class DatasetRootError(DataError, FileNotFoundError):
     """The preprocessed data root does not exist (the message names the command that creates it)."""
 

@@ -27,7 +27,7 @@ strict=false, the scene is skipped and counted).
 import colorsys
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -152,11 +152,14 @@ def map_labels(path: Path, raw: np.ndarray, table: ClassTable) -> np.ndarray:
     return np.array([lookup[int(v)] for v in values], dtype=np.int16)[inverse.reshape(-1)]
 
 
-def read_scene(path: Path, table: ClassTable, labelled: bool) -> tuple[dict[str, np.ndarray], list[float]]:
-    """(arrays, origin): coord float32 [P, 3] relative to origin [3] (float64 metres, see
-    datasets/local_frame.py), label int16 [P], and color uint8 [P, 3] (scaled by its stored type,
-    datasets/ply_io.colors_to_uint8) / normal float32 [P, 3] when present."""
-    data = read_columns(path, table.columns)
+def read_point_file(path: Path, columns, label_field: str) -> tuple[dict, list[float], Optional[np.ndarray]]:
+    """(arrays, origin, raw label values or None) of one point file: coord float32 [P, 3] relative
+    to origin [3] (float64 metres, see datasets/local_frame.py), and color uint8 [P, 3] (scaled by
+    its stored type, datasets/ply_io.colors_to_uint8) / normal float32 [P, 3] when present; the
+    labels come from the side file `<stem>.labels` or the column `label_field`, not yet mapped.
+    Checked: x, y, z present, no points, NaN/inf coordinates, partial colour or normal columns, a
+    label count that differs from the point count."""
+    data = read_columns(path, columns)
     have = ", ".join(sorted(data))
     if not {"x", "y", "z"} <= set(data):
         raise DataFormatError(path, f"no x, y, z fields (has {have})")
@@ -176,16 +179,23 @@ def read_scene(path: Path, table: ClassTable, labelled: bool) -> tuple[dict[str,
         elif present:
             arrays[name] = np.stack([data[f] for f in fields], axis=1).astype(np.float32)
     side = read_side_labels(path)
-    raw = side if side is not None else data.get(table.label_field)
+    raw = side if side is not None else data.get(label_field)
+    if raw is not None and len(raw) != len(coord):
+        raise DataFormatError(path, f"{len(raw)} labels for {len(coord)} points")
+    return arrays, origin, None if raw is None else np.asarray(raw)
+
+
+def read_scene(path: Path, table: ClassTable, labelled: bool) -> tuple[dict[str, np.ndarray], list[float]]:
+    """(arrays, origin) of `read_point_file` plus label int16 [P] mapped through `table`."""
+    arrays, origin, raw = read_point_file(path, table.columns, table.label_field)
     if raw is None:
         if labelled:
+            have = ", ".join(sorted(read_columns(path, table.columns)))
             raise DataFormatError(path, f"no label field '{table.label_field}' (has {have}; set 'label_field' or "
                                         f"'columns' in {CLASSES_FILE}, or add {path.stem}.labels)")
-        arrays["label"] = np.full(len(coord), IGNORE_INDEX, dtype=np.int16)
+        arrays["label"] = np.full(len(arrays["coord"]), IGNORE_INDEX, dtype=np.int16)
         return arrays, origin
-    if len(raw) != len(coord):
-        raise DataFormatError(path, f"{len(raw)} labels for {len(coord)} points")
-    arrays["label"] = map_labels(path, np.asarray(raw), table)
+    arrays["label"] = map_labels(path, raw, table)
     return arrays, origin
 
 
@@ -265,7 +275,8 @@ class Folder(DatasetSpec):
                            palette=np.array(table["palette"], dtype=np.uint8),
                            raw_ids=np.array([ids[0] for ids in table["ids"]], dtype=np.int64),
                            benchmark=self.benchmark, convention=self.convention,
-                           scene_info={s: {} for s in scene_ids}, benchmark_writer=self.write_benchmark)
+                           scene_info={s: {} for s in scene_ids}, benchmark_writer=self.write_benchmark,
+                           label_values=[list(ids) for ids in table["ids"]], label_field=table["label_field"])
 
     def write_benchmark(self, out_dir, scene, points, pred, meta, labels=None):
         path = Path(out_dir) / f"{scene}.txt"

@@ -17,6 +17,10 @@ class DatasetMeta:
     scene_info: scene id -> what the benchmark writer needs (KITTI: sequence, frame; ScanNet: scan).
     benchmark_writer: (out_dir, scene, points [P, 3], pred [P], meta, labels [P] | None) -> Path, the
       dataset's writer of `benchmark` files (DatasetSpec.write_benchmark); None without a benchmark.
+    label_values: per class, the label values of a raw file that mean it (ScanNet: its NYU40 id;
+      SemanticKITTI: every semantic id learning_map sends there; folder: classes.yaml `ids`);
+      None: [[raw_ids[k]]]. What `--mode predict` scores labels found in a new file with.
+    label_field: the point-file column holding labels (folder: classes.yaml `label_field`).
     """
 
     name: str
@@ -28,7 +32,17 @@ class DatasetMeta:
     convention: str
     scene_info: dict[str, dict] = field(default_factory=dict)
     benchmark_writer: Optional[Callable] = None
+    label_values: Optional[list[list[int]]] = None
+    label_field: str = "label"
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def values_of_classes(self) -> list[list[int]]:
+        """label_values, or one value per class (its raw id, else its index) when not set."""
+        if self.label_values is not None:
+            return [list(map(int, v)) for v in self.label_values]
+        if len(self.raw_ids):
+            return [[int(v)] for v in self.raw_ids]
+        return [[k] for k in range(self.num_classes)]

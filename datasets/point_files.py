@@ -1,7 +1,9 @@
 """Reading one point file of any common kind into named columns (for the folder dataset).
 
 Supported: `.ply` (vertex element), `.npy` (a structured array with named fields, or a plain 2-D
-numeric array), `.txt` / `.csv` (numbers separated by blanks / commas, `#` comments). A plain
+numeric array), `.txt` / `.csv` (numbers separated by blanks / commas, `#` comments), and `.las` /
+`.laz` through the optional package laspy (`pip install "laspy[lazrs]"`, imported only for these
+files): x, y, z (scaled to metres, float64), red, green, blue (16-bit), intensity, classification. A plain
 array or text file has no names: its columns are named by `columns` (classes.yaml), or by its
 width when that is unambiguous (DEFAULT_COLUMNS). Names used downstream: x, y, z, red, green,
 blue, nx, ny, nz and the label field; any other name is read and ignored.
@@ -12,10 +14,10 @@ from typing import Optional
 
 import numpy as np
 
-from datasets.errors import DataFormatError
+from datasets.errors import DataFormatError, MissingPackageError
 from datasets.ply_io import read_vertex_element
 
-SUFFIXES = (".ply", ".npy", ".txt", ".csv")
+SUFFIXES = (".ply", ".npy", ".txt", ".csv", ".las", ".laz")
 LABEL_SIDE_FILE = ".labels"
 DEFAULT_COLUMNS = {3: ["x", "y", "z"], 4: ["x", "y", "z", "label"], 6: ["x", "y", "z", "red", "green", "blue"],
                    7: ["x", "y", "z", "red", "green", "blue", "label"],
@@ -62,8 +64,29 @@ def read_columns(path: Path, columns: Optional[list[str]] = None) -> dict[str, n
         except ValueError as exc:
             raise DataFormatError(path, f"not a table of numbers ({' '.join(str(exc).split())})") from None
         data = _named(path, table, columns)
+    elif suffix in (".las", ".laz"):
+        data = _las_columns(path)
     else:
         raise DataFormatError(path, f"unsupported point file type '{suffix}' (use {', '.join(SUFFIXES)})")
+    return data
+
+
+def _las_columns(path: Path) -> dict[str, np.ndarray]:
+    try:
+        import laspy
+    except ImportError:
+        raise MissingPackageError(f"{path}: reading LAS/LAZ files needs laspy: pip install \"laspy[lazrs]\"") from None
+    try:
+        las = laspy.read(path)
+    except Exception as exc:  # laspy raises its own LaspyException, or OSError / ValueError on a damaged file
+        raise DataFormatError(path, f"unreadable LAS/LAZ ({type(exc).__name__}: "
+                                    f"{' '.join(str(exc).split())[:200]})") from None
+    data = {"x": np.asarray(las.x, dtype=np.float64), "y": np.asarray(las.y, dtype=np.float64),
+            "z": np.asarray(las.z, dtype=np.float64)}
+    names = set(las.point_format.dimension_names)
+    for name in ("red", "green", "blue", "intensity", "classification"):
+        if name in names:
+            data[name] = np.asarray(las[name])
     return data
 
 

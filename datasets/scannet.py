@@ -75,11 +75,9 @@ def list_raw_scenes(raw_root: Path) -> list[tuple[str, str, Path]]:
     return scenes
 
 
-def read_raw_scene(scene_id: str, split: str, folder: Path) -> tuple[dict, dict]:
-    """Arrays (coord, color, label) and the manifest entry of one raw scene."""
-    if not folder.is_dir():
-        raise DataFormatError(folder, "scene folder listed in the split file is missing")
-    mesh = folder / f"{scene_id}_vh_clean_2.ply"
+def read_mesh(mesh: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(xyz [P, 3] in the file's precision, colour uint8 [P, 3]) of a `_vh_clean_2.ply`, checked:
+    one-line DataFormatError naming the file for a broken PLY, no vertices, NaN/inf coordinates."""
     v = read_ply_vertices(mesh, ["x", "y", "z", "red", "green", "blue"])
     raw_coord = np.stack([v["x"], v["y"], v["z"]], axis=1)  # stored precision (float64 files stay float64)
     color = colors_to_uint8([v["red"], v["green"], v["blue"]], mesh)
@@ -87,24 +85,42 @@ def read_raw_scene(scene_id: str, split: str, folder: Path) -> tuple[dict, dict]
         raise DataFormatError(mesh, "empty scene (0 vertices)")
     if not np.isfinite(raw_coord).all():
         raise DataFormatError(mesh, f"{int((~np.isfinite(raw_coord)).any(axis=1).sum())} vertices with NaN/inf coordinates")
+    return raw_coord, color
+
+
+def labels_file(mesh: Path) -> Path:
+    """The `_vh_clean_2.labels.ply` beside a `_vh_clean_2.ply`."""
+    return mesh.with_name(mesh.name.removesuffix(".ply") + ".labels.ply")
+
+
+def read_mesh_labels(label_path: Path, raw_coord: np.ndarray, mesh_name: str) -> np.ndarray:
+    """NYU40 ids int64 [P] of a labels.ply, checked against its mesh's vertices (`raw_coord`)."""
+    lv = read_ply_vertices(label_path, ["label"], optional=("x", "y", "z"))
+    raw = integer_labels(lv["label"], label_path)
+    if len(raw) != len(raw_coord):
+        raise DataFormatError(label_path, f"{len(raw)} labelled vertices but the mesh has {len(raw_coord)}")
+    if all(k in lv for k in "xyz"):  # the official files repeat the mesh's vertices: check they match
+        gap = np.abs(np.stack([lv["x"], lv["y"], lv["z"]], axis=1).astype(np.float64) - raw_coord).max(axis=1)
+        moved = ~(gap <= SAME_VERTEX_M)  # NaN counts as moved
+        if moved.any():
+            raise DataFormatError(label_path, f"{int(moved.sum())} of {len(gap)} vertices differ from {mesh_name} "
+                                              f"(up to {np.nanmax(gap):.3g} m): labels of another scan?")
+    return raw
+
+
+def read_raw_scene(scene_id: str, split: str, folder: Path) -> tuple[dict, dict]:
+    """Arrays (coord, color, label) and the manifest entry of one raw scene."""
+    if not folder.is_dir():
+        raise DataFormatError(folder, "scene folder listed in the split file is missing")
+    mesh = folder / f"{scene_id}_vh_clean_2.ply"
+    raw_coord, color = read_mesh(mesh)
     coord, origin = to_local_float32(raw_coord, mesh)
     record = {"split": split, "points": len(coord), "origin": origin}
     if split == "test":
         label = np.full(len(coord), IGNORE_INDEX, dtype=np.int16)
         invalid = {}
     else:
-        label_path = folder / f"{scene_id}_vh_clean_2.labels.ply"
-        lv = read_ply_vertices(label_path, ["label"], optional=("x", "y", "z"))
-        raw = integer_labels(lv["label"], label_path)
-        if len(raw) != len(coord):
-            raise DataFormatError(label_path, f"{len(raw)} labelled vertices but the mesh has {len(coord)}")
-        if all(k in lv for k in "xyz"):  # the official files repeat the mesh's vertices: check they match
-            gap = np.abs(np.stack([lv["x"], lv["y"], lv["z"]], axis=1).astype(np.float64) - raw_coord).max(axis=1)
-            moved = ~(gap <= SAME_VERTEX_M)  # NaN counts as moved
-            if moved.any():
-                raise DataFormatError(label_path, f"{int(moved.sum())} of {len(gap)} vertices differ from {mesh.name} "
-                                                  f"(up to {np.nanmax(gap):.3g} m): labels of another scan?")
-        label, invalid = map_labels(raw)
+        label, invalid = map_labels(read_mesh_labels(labels_file(mesh), raw_coord, mesh.name))
     valid = label[label != IGNORE_INDEX]
     record["class_counts"] = np.bincount(valid, minlength=len(CLASS_NAMES)).tolist()
     record["ignored"] = int(len(label) - len(valid))

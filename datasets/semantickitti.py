@@ -79,14 +79,35 @@ def read_points(path: Path) -> np.ndarray:
     return np.fromfile(path, dtype=np.float32).reshape(-1, 4)
 
 
-def read_labels(path: Path, num_points: int) -> np.ndarray:
-    """Class index int64 [P] from a .label file holding `num_points` uint32."""
+def read_label_words(path: Path, num_points: int) -> np.ndarray:
+    """The uint32 words [P] of a .label file holding `num_points` of them (semantic id in the low 16
+    bits, instance above)."""
     if not path.is_file():
         raise DataFormatError(path, "file not found")
     raw = np.fromfile(path, dtype=np.uint32)
     if path.stat().st_size % 4 or len(raw) != num_points:
         raise DataFormatError(path, f"{path.stat().st_size / 4:g} labels for {num_points} points")
-    return map_labels(raw, path)
+    return raw
+
+
+def read_labels(path: Path, num_points: int) -> np.ndarray:
+    """Class index int64 [P] from a .label file holding `num_points` uint32."""
+    return map_labels(read_label_words(path, num_points), path)
+
+
+def read_frame(bin_path: Path) -> np.ndarray:
+    """float32 [P, 4] (x, y, z metres, remission) of a velodyne .bin, checked: size, NaN/inf
+    coordinates, a stray point beyond 10 km."""
+    points = read_points(bin_path)
+    if not np.isfinite(points[:, :3]).all():
+        raise DataFormatError(bin_path, f"{int((~np.isfinite(points[:, :3])).any(axis=1).sum())} points with NaN/inf coordinates")
+    check_extent(points[:, :3], bin_path)
+    return points
+
+
+def frame_labels_file(bin_path: Path) -> Path:
+    """sequences/NN/labels/FFFFFF.label beside sequences/NN/velodyne/FFFFFF.bin."""
+    return bin_path.parent.parent / "labels" / f"{bin_path.stem}.label"
 
 
 def list_raw_scenes(raw_root: Path) -> list[tuple[str, str, Path]]:
@@ -107,10 +128,7 @@ def read_raw_scene(scene_id: str, split: str, folder: Path) -> tuple[dict, dict]
     """No arrays (read in place); the manifest entry after checking the frame."""
     frame = scene_id.split("_", 1)[1]
     bin_path = folder / "velodyne" / f"{frame}.bin"
-    points = read_points(bin_path)
-    if not np.isfinite(points[:, :3]).all():
-        raise DataFormatError(bin_path, f"{int((~np.isfinite(points[:, :3])).any(axis=1).sum())} points with NaN/inf coordinates")
-    check_extent(points[:, :3], bin_path)
+    points = read_frame(bin_path)
     record = {"split": split, "points": len(points), "sequence": folder.name, "frame": frame,
               "velodyne": f"sequences/{folder.name}/velodyne/{frame}.bin", "label": None}
     num_classes = len(class_names())
@@ -203,6 +221,13 @@ class SemanticKitti(DatasetSpec):
     @property
     def palette(self):
         return tuple(tuple(label_config()["color_map"][r][::-1]) for r in self.raw_ids)  # BGR -> RGB
+
+    def build_meta(self, manifest, in_channels, scene_ids):
+        meta = super().build_meta(manifest, in_channels, scene_ids)
+        learning_map = label_config()["learning_map"]
+        meta.label_values = [sorted(raw for raw, c in learning_map.items() if c == k + 1)
+                             for k in range(meta.num_classes)]
+        return meta
 
     def list_raw_scenes(self, raw_root):
         return list_raw_scenes(raw_root)

@@ -23,8 +23,11 @@ from lib.config.schema_data import DataConfig
 
 # channels contributed by each feature name
 FEATURE_CHANNELS = {"rgb": 3, "xyz": 3, "remission": 1, "normal": 3, "ones": 1}
-# rgb: colour / 255 - 0.5; xyz: the augmented point in metres, relative to the scene centre;
-# remission: as stored (0..1 in SemanticKITTI); normal: unit normal turned with the points; ones: a constant 1
+# how each is computed (per voxel: the mean of its points, or the drawn point's in random quantization);
+# saved in checkpoints so a model is applied to new scans with the inputs it was trained on
+FEATURE_SCALING = {"rgb": "colour uint8 / 255 - 0.5", "xyz": "metres, relative to the scene's bounding-box centre",
+                   "remission": "as stored (0..1 in SemanticKITTI)", "normal": "unit normal, turned with the points",
+                   "ones": "a constant 1"}
 
 
 class VoxelDataset(torch.utils.data.Dataset):
@@ -52,6 +55,12 @@ class VoxelDataset(torch.utils.data.Dataset):
         self.seed, self.rank, self.epoch = int(seed), int(rank), 0
         mode = cfg.quantization
         self.quantization = ("random" if self.augment else "mean") if mode == "auto" else mode
+
+    def input_features(self) -> dict:
+        """{"features": names in channel order, "scaling": name -> how it is computed}: what a
+        checkpoint records so `--mode predict` builds the same inputs from a new scan."""
+        return {"features": list(self.features), "scaling": {n: FEATURE_SCALING[n] for n in self.features},
+                "quantization": "mean"}
 
     def load_scene(self, scene_id: str) -> dict:
         """coord float32 [P, 3] metres, label int64 [P], and color uint8 [P, 3] / remission float32 [P]

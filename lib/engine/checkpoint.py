@@ -9,7 +9,8 @@ Format 2 (FORMAT_VERSION):
    "trainer": {"iteration", "rng": [one RNG state per rank], "world_size", "skipped_total",
                "stream": [one data-stream position per rank (EpochStream / CappedStream state_dict)]},
    "hooks": {hook name: that hook's state_dict} (e.g. "validation": {"best", "best_iteration"}),
-   "config": the resolved recipe as a dict}
+   "config": the resolved recipe as a dict,
+   "card": the model card (lib/engine/model_card.py: what --mode predict needs) or None}
 Format 1 (no "trainer"/"hooks"; "iteration", "rng", "world_size", "best", "best_iteration" at the
 top) is migrated on load by `migrate`.
 """
@@ -52,7 +53,7 @@ def migrate(ckpt: dict, path="checkpoint") -> dict:
                    "skipped_total": 0}
         validation = {"best": ckpt.pop("best", None), "best_iteration": int(ckpt.pop("best_iteration", 0))}
         ckpt.update(format=FORMAT_VERSION, trainer=trainer, hooks={"validation": validation})
-        for key in ("optimizer", "scheduler", "scaler", "ema", "config"):
+        for key in ("optimizer", "scheduler", "scaler", "ema", "config", "card"):
             ckpt.setdefault(key, None)
     return ckpt
 
@@ -121,12 +122,13 @@ class Checkpointer:
 
     PIECES = ("model", "optimizer", "scheduler", "scaler", "ema")
 
-    def __init__(self, run_dir, trainer, hooks, config: dict, is_writer: bool = True, **pieces):
+    def __init__(self, run_dir, trainer, hooks, config: dict, is_writer: bool = True, card: dict | None = None,
+                 **pieces):
         unknown = set(pieces) - set(self.PIECES)
         if unknown:
             raise TypeError(f"Checkpointer: unknown pieces {sorted(unknown)} (known: {self.PIECES})")
         self.run_dir = Path(run_dir)
-        self.trainer, self.hooks, self.config = trainer, list(hooks), config
+        self.trainer, self.hooks, self.config, self.card = trainer, list(hooks), config, card
         self.pieces = {name: pieces.get(name) for name in self.PIECES}
         self.is_writer = is_writer
 
@@ -137,6 +139,7 @@ class Checkpointer:
         out["trainer"] = self.trainer.state_dict()
         out["hooks"] = {h.name: s for h in self.hooks if (s := h.state_dict())}
         out["config"] = self.config
+        out["card"] = self.card
         return out
 
     def save(self, name: str) -> Path:

@@ -15,6 +15,7 @@ from lib.engine.hooks import HookEnv
 from lib.engine.inference import predict_scene, validate
 from lib.engine.inputs import for_model
 from lib.engine.losses import build_loss
+from lib.engine.model_card import build_card
 from lib.engine.optim import IterationScheduler, build_optimizer
 from lib.engine.process import shared_seed
 from lib.engine.state_check import load_weights
@@ -115,7 +116,7 @@ def build_trainer(run):
                   preview=preview, palette=meta.palette)
     trainer.hooks = build_hooks(cfg.train.hooks, env)
     checkpointer = Checkpointer(run.run_dir, trainer, trainer.hooks, config_to_dict(cfg), is_writer=is_main(),
-                                model=unwrap(model), optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema)
+                                card=build_card(cfg, meta, train_set), model=unwrap(model), optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema)
     if run.resume:
         path = run.run_dir / "last.pth"
         checkpointer.load(path)
