@@ -41,10 +41,6 @@ class PredictConfig:
     columns: list[str] = field(default_factory=list)  # names of plain .npy/.txt/.csv columns ([]: the model card's, else by width)
     measure_memory: bool = False  # meter each tile's peak (always on when data.memory_budget sets the tiles)
 
-    def __post_init__(self):
-        if self.max_voxels < 0 or self.tile_overlap < 0 or self.tile_context < 0:
-            raise ValueError("predict.max_voxels, predict.tile_overlap and predict.tile_context must be >= 0")
-
 
 @dataclass
 class ProfileConfig:

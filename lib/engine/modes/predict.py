@@ -83,7 +83,12 @@ def voxel_budget(run, model, item, collate_fn, make_input) -> tuple[int, dict]:
         from lib.profiler.fit import crop_batch
         batch = crop_batch(batch, PROBE_VOXELS / len(batch["coords"]))
     points, samples = measure_points_model(model, batch, make_input, run.device, measure=measure_forward)
-    limit = points.largest_fitting(budget)
+    try:
+        limit = points.largest_fitting(budget)
+    except ValueError as exc:
+        from lib.config import ConfigError
+        raise ConfigError(f"data.memory_budget={cfg.data.memory_budget}: {exc} (the model's weights and "
+                          "a forward's fixed cost)") from None
     return limit, {"source": "data.memory_budget", "budget_bytes": budget, **points.as_dict(),
                    "fitted_on": samples}
 
@@ -119,8 +124,17 @@ class ScanPredictor:
                          self.budget["source"])
             tiles = plan_tiles(item["coords"], self.max_voxels, self.overlap, self.context)
             tiles_done.append(len(tiles))
-            logits = tiled_logits(self.model, item, tiles, self.run.collate_fn, self.make_input, self.run.device,
-                                  on_tile=self._on_tile(len(tiles), peaks, bar))
+            tile_bar = None
+            if bar is not None and len(tiles) > 1:
+                from tqdm import tqdm
+                tile_bar = tqdm(total=len(tiles), desc="tiles", unit="tile", leave=False, position=1,
+                                dynamic_ncols=True)
+            try:
+                logits = tiled_logits(self.model, item, tiles, self.run.collate_fn, self.make_input,
+                                      self.run.device, on_tile=self._on_tile(peaks, tile_bar))
+            finally:
+                if tile_bar is not None:
+                    tile_bar.close()
             probs = logits.softmax(dim=1)[torch.from_numpy(np.asarray(item["inverse"], dtype=np.int64))]
             if first is None:
                 first, total = item, probs
@@ -134,7 +148,7 @@ class ScanPredictor:
             record["peak_bytes"] = int(max(peaks)) + static_bytes(self.model)
         return first, probs, record
 
-    def _on_tile(self, count: int, peaks: list, bar):
+    def _on_tile(self, peaks: list, bar):
         from lib.profiler.meter import peak_bytes
 
         def on_tile(i, forward):
@@ -145,7 +159,7 @@ class ScanPredictor:
             else:
                 logits = forward()
             if bar is not None:
-                bar.set_postfix_str(f"tile {i + 1}/{count}")
+                bar.update(1)
             return logits
         return on_tile
 
@@ -218,7 +232,7 @@ def predict(run):
         for index in mine:
             if bar is not None:
                 bar.set_description_str(f"predict {dataset.scene_ids[index]}")
-            item, probs, record = predictor(dataset, index, bar)
+            item, probs, record = predictor(dataset, index, bar)  # a tile bar under the scan bar
             probs = probs.cpu()
             record = {"scan": dataset.scene_ids[index], **dataset.records[index], **record,
                       **write_scan(run, exporter, dataset, index, item, probs, card)}
