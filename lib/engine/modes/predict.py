@@ -27,6 +27,7 @@ import torch
 from lib import IGNORE_INDEX
 from lib.engine import dist as D
 from lib.engine.checkpoint import CheckpointError, load_checkpoint, model_state
+from lib.engine.data import SeededItems
 from lib.engine.inference import tta_views
 from lib.engine.inputs import for_model
 from lib.engine.model_card import build_card, check_card
@@ -94,7 +95,7 @@ def voxel_budget(run, model, item, collate_fn, make_input) -> tuple[int, dict]:
 
 
 class ScanPredictor:
-    """One model, its inputs and bands; `__call__(dataset, index)` -> (item, probs [P, K], record)."""
+    """One model, its inputs and bands; `__call__(items, index)` -> (item, probs [P, K], record)."""
 
     def __init__(self, run, model, card):
         cfg = run.cfg
@@ -107,7 +108,8 @@ class ScanPredictor:
         self.max_voxels, self.budget = None, None
         self.meter = cfg.predict.measure_memory or bool(cfg.data.memory_budget)
 
-    def __call__(self, dataset, index: int, bar=None):
+    def __call__(self, items, index: int, bar=None):
+        """items: a `lib.engine.data.SeededItems` over the scans (test mode's item access)."""
         from lib.profiler.hook import reset_rss_high_water, rss_high_water_bytes
         from lib.profiler.report import static_bytes
 
@@ -116,7 +118,7 @@ class ScanPredictor:
         plain = self.views == [(0.0, False, 1.0)]
         total, first, tiles_done, peaks = None, None, [], []
         for rotation_z, flip_x, scale in self.views:
-            item = dataset[index] if plain else dataset.get_view(index, rotation_z, flip_x, scale)
+            item = items.item(index) if plain else items.get_view(index, rotation_z, flip_x, scale)
             if self.max_voxels is None:  # fitted once per run, on the first scan
                 self.max_voxels, self.budget = voxel_budget(self.run, self.model, item, self.run.collate_fn,
                                                             self.make_input)
@@ -214,6 +216,7 @@ def predict(run):
     del ckpt
     run.watch_model(model)
     predictor = ScanPredictor(run, model, card)
+    items = SeededItems(dataset, cfg.seed)
 
     from lib.export import PredictionExporter
     from lib.metrics import SegEvaluator
@@ -232,7 +235,7 @@ def predict(run):
         for index in mine:
             if bar is not None:
                 bar.set_description_str(f"predict {dataset.scene_ids[index]}")
-            item, probs, record = predictor(dataset, index, bar)  # a tile bar under the scan bar
+            item, probs, record = predictor(items, index, bar)  # a tile bar under the scan bar
             probs = probs.cpu()
             record = {"scan": dataset.scene_ids[index], **dataset.records[index], **record,
                       **write_scan(run, exporter, dataset, index, item, probs, card)}
