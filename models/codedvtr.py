@@ -104,6 +104,8 @@ class CodedVTRBlock(nn.Module):
     """
 
     expansion = 1
+    # the schedule's temperature is state: the EMA copies it and ranks keep rank 0's (lib/model_contract.py)
+    state_buffers = ("temperature",)
 
     def __init__(self, inplanes: int, planes: int, bn_momentum: float = 0.1, heads: int = 8,
                  value_expansion: int = 2, kernel_size: int = 3, dilations: list = (2, 1, 3), shapes: list = ("cube",),

@@ -133,7 +133,7 @@ class Trainer:
 
     def run_step(self):
         self.model.train()
-        notify_progress(self.model, self.iteration, self.max_iter)
+        notify_progress(self.model, self.iteration, self.max_iter, self.optimizer)
         accum = max(1, self.cfg.accum_steps)
         loss_sum, terms_sum, logs_sum, data_time = 0.0, {}, {}, 0.0
         bad = False
