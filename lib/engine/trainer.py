@@ -20,6 +20,7 @@ from torch import nn
 
 from lib.engine.checkpoint import capture_rng, restore_rng
 from lib.engine.dist import all_reduce_max, get_rank, get_world_size, is_dist
+from lib.engine.precision import amp_dtype, autocast
 from lib.engine.storage import EventStorage
 from lib.errors import UserError
 from lib.model_contract import notify_progress, parse_output
@@ -42,18 +43,6 @@ def gather(state) -> list:
     states = [None] * get_world_size()
     torch.distributed.all_gather_object(states, state)
     return states
-
-
-def amp_dtype(amp: str, device: torch.device):
-    """The autocast dtype of `train.amp` on `device`, or None (fp32). bf16 runs on CUDA and the
-    CPU; fp16 needs CUDA (its GradScaler), elsewhere it falls back to fp32 with a warning."""
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        if device.type == "cuda":
-            return torch.float16
-        log.warning("train.amp=fp16 needs CUDA; training in fp32 on %s (bf16 works there)", device.type)
-    return None
 
 
 @contextlib.contextmanager
@@ -127,9 +116,7 @@ class Trainer:
 
     def autocast(self):
         """Autocast context for the configured AMP dtype on this device (no-op in fp32)."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        return autocast(self.cfg.amp, self.device)
 
     def run_step(self):
         self.model.train()
