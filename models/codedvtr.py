@@ -1,5 +1,5 @@
 """CodedVTR block: codebook-based sparse voxel attention with geometric guidance (Zhao et al., CVPR 2022),
-and its discrete variant (one hard choice per voxel and head). See /work/shared/CODEDVTR.md.
+and its discrete variant (one hard choice per voxel and head). The method: docs/CODEDVTR.md.
 
 For voxel i, head h (a contiguous group of C'/H channels) and codebook element d (a depthwise
 weight W_d [K_d, C'] over the offsets of its own support region R_d):
