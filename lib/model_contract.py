@@ -19,7 +19,10 @@ model's own file and keep their state in registered buffers, so evaluation needs
 A callback that overwrites rows of a parameter (a codebook reset) returns {parameter: rows int64 [R]};
 the trainer then clears the optimizer's state of those rows (`clear_optimizer_rows`), so a new row
 starts without the momentum of the one it replaced. Under DDP the callback runs on every rank and
-must leave the parameters equal on all of them (decide once and broadcast).
+must leave the parameters equal on all of them (decide once and broadcast). A submodule may also
+define `on_train_step_end()`, called on every rank after each step's forwards and update, before the
+hooks (a checkpoint) run: the place to merge what the step's forwards counted over ranks
+(`notify_step_end`).
 
 Buffers: a module lists in the class attribute `state_buffers` the names of its buffers that are
 state, not statistics of the data (a schedule's temperature, a codebook's usage counts and its
@@ -79,6 +82,14 @@ def notify_progress(model: nn.Module, iteration: int, max_iter: int, optimizer=N
             if changed and optimizer is not None:
                 clear_optimizer_rows(optimizer, changed)
     return progress
+
+
+def notify_step_end(model: nn.Module) -> None:
+    """Call every submodule's `on_train_step_end()` (every rank, after each training step)."""
+    for module in unwrap(model).modules():
+        callback = getattr(module, "on_train_step_end", None)
+        if callable(callback):
+            callback()
 
 
 @torch.no_grad()

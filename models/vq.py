@@ -9,9 +9,10 @@ where |.| is the L1 norm ('l1') or the squared L2 norm ('l2', VQ-VAE's conventio
 Usage is logged as perplexity (exp of the entropy of the batch's code histogram) and dead codes
 (codes no row chose in this batch). With `reset_every > 0`, codes no row chose since the last reset
 are re-drawn from recent inputs kept in a ring buffer (a known cure for codebook collapse).
-Under DDP the ranks stay one model: each step's code counts are summed over ranks into `usage`
-(so every rank holds the same counts), rank 0 alone draws the new rows from its own memory and
-broadcasts them, and the trainer clears those rows' optimizer state (lib/model_contract.py).
+Under DDP the ranks stay one model: each step's code counts are summed over ranks into `usage` at
+the end of the step (so every rank holds the same counts, and a checkpoint has them), rank 0 alone
+draws the new rows from its own memory and broadcasts them, and the trainer clears those rows'
+optimizer state (lib/model_contract.py).
 
 VQAttentionBlock predicts per voxel and head a logit vector over the K neighbour offsets, snaps it
 to the codebook (so every voxel uses one of M prototype attention maps per head), takes the
@@ -109,10 +110,10 @@ class VectorQuantizer(nn.Module):
         self.recent[slots] = take
         self.recent_count += len(take)
 
-    def fold_usage(self):
-        """Add the counts of the forwards since the last call to `usage` (summed over ranks under
-        DDP when codes are reset: a collective, every rank calls it). The trainer's progress call
-        does this before every step."""
+    @torch.no_grad()
+    def on_train_step_end(self):
+        """Add the counts of the forwards since the last call to `usage`, summed over ranks under
+        DDP when codes are reset (a collective: the trainer calls it on every rank after each step)."""
         pending, self._pending = self._pending, None
         if pending is None:
             pending = torch.zeros_like(self.usage)
@@ -124,7 +125,8 @@ class VectorQuantizer(nn.Module):
     def on_train_progress(self, iteration: int, progress: float):
         """Re-draws the codes unused since the last reset every `reset_every` iterations; returns
         {codebook: rows} when it replaced rows (their optimizer state is then cleared), else None."""
-        self.fold_usage()
+        if self._pending is not None:  # forwards outside the trainer's loop count too
+            self.on_train_step_end()
         if self.reset_every <= 0 or iteration == 0 or iteration % self.reset_every:
             return None
         # rank 0 decides and draws; the others take its rows (usage is equal on every rank, but the

@@ -23,7 +23,7 @@ from lib.engine.dist import all_reduce_max, get_rank, get_world_size, is_dist
 from lib.engine.precision import amp_dtype, autocast
 from lib.engine.storage import EventStorage
 from lib.errors import UserError
-from lib.model_contract import notify_progress, parse_output
+from lib.model_contract import notify_progress, notify_step_end, parse_output
 
 log = logging.getLogger("voxseg")
 
@@ -162,6 +162,7 @@ class Trainer:
         else:
             grad_norm, stepped = self._update()
             skipped = not stepped
+        notify_step_end(self.model)  # before the hooks: a checkpoint holds the step's merged counts
         self.scheduler.step()  # the schedule follows the iteration count, skipped steps included
         self.storage.put("step_preds", preds)
         self.storage.put("step_info", {

@@ -86,6 +86,7 @@ class _CodebookNet(torch.nn.Module):
 
 
 def _train_steps(model, step_model, optimizer, steps, gen, scale=1.0, at_step=None):
+    from lib.model_contract import notify_step_end
     from models.contract import notify_progress, parse_output
 
     for it in range(steps):
@@ -97,6 +98,7 @@ def _train_steps(model, step_model, optimizer, steps, gen, scale=1.0, at_step=No
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        notify_step_end(step_model)  # as the trainer: the step's counts merged before any checkpoint
 
 
 def _vq_rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
@@ -124,6 +126,7 @@ def _vq_rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
                      validation_sync)
         adam = optimizer.state[model.vq.codebook]
         torch.save({"params": {k: v.detach().clone() for k, v in model.named_parameters()},
+                    "usage": model.vq.usage.clone(),
                     "adam": {k: adam[k].clone() for k in ("exp_avg", "exp_avg_sq")}, **synced},
                    f"{out_dir}/rank{rank}.pt")
     finally:
@@ -140,6 +143,8 @@ def test_two_ranks_with_different_data_keep_one_codebook_through_resets(tmp_path
         assert torch.equal(value, r1["params"][name]), name
     for name, value in r0["adam"].items():
         assert torch.equal(value, r1["adam"][name]), name
+    # the counts of the step after the last reset (iteration 12), both ranks' 32 rows, on both ranks
+    assert torch.equal(r0["usage"], r1["usage"]) and float(r0["usage"].sum()) == 64
     # the memory of recent inputs is rank 0's on both ranks after the sync, not a blend of the two
     assert not torch.equal(r0["before"], r1["before"])
     assert torch.equal(r1["after"], r0["before"]) and torch.equal(r0["after"], r0["before"])
