@@ -75,7 +75,7 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("usage", torch.zeros(num_codes))
         self.register_buffer("recent", torch.zeros(memory, dim))
         self.register_buffer("recent_count", torch.zeros((), dtype=torch.long))
-        # this rank's counts since the last progress call: a plain attribute, as DDP overwrites
+        # this rank's counts since the last step end: a plain attribute, as DDP overwrites
         # buffers with rank 0's at every forward
         self._pending = None
 
