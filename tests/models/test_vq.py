@@ -85,7 +85,9 @@ class _CodebookNet(torch.nn.Module):
         return {"logits": self.out(z), "losses": losses}
 
 
-def _train_steps(model, step_model, optimizer, steps, gen, scale=1.0, at_step=None):
+def _train_steps(model, step_model, optimizer, steps, gen, scale=1.0, at_step=None, drift=0.0):
+    """Steps of a trainer's shape; the inputs move by `drift` every 3 steps (one reset period), so
+    codes drawn at one reset fall out of use by the next."""
     from lib.model_contract import notify_step_end
     from models.contract import notify_progress, parse_output
 
@@ -93,7 +95,7 @@ def _train_steps(model, step_model, optimizer, steps, gen, scale=1.0, at_step=No
         if at_step is not None:
             at_step(it)
         notify_progress(step_model, it, steps, optimizer)
-        out = parse_output(step_model(torch.randn(32, 4, generator=gen) * scale))
+        out = parse_output(step_model(torch.randn(32, 4, generator=gen) * scale + drift * (it // 3)))
         loss = out.logits.square().mean() + sum(out.losses.values())
         optimizer.zero_grad()
         loss.backward()
@@ -113,7 +115,16 @@ def _vq_rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
         torch.manual_seed(100 + rank)  # each rank its own random stream, as seed + rank in the engine
-        synced = {}
+        synced, resets = {}, []
+        reset = model.vq.on_train_progress
+
+        def logged_reset(iteration, progress):  # the rows each reset replaced, per iteration
+            changed = reset(iteration, progress)
+            if changed:
+                resets.append((iteration, changed[model.vq.codebook].tolist()))
+            return changed
+
+        model.vq.on_train_progress = logged_reset
 
         def validation_sync(it):
             if it == 7:  # as before a validation: buffers made equal over ranks
@@ -123,10 +134,10 @@ def _vq_rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
         # each rank its own data (different scales: different codes used, different memories)
         _train_steps(model, ddp, optimizer, 13, torch.Generator().manual_seed(rank), 1.0 + 2 * rank,
-                     validation_sync)
+                     validation_sync, drift=10.0)
         adam = optimizer.state[model.vq.codebook]
         torch.save({"params": {k: v.detach().clone() for k, v in model.named_parameters()},
-                    "usage": model.vq.usage.clone(),
+                    "usage": model.vq.usage.clone(), "resets": resets,
                     "adam": {k: adam[k].clone() for k in ("exp_avg", "exp_avg_sq")}, **synced},
                    f"{out_dir}/rank{rank}.pt")
     finally:
@@ -141,6 +152,7 @@ def test_two_ranks_with_different_data_keep_one_codebook_through_resets(tmp_path
     assert (r0["params"]["vq.codebook"] < 500).all()  # the far codes were all re-drawn
     for name, value in r0["params"].items():
         assert torch.equal(value, r1["params"][name]), name
+    assert len(r0["resets"]) >= 2 and r0["resets"] == r1["resets"]  # several resets, the same rows
     for name, value in r0["adam"].items():
         assert torch.equal(value, r1["adam"][name]), name
     # the counts of the step after the last reset (iteration 12), both ranks' 32 rows, on both ranks
