@@ -1,12 +1,13 @@
 """CodedVTR block: codebook-based sparse voxel attention with geometric guidance (Zhao et al., CVPR 2022),
-and its discrete variant (one hard choice per voxel and head). See /work/shared/CODEDVTR.md.
+and its discrete variant (one hard choice per voxel and head). The method: docs/CODEDVTR.md.
 
 For voxel i, head h (a contiguous group of C'/H channels) and codebook element d (a depthwise
 weight W_d [K_d, C'] over the offsets of its own support region R_d):
     q_d    = SubMConv_{R_d}(x)                        [N, H]   one scalar per head, no bias
     s[i,h,d] = sum_k sum_{c in h} W_d[k,c] q_d[i + o_k, h]       (W_d detached here if asked)
     rho[i,d] = occupied offsets of R_d around i / |R_d|          (density, centre included)
-    alpha[i,h,:] = softmax_d(s[i,h,:] / T + rho[i,:] / tau)      = softmax(s/T) * softmax(rho/tau), renormalised
+    prior[i,d] = (rho[i,d] + (rho_ref - rho_i) z_d) / tau        (density guidance, see density_prior)
+    alpha[i,h,:] = softmax_d(s[i,h,:] / T + prior[i,:])          = softmax(s/T) * softmax(prior), renormalised
     y[i,c] = sum_d alpha[i,head(c),d] sum_k W_d[k,c] v[i + o_k, c]   (empty neighbours give 0)
     out    = ConvBNReLU1x1(y) + residual                         (no activation after the sum)
 The value's BatchNorm + ReLU, the D products, their mixing and the output layer's 1x1 projection
@@ -93,7 +94,7 @@ class CodedVTRBlock(nn.Module):
             dilation-major); the release: dilations (2, 1, 3), shapes ("cube",).
         choice: 'soft' | 'hard_st' | 'gumbel' (module docstring).
         t_start, t_end: temperature schedule ends (the release: 1, 1).
-        density_guidance: multiply the prior softmax_d(rho / density_tau) into alpha.
+        density_guidance: multiply the density prior (density_prior) into alpha.
         density_tau: prior temperature (0.1-0.2 in the paper's description).
         detach_codebook_in_choice: W_d gets no gradient through the choice logits (as in the release).
         diversity: return the diversity regulariser as loss 'diversity' (needs two elements of
@@ -104,6 +105,8 @@ class CodedVTRBlock(nn.Module):
     """
 
     expansion = 1
+    # the schedule's temperature is state: the EMA copies it and ranks keep rank 0's (lib/model_contract.py)
+    state_buffers = ("temperature",)
 
     def __init__(self, inplanes: int, planes: int, bn_momentum: float = 0.1, heads: int = 8,
                  value_expansion: int = 2, kernel_size: int = 3, dilations: list = (2, 1, 3), shapes: list = ("cube",),
@@ -127,6 +130,14 @@ class CodedVTRBlock(nn.Module):
         self.density_guidance, self.density_tau = density_guidance, float(density_tau)
         self.detach_codebook_in_choice = detach_codebook_in_choice
         self.regions = [make_region(s, kernel_size, d) for d, s in itertools.product(dilations, shapes)]
+        # density guidance: the local density is the occupancy of the cube at the smallest dilation,
+        # a flat surface (kernel_size^2 of kernel_size^3 offsets) the neutral density, and each
+        # element's dilation ranked in [-1, 1] (smallest -1, largest +1)
+        ranks = sorted(set(int(d) for d in dilations))
+        self.local_region = KernelRegion.cube(kernel_size=kernel_size, dilation=ranks[0])
+        self.density_ref = 1.0 / kernel_size
+        self.dilation_rank = tuple(2.0 * ranks.index(int(d)) / (len(ranks) - 1) - 1.0 if len(ranks) > 1 else 0.0
+                                   for d, _ in itertools.product(dilations, shapes))
 
         self.proj = None if inplanes == planes else _conv_bn_relu(snn.Linear(inplanes, planes, bias=False),
                                                                   planes, bn_momentum)
@@ -155,6 +166,22 @@ class CodedVTRBlock(nn.Module):
         """rho [N, D]: occupied fraction of each element's support around each voxel."""
         return torch.stack([occupancy(t) for t in tables], 1)
 
+    def density_prior(self, h, tables) -> torch.Tensor:
+        """Prior logits [N, D] over the elements from the occupancy around each voxel of h, after the
+        paper: voxels in dense neighbourhoods choose small dilations, those in sparse ones bigger.
+            prior[i,d] = (rho[i,d] + (rho_ref - rho_i) * z_d) / tau
+        rho[i,d] (`density`) favours the elements whose support the neighbourhood fills (which shape
+        fits); rho_i is the local density, the occupied fraction of the kernel_size^3 cube at the
+        smallest dilation; rho_ref = 1 / kernel_size, a flat surface's share of that cube; z_d the
+        rank of element d's dilation in [-1, 1]. So a neighbourhood denser than a flat surface (a
+        solid block) tilts towards small dilations and a sparser one (a thin line, an isolated
+        voxel) towards large ones; on a flat surface only the fit counts. (The fit term alone is
+        blind to this: a solid block or a line fills every dilation's cube equally.)"""
+        rho = self.density(tables)
+        local = occupancy(neighbor_table(h, self.local_region))
+        rank = torch.tensor(self.dilation_rank, dtype=rho.dtype, device=rho.device)
+        return (rho + (self.density_ref - local).unsqueeze(1) * rank) / self.density_tau
+
     def choice_conv_weights(self) -> list:
         """Per support of self.by_region, its elements' choice convolution weights side by side
         [K, C, len(ds) * H]: elements on one support (the discrete block's patterns) share one
@@ -181,9 +208,9 @@ class CodedVTRBlock(nn.Module):
                 per_element[d] = s[:, j * heads:(j + 1) * heads]
         return torch.stack(per_element, 1).transpose(1, 2)  # [N, D, H] in memory (see mixing_weights)
 
-    def mixing_weights(self, s: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
-        """alpha [N, H, D] from choice logits s [N, H, D] and density rho [N, D] (or None)."""
-        prior = 0.0 if rho is None else (rho / self.density_tau).unsqueeze(1)
+    def mixing_weights(self, s: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        """alpha [N, H, D] from choice logits s [N, H, D] and prior logits [N, D] (density_prior, or None)."""
+        prior = 0.0 if prior is None else prior.unsqueeze(1)
         if self.choice == "gumbel":
             log_pi = torch.log_softmax(s + prior, 2)
             if not self.training:
@@ -218,14 +245,8 @@ class CodedVTRBlock(nn.Module):
 
     def mixing(self, h, tables, qs=None) -> torch.Tensor:
         """alpha [N, H, D] of h [N, planes] over the elements' neighbour tables (qs: see choice_logits)."""
-        rho = self.density(tables) if self.density_guidance else None
-        return self.mixing_weights(self.choice_logits(h, tables, qs), rho)
-
-    def attend(self, h):
-        """Codebook attention of h [N, planes] -> (y [N, C'], alpha [N, H, D])."""
-        tables = [neighbor_table(h, r) for r in self.regions]
-        alpha = self.mixing(h, tables)
-        return self.mix(self.value(h), alpha, tables), alpha
+        prior = self.density_prior(h, tables) if self.density_guidance else None
+        return self.mixing_weights(self.choice_logits(h, tables, qs), prior)
 
     def forward(self, x):
         h = x if self.proj is None else self.proj(x)

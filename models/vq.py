@@ -9,12 +9,17 @@ where |.| is the L1 norm ('l1') or the squared L2 norm ('l2', VQ-VAE's conventio
 Usage is logged as perplexity (exp of the entropy of the batch's code histogram) and dead codes
 (codes no row chose in this batch). With `reset_every > 0`, codes no row chose since the last reset
 are re-drawn from recent inputs kept in a ring buffer (a known cure for codebook collapse).
+Under DDP the ranks stay one model: each step's code counts are summed over ranks into `usage` at
+the end of the step (so every rank holds the same counts, and a checkpoint has them), rank 0 alone
+draws the new rows from its own memory and broadcasts them, and the trainer clears those rows'
+optimizer state (lib/model_contract.py).
 
 VQAttentionBlock predicts per voxel and head a logit vector over the K neighbour offsets, snaps it
 to the codebook (so every voxel uses one of M prototype attention maps per head), takes the
 softmax over the occupied neighbours and sums the values with those weights.
 """
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from lib.sparse import nn as snn
@@ -24,6 +29,20 @@ from lib.sparse.regions import KernelRegion
 from models.blocks import projection_shortcut
 
 NORMS = ("l1", "l2")
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _collective(t: torch.Tensor, op: str) -> torch.Tensor:
+    """t summed over ranks ('sum') or rank 0's t ('broadcast'); gloo works on CPU copies."""
+    work = t.cpu() if dist.get_backend() == "gloo" and t.device.type != "cpu" else t.clone()
+    if op == "sum":
+        dist.all_reduce(work, op=dist.ReduceOp.SUM)
+    else:
+        dist.broadcast(work, src=0)
+    return work.to(t.device)
 
 
 class VectorQuantizer(nn.Module):
@@ -37,6 +56,10 @@ class VectorQuantizer(nn.Module):
             (0 = never).
         memory: rows kept in the ring buffer of recent inputs.
     """
+
+    # bookkeeping, not statistics: the EMA copies them, and ranks keep rank 0's rather than a mean
+    # of unrelated rows (lib/model_contract.py)
+    state_buffers = ("usage", "recent")
 
     def __init__(self, num_codes: int, dim: int, norm: str = "l2", w_codebook: float = 1.0,
                  w_commit: float = 0.25, reset_every: int = 0, memory: int = 4096):
@@ -52,6 +75,9 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("usage", torch.zeros(num_codes))
         self.register_buffer("recent", torch.zeros(memory, dim))
         self.register_buffer("recent_count", torch.zeros((), dtype=torch.long))
+        # this rank's counts since the last step end: a plain attribute, as DDP overwrites
+        # buffers with rank 0's at every forward
+        self._pending = None
 
     def _distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         diff = a - b
@@ -77,7 +103,7 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _remember(self, e, counts):
-        self.usage += counts
+        self._pending = counts if self._pending is None else self._pending + counts
         memory = len(self.recent)
         take = e[torch.randperm(len(e), device=e.device)[:memory]].to(self.recent.dtype)
         slots = (self.recent_count + torch.arange(len(take), device=e.device)) % memory
@@ -85,15 +111,41 @@ class VectorQuantizer(nn.Module):
         self.recent_count += len(take)
 
     @torch.no_grad()
+    def on_train_step_end(self):
+        """Add the counts of the forwards since the last call to `usage`, summed over ranks under
+        DDP when codes are reset (a collective: the trainer calls it on every rank after each step)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            pending = torch.zeros_like(self.usage)
+        if self.reset_every > 0 and _distributed():
+            pending = _collective(pending, "sum")
+        self.usage += pending
+
+    @torch.no_grad()
     def on_train_progress(self, iteration: int, progress: float):
+        """Re-draws the codes unused since the last reset every `reset_every` iterations; returns
+        {codebook: rows} when it replaced rows (their optimizer state is then cleared), else None."""
+        if self._pending is not None:  # forwards outside the trainer's loop count too
+            self.on_train_step_end()
         if self.reset_every <= 0 or iteration == 0 or iteration % self.reset_every:
-            return
-        dead = (self.usage == 0).nonzero().flatten()
+            return None
+        # rank 0 decides and draws; the others take its rows (usage is equal on every rank, but the
+        # memory of recent inputs and the random streams are each rank's own)
+        fresh, dead = self.codebook.detach().clone(), self.usage == 0
         filled = int(min(self.recent_count.item(), len(self.recent)))
-        if len(dead) and filled:
-            pick = torch.randint(filled, (len(dead),), device=self.recent.device)
-            self.codebook[dead] = self.recent[pick].to(self.codebook.dtype)
+        if not filled:
+            dead = torch.zeros_like(dead)
+        rows = dead.nonzero().flatten()
+        if len(rows) and (not _distributed() or dist.get_rank() == 0):
+            pick = torch.randint(filled, (len(rows),), device=self.recent.device)
+            fresh[rows] = self.recent[pick].to(fresh.dtype)
+        if _distributed():
+            dead = _collective(dead.to(torch.uint8), "broadcast").bool()
+            fresh = _collective(fresh, "broadcast")
+            rows = dead.nonzero().flatten()
+        self.codebook[rows] = fresh[rows]
         self.usage.zero_()
+        return {self.codebook: rows} if len(rows) else None
 
 
 class VQAttentionBlock(nn.Module):
@@ -142,8 +194,7 @@ class VQAttentionBlock(nn.Module):
         e = self.to_logits(self.context(h).feats).view(n * self.heads, volume)
         z, _, losses, logs = self.quantizer(e)
         scores = z.view(n, self.heads, volume).transpose(1, 2)  # [N, K, H]
-        scores = scores.masked_fill(nbr.unsqueeze(2) < 0, float("-inf"))
-        attn = masked_softmax(scores, nbr)
+        attn = masked_softmax(scores, nbr)  # it masks the empty neighbours itself
         y = neighborhood_aggregate(self.value(h.feats), nbr, attn, None)
         out = self.lin_out(self.norm_attn(h.replace(y)))
         skip = x if self.shortcut is None else self.shortcut(x)

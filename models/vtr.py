@@ -1,5 +1,5 @@
 """Voxel transformer (VTR) block: Point-Transformer-style vector attention over the kernel-map
-neighbourhood of each voxel (the baseline of CodedVTR; see /work/shared/CODEDVTR.md).
+neighbourhood of each voxel (the baseline of CodedVTR; the method: docs/CODEDVTR.md).
 
 For voxel i and its occupied neighbours j = i + o_k (k over the region's K offsets):
     q = Wq x, k = Wk x, v = Wv x                      (x after the block's input Linear-BN-ReLU)

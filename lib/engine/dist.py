@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 
 from lib.errors import UserError
+from lib.model_contract import state_buffer_names
 
 
 def is_dist() -> bool:
@@ -91,17 +92,20 @@ def barrier() -> None:
 def average_buffers(*modules) -> None:
     """Make every rank's buffers of `modules` equal (every rank must call, same modules in the
     same order): floating buffers (BatchNorm running statistics, an EMA copy's) become their mean
-    over ranks, integer ones (num_batches_tracked) rank 0's. Parameters are left alone: DDP keeps
-    them equal. Averaging rather than taking rank 0's uses every rank's share of the data, as one
-    process seeing the whole batch would. A no-op in a single process."""
+    over ranks, integer ones (num_batches_tracked) and those a module declares as state
+    (`state_buffers`, lib/model_contract.py: a mean of two ranks' rows of a codebook's input memory
+    is an input neither saw) rank 0's. Parameters are left alone: DDP keeps them equal. Averaging
+    rather than taking rank 0's uses every rank's share of the data, as one process seeing the
+    whole batch would. A no-op in a single process."""
     if not is_dist():
         return
     device_type = "cuda" if dist.get_backend() == "nccl" else "cpu"
     world = get_world_size()
     for module in modules:
-        for buf in module.buffers():
+        state = state_buffer_names(module)
+        for name, buf in module.named_buffers():
             work = buf.to(device_type) if buf.device.type != device_type else buf
-            if buf.is_floating_point():
+            if buf.is_floating_point() and name not in state:
                 work = work.double() if work.dtype != torch.float64 else work.clone()
                 dist.all_reduce(work, op=dist.ReduceOp.SUM)
                 work = work / world

@@ -4,6 +4,8 @@ import copy
 import torch
 from torch import nn
 
+from lib.model_contract import state_buffer_names
+
 
 class ModelEMA:
     """Keeps `self.module`, a frozen copy of the model whose floating state follows
@@ -11,7 +13,9 @@ class ModelEMA:
 
     With `warmup`, d = min(decay, (1 + t) / (10 + t)) at update t, so the average is not
     dominated by the random initialisation early on. Integer buffers (BatchNorm's
-    num_batches_tracked) are copied, not averaged.
+    num_batches_tracked) and the buffers modules declare as state (`state_buffers`,
+    lib/model_contract.py: a schedule's temperature, a codebook's usage and memory) are copied, not
+    averaged: the copy runs at the schedule's temperature, not at a lagging mean of past ones.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True):
@@ -33,9 +37,10 @@ class ModelEMA:
         model = getattr(model, "module", model)
         d = self.current_decay()
         current = model.state_dict()
+        state = state_buffer_names(self.module)
         for name, avg in self.module.state_dict().items():
             value = current[name].detach()
-            if avg.dtype.is_floating_point:
+            if avg.dtype.is_floating_point and name not in state:
                 avg.mul_(d).add_(value.to(avg.dtype), alpha=1.0 - d)
             else:
                 avg.copy_(value)

@@ -57,8 +57,9 @@ def validate(model, loader, make_input, evaluator, device, autocast=None) -> dic
 
 
 @torch.no_grad()
-def predict_scene(model, items, index: int, views: list, collate_fn, make_input, device):
-    """Class probabilities of every original point of scene `index`.
+def predict_scene(model, items, index: int, views: list, collate_fn, make_input, device, autocast=None):
+    """Class probabilities of every original point of scene `index`, forwards under `autocast`
+    (() -> context: the recipe's precision, lib/engine/precision.py; None: fp32).
 
     items: a `lib.engine.data.SeededItems`. One plain view uses `items.item(index)`; otherwise each
     view comes from `items.get_view(index, rotation_z, flip_x, scale)` and the per-point softmax
@@ -70,7 +71,8 @@ def predict_scene(model, items, index: int, views: list, collate_fn, make_input,
     for rotation_z, flip_x, scale in views:
         item = items.item(index) if plain else items.get_view(index, rotation_z, flip_x, scale)
         batch = collate_fn([item])
-        logits = parse_output(model(make_input(batch, device))).logits
+        with autocast() if autocast else contextlib.nullcontext():
+            logits = parse_output(model(make_input(batch, device))).logits
         inverse = batch["inverse"][0].to(device)
         probs = logits.float().softmax(dim=1)[inverse]
         if first is None:

@@ -22,6 +22,7 @@ import torch
 
 from lib.engine import dist as D
 from lib.engine.inputs import InputMaker
+from lib.engine.precision import precision_name
 from lib.engine.process import process
 from lib.io import atomic_write_json
 
@@ -105,7 +106,8 @@ def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights
         summary = {"mode": mode, "iterations": iterations,
                    "elapsed_s": round(time.perf_counter() - start, 3),
                    "metrics": summary_metrics(scores),
-                   "convention": scores.get("convention") if scores else None}
+                   "convention": scores.get("convention") if scores else None,
+                   "precision": precision_name(cfg.train.amp, device)}  # forwards' precision (train.amp)
         if rank == 0:
             atomic_write_json(run_dir / "summary.json", summary)
             log.info("summary: %s", json.dumps(summary["metrics"] | {"per_class_iou": "..."}))

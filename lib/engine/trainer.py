@@ -20,9 +20,10 @@ from torch import nn
 
 from lib.engine.checkpoint import capture_rng, restore_rng
 from lib.engine.dist import all_reduce_max, get_rank, get_world_size, is_dist
+from lib.engine.precision import amp_dtype, autocast
 from lib.engine.storage import EventStorage
 from lib.errors import UserError
-from lib.model_contract import notify_progress, parse_output
+from lib.model_contract import notify_progress, notify_step_end, parse_output
 
 log = logging.getLogger("voxseg")
 
@@ -42,18 +43,6 @@ def gather(state) -> list:
     states = [None] * get_world_size()
     torch.distributed.all_gather_object(states, state)
     return states
-
-
-def amp_dtype(amp: str, device: torch.device):
-    """The autocast dtype of `train.amp` on `device`, or None (fp32). bf16 runs on CUDA and the
-    CPU; fp16 needs CUDA (its GradScaler), elsewhere it falls back to fp32 with a warning."""
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        if device.type == "cuda":
-            return torch.float16
-        log.warning("train.amp=fp16 needs CUDA; training in fp32 on %s (bf16 works there)", device.type)
-    return None
 
 
 @contextlib.contextmanager
@@ -127,13 +116,11 @@ class Trainer:
 
     def autocast(self):
         """Autocast context for the configured AMP dtype on this device (no-op in fp32)."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        return autocast(self.cfg.amp, self.device)
 
     def run_step(self):
         self.model.train()
-        notify_progress(self.model, self.iteration, self.max_iter)
+        notify_progress(self.model, self.iteration, self.max_iter, self.optimizer)
         accum = max(1, self.cfg.accum_steps)
         loss_sum, terms_sum, logs_sum, data_time = 0.0, {}, {}, 0.0
         bad = False
@@ -175,6 +162,7 @@ class Trainer:
         else:
             grad_norm, stepped = self._update()
             skipped = not stepped
+        notify_step_end(self.model)  # before the hooks: a checkpoint holds the step's merged counts
         self.scheduler.step()  # the schedule follows the iteration count, skipped steps included
         self.storage.put("step_preds", preds)
         self.storage.put("step_info", {

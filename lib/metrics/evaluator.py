@@ -71,8 +71,9 @@ class SegEvaluator:
         """Per-class IoU / accuracy text table for logs, ending with the convention used."""
         return format_table(self.compute())
 
-    def save(self, out_dir: str | Path, plots: bool = True, normalize_plot: bool = True) -> dict:
-        """Writes metrics.json (scores + raw confusion matrix) and, if asked, the two PNGs.
+    def save(self, out_dir: str | Path, plots: bool = True, normalize_plot: bool = True, extra: dict = None) -> dict:
+        """Writes metrics.json (scores + raw confusion matrix + the entries of `extra`, e.g. the
+        precision) and, if asked, the two PNGs.
 
         Returns the JSON content (a dict).
         """
@@ -84,6 +85,7 @@ class SegEvaluator:
         summary["confusion_matrix"] = valid.tolist()
         summary["confusion_matrix_layout"] = ("rows = ground truth, columns = prediction, "
                                               "last column = invalid prediction")
+        summary.update(extra or {})
         atomic_write_json(out_dir / "metrics.json", summary)
         if plots:
             plot_confusion(valid, self.class_names, out_dir / "confusion_matrix.png", normalize_plot)

@@ -71,7 +71,11 @@ def _knn_torch_cluster(ref, ref_offset, qry, qry_offset, k):
         return _knn_grid(ref, ref_offset, qry, qry_offset, k)
     q, r = pairs[0], pairs[1]
     d = (ref[r] - qry[q]).pow(2).sum(-1).sqrt()
-    order = torch.argsort(q * (d.max() + 1) + d) if len(d) else q
+    # rows grouped by query, each group by distance: two stable sorts (distance, then query) are
+    # exact, where one float key q * (dmax + 1) + d rounds distances away once q is large
+    # (float32 keeps 24 bits: past 2048 queries the key's step is 2^-12, ~2e-4 m)
+    order = torch.argsort(d, stable=True)
+    order = order[torch.argsort(q[order], stable=True)]
     return r[order].view(-1, k), d[order].view(-1, k)
 
 

@@ -62,16 +62,23 @@ def test_ranks_buffers_differ_until_averaged(tmp_path):
             assert torch.equal(value, r0["before"][key]), key
 
 
-def test_logged_validation_is_the_saved_model(tmp_path):
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_logged_validation_is_the_saved_model(tmp_path, amp):
     """Two ranks with BatchNorm (momentum 1: running stats = the rank's last batch, so ranks differ
     as much as their data) and an EMA: the best validation mIoU the run logged must be what
-    `--mode test` scores on best.pth, i.e. every rank validated the model that was saved."""
+    `--mode test` scores on best.pth, i.e. every rank validated the model that was saved, at the
+    recipe's precision (bf16 autocast on the CPU too)."""
     run = tmp_path / "run"
     model = "model.args={bn: true, bn_momentum: 1.0}"
-    run_script("--mode", "train", "--output-dir", run, "--nproc", "2", "data.batch_size=1", model,
+    precision = f"train.amp={amp}"
+    run_script("--mode", "train", "--output-dir", run, "--nproc", "2", "data.batch_size=1", model, precision,
                "train.val_every=2", "train.iterations=6", "train.ema.enabled=true", "train.ema.decay=0.5")
-    logged = json.loads((run / "summary.json").read_text())["metrics"]
-    run_script("--mode", "test", "--output-dir", run / "test", "--weights", run / "best.pth", model)
-    tested = json.loads((run / "test" / "summary.json").read_text())["metrics"]
+    logged = json.loads((run / "summary.json").read_text())
+    run_script("--mode", "test", "--output-dir", run / "test", "--weights", run / "best.pth", model, precision)
+    tested = json.loads((run / "test" / "summary.json").read_text())
+    want = {"none": "fp32", "bf16": "bf16"}[amp]
+    assert logged["precision"] == tested["precision"] == want
+    assert json.loads((run / "test" / "metrics.json").read_text())["precision"] == want
+    logged, tested = logged["metrics"], tested["metrics"]
     assert logged["miou"] == pytest.approx(tested["miou"], abs=1e-12)
     assert logged["per_class_iou"] == pytest.approx(tested["per_class_iou"], abs=1e-12)

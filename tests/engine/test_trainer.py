@@ -1,6 +1,7 @@
 """The training loop on stand-ins: an interrupted run resumed from `last` repeats the
 uninterrupted run's losses exactly; non-finite steps are skipped and bounded; auxiliary losses,
 gradient accumulation and the writer's closing on every exit path."""
+import json
 import math
 
 import pytest
@@ -270,3 +271,24 @@ def test_the_shared_initial_seed_leaves_cuda_generators_alone(monkeypatch):
     with shared_seed(0):
         assert torch.equal(torch.rand(3), first)
     assert calls == [7]
+
+
+def test_test_mode_runs_at_the_recipes_precision_as_validation_does(tmp_path):
+    # Regression (issue 21): validation ran under train.amp's autocast, --mode test in fp32, so the
+    # logged validation was not what test mode scores on the same weights.
+    from lib.engine.modes import evaluate as evaluate_mode
+
+    ctx = context(tmp_path / "run", ["train.iterations=1", "train.val_every=0", "train.amp=bf16"])
+    train_mode.build_trainer(ctx).train()
+    seen = []
+
+    def build_model(model_cfg, in_channels, num_classes):
+        model = S.ToyNet(in_channels, num_classes)
+        model.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
+        return model
+
+    test = context(tmp_path / "test", ["train.amp=bf16"])
+    test.mode, test.weights, test.build_model = "test", str(tmp_path / "run" / "last.pth"), build_model
+    evaluate_mode.run(test)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert json.loads((tmp_path / "test" / "metrics.json").read_text())["precision"] == "bf16"

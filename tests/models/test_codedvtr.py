@@ -9,6 +9,13 @@ from models.codedvtr import CodedVTRBlock, DiscreteAttentionBlock, make_region
 from tests.models.attention_helpers import brute_neighbors, small_cloud
 
 
+def attend(block, h):
+    """The block's attention alone, h [N, planes] -> (y [N, C'], alpha [N, H, D]), from its parts."""
+    tables = [neighbor_table(h, r) for r in block.regions]
+    alpha = block.mixing(h, tables)
+    return block.mix(block.value(h), alpha, tables), alpha
+
+
 def _block(**kw):
     torch.manual_seed(0)
     args = dict(heads=2, value_expansion=1, dilations=[1, 2], shapes=["cube", "plane_xy"])
@@ -33,7 +40,11 @@ def _brute_attend(block, h):
                     for hd in range(heads):
                         s[i, hd, d] += (weight[k, hd * group:(hd + 1) * group] * q[j, hd]).sum()
     rho = torch.stack([(t >= 0).float().mean(1) for t in tables], 1)
-    alpha = torch.softmax(s / block.temperature + (rho / block.density_tau).unsqueeze(1), 2)
+    # the density prior by hand: local density = the 3x3x3 cube at the smallest dilation (1 here)
+    local = (brute_neighbors(h.coords, make_region("cube", 3, 1).offsets) >= 0).float().mean(1)
+    rank = torch.tensor([-1.0 if max(map(max, r.offsets)) == 1 else 1.0 for r in block.regions])  # dilation 1, 2
+    prior = (rho + (1 / 3 - local)[:, None] * rank) / block.density_tau
+    alpha = torch.softmax(s / block.temperature + prior.unsqueeze(1), 2)
     for d, (element, table) in enumerate(zip(block.codebook, tables)):
         weight = element.weight
         for i in range(n):
@@ -51,7 +62,7 @@ def test_soft_block_matches_brute_force_sums(aggregate):
         s_ref, y_ref = _brute_attend(block, h)
         tables = [neighbor_table(h, r) for r in block.regions]
         s = block.choice_logits(h, tables)
-        y, _ = block.attend(h)
+        y, _ = attend(block, h)
     torch.testing.assert_close(s, s_ref, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
 
@@ -116,21 +127,23 @@ def test_density_guidance_changes_the_weights_when_only_occupancy_changes():
         coords = torch.tensor([centre] + others, dtype=torch.int32)
         h = sparse_input(coords, torch.ones(len(coords), 8))
         with torch.no_grad():
-            _, alpha = block.attend(h)
+            _, alpha = attend(block, h)
         alphas.append(alpha[0, 0])
         rho = torch.tensor([9 / 27, 1 / 27]) if others is near else torch.tensor([1 / 27, 9 / 27])
-        torch.testing.assert_close(alpha[0, 0], torch.softmax(rho / block.density_tau, 0))
+        # local density: the d=1 cube's occupancy; the tilt (1/3 - local) * rank, rank [-1, +1]
+        tilt = (1 / 3 - rho[0]) * torch.tensor([-1.0, 1.0])
+        torch.testing.assert_close(alpha[0, 0], torch.softmax((rho + tilt) / block.density_tau, 0))
     assert alphas[0][0] > 0.8 and alphas[1][1] > 0.8  # dense near -> small dilation, and back
     block.density_guidance = False
     with torch.no_grad():
-        _, alpha = block.attend(h)
+        _, alpha = attend(block, h)
     torch.testing.assert_close(alpha[0, 0], torch.full((2,), 0.5))
 
 
 def test_hard_choice_is_one_hot_forward_and_soft_backward():
     block = _block(choice="hard_st").train()
     h = small_cloud(n=80)
-    y, alpha = block.attend(h)
+    y, alpha = attend(block, h)
     # one-hot up to rounding (hard + soft - soft.detach())
     torch.testing.assert_close(alpha.detach(), alpha.detach().round(), rtol=0, atol=1e-6)
     torch.testing.assert_close(alpha.detach().sum(2), torch.ones_like(alpha[..., 0]))
@@ -143,13 +156,13 @@ def test_gumbel_samples_one_hot_in_training_and_takes_the_argmax_in_evaluation()
     block = _block(choice="gumbel", t_start=2.0, t_end=0.1).train()
     h = small_cloud(n=80)
     torch.manual_seed(1)
-    _, alpha = block.attend(h)
+    _, alpha = attend(block, h)
     torch.testing.assert_close(alpha.detach(), alpha.detach().round(), rtol=0, atol=1e-6)
     alpha.sum().backward()  # straight-through: the relaxed sample carries the gradient
     block.eval()
     with torch.no_grad():
-        _, a1 = block.attend(h)
-        _, a2 = block.attend(h)
+        _, a1 = attend(block, h)
+        _, a2 = attend(block, h)
     assert torch.equal(a1, a2)
 
 
@@ -191,3 +204,33 @@ def test_fused_and_depthwise_aggregation_agree_in_value_and_gradients():
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-4, atol=1e-5)
     for a, b in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _guided_choice(coords, dilations=(2, 1, 3)):
+    """alpha [D] of voxel row 0 with zero choice convolutions: the density prior alone, per element."""
+    from tests.models.unet_helpers import sparse_input
+
+    block = _block(dilations=list(dilations), shapes=["cube"]).eval()
+    for conv in block.choice_convs:
+        torch.nn.init.zeros_(conv.weight)
+    h = sparse_input(torch.tensor(coords, dtype=torch.int32), torch.ones(len(coords), 8))
+    with torch.no_grad():
+        _, alpha = attend(block, h)
+    order = sorted(range(len(dilations)), key=lambda d: dilations[d])
+    return alpha[0, 0][order]  # by dilation, smallest first
+
+
+def test_density_guidance_follows_the_paper_on_built_neighbourhoods():
+    """Dense neighbourhoods choose small dilations, sparse ones bigger (Zhao et al.): a voxel inside a
+    solid 9^3 block, the middle of a thin line, an isolated voxel; and a flat surface stays neutral."""
+    centre = [0, 20, 20, 20]
+    r = range(-4, 5)
+    block = [centre] + [[0, 20 + x, 20 + y, 20 + z] for x in r for y in r for z in r if (x, y, z) != (0, 0, 0)]
+    line = [centre] + [[0, 20 + x, 20, 20] for x in r if x]
+    isolated = [centre, [0, 40, 40, 40]]
+    plane = [centre] + [[0, 20 + x, 20 + y, 20] for x in r for y in r if (x, y) != (0, 0)]
+    dense = _guided_choice(block)
+    assert dense[0] > dense[1] > dense[2] and dense[0] > 0.9  # dilation 1 > 2 > 3
+    for sparse in (_guided_choice(line), _guided_choice(isolated)):
+        assert sparse[0] < sparse[1] < sparse[2]
+    torch.testing.assert_close(_guided_choice(plane), torch.full((3,), 1 / 3))  # every cube 9 of 27

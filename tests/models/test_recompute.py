@@ -86,7 +86,7 @@ def test_an_activation_read_by_two_ops_is_recomputed_once():
 def _chained(b, x):
     """A CodedVTR block's modules chained plainly (every activation stored)."""
     tables = [snn.neighbor_table(x, r) for r in b.regions]
-    alpha = b.mixing_weights(b.choice_logits(x, tables), b.density(tables))
+    alpha = b.mixing(x, tables)
     y = b.mix(b.value(x), alpha, tables)
     return b.out(x.replace(y)).feats + x.feats
 

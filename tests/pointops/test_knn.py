@@ -98,3 +98,38 @@ def test_torch_cluster_backend_matches_when_installed():
     a_idx, a_dist = knn(ref, off, 8, backend="torch")
     b_idx, b_dist = knn(ref, off, 8, backend="torch_cluster")
     assert torch.allclose(a_dist, b_dist, atol=1e-6)
+
+
+class _StandInTorchCluster:
+    """torch_cluster.knn's contract (pairs [2, E] = (query row, reference row), k per query when the
+    scene has k points) by brute force, the pairs in a shuffled order as nothing promises one."""
+
+    @staticmethod
+    def knn(x, y, k, batch_x, batch_y):
+        d2 = (y[:, None] - x[None]).pow(2).sum(-1)
+        d2 = d2.masked_fill(batch_y[:, None] != batch_x[None], float("inf"))
+        arg = d2.topk(k, dim=1, largest=False).indices
+        pairs = torch.stack([torch.arange(len(y)).repeat_interleave(k), arg.flatten()])
+        return pairs[:, torch.randperm(pairs.shape[1], generator=torch.Generator().manual_seed(5))]
+
+
+def _large_scene():
+    g = torch.Generator().manual_seed(4)
+    return torch.rand(3000, 3, generator=g), torch.tensor([0, 1200, 3000])
+
+
+def test_torch_cluster_path_orders_exactly_at_a_size_where_a_float_key_fails(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "torch_cluster", _StandInTorchCluster)
+    ref, off = _large_scene()
+    k = 8
+    # the former single float key, q * (dmax + 1) + d, misorders neighbours at this size
+    pairs = _StandInTorchCluster.knn(ref, ref, k, *[torch.bucketize(torch.arange(3000), off[1:], right=True)] * 2)
+    q, r = pairs
+    d = (ref[r] - ref[q]).pow(2).sum(-1).sqrt()
+    old = d[torch.argsort(q * (d.max() + 1) + d)].view(-1, k)
+    assert (old.diff(dim=1) < 0).any()
+    idx, dist = knn(ref, off, k, backend="torch_cluster")
+    want_idx, want_dist = brute_knn(ref, off, ref, off, k)
+    assert torch.equal(dist, want_dist)
+    assert torch.equal(idx, want_idx)  # random points: no ties

@@ -14,6 +14,7 @@ from lib.engine.data import SeededItems
 from lib.engine.dist import is_main
 from lib.engine.inference import predict_scene, tta_views
 from lib.engine.inputs import for_model
+from lib.engine.precision import autocast, precision_name
 from lib.engine.state_check import load_weights
 
 log = logging.getLogger("voxseg")
@@ -47,7 +48,9 @@ def evaluate(run):
     items = SeededItems(dataset, cfg.seed)
     indices = range(run.rank, len(dataset), run.world)
     for i, index in enumerate(indices):
-        item, probs = predict_scene(model, items, index, views, run.collate_fn, make_input, device)
+        # the recipe's precision, as the validation of the run that trained these weights
+        item, probs = predict_scene(model, items, index, views, run.collate_fn, make_input, device,
+                                    lambda: autocast(cfg.train.amp, device))
         pred = probs.argmax(dim=1)
         # Items may hold numpy arrays or tensors (collate converts; here there is no collate).
         labels = torch.as_tensor(np.asarray(item["point_labels"]), dtype=torch.int64)
@@ -63,7 +66,8 @@ def evaluate(run):
     if evaluator.confusion.valid().sum() == 0:
         log.info("split %r has no labels: predictions exported, nothing scored", cfg.train.test_split)
         return None
-    scores = evaluator.save(run.run_dir, cfg.eval.plots, cfg.eval.normalize_plot)
+    scores = evaluator.save(run.run_dir, cfg.eval.plots, cfg.eval.normalize_plot,
+                            extra={"precision": precision_name(cfg.train.amp, device)})
     if cfg.eval.table:
         log.info("test scores\n%s", evaluator.table())
     return scores

@@ -109,7 +109,7 @@ def build_trainer(run):
     def preview():
         # One validation scene as `--mode test` predicts it (no TTA), for the pointcloud hook.
         item, probs = predict_scene(eval_model, val_items, 0, [(0.0, False, 1.0)], run.collate_fn,
-                                    make_input, device)
+                                    make_input, device, trainer.autocast)
         return item["scene"], item["points"], probs.argmax(dim=1).cpu().numpy(), item["point_labels"]
 
     env = HookEnv(cfg, meta.class_names, device, run_dir=run.run_dir, validate=validate_synced, save=save_synced,
