@@ -44,15 +44,17 @@ def _setup(scan, overrides=()):
     return run, model, card, items
 
 
-@pytest.mark.parametrize("tta", [False, True])
-def test_predict_equals_test_modes_inference(scan, tta):
+@pytest.mark.parametrize("tta,amp", [(False, "none"), (True, "none"), (False, "bf16")])
+def test_predict_equals_test_modes_inference(scan, tta, amp):
+    from lib.engine.precision import autocast
+
     views = ["eval.tta.enabled=true", "eval.tta.rotations=2", "eval.tta.flips=[x]"] if tta else []
-    run, model, card, items = _setup(scan, views)
+    run, model, card, items = _setup(scan, views + [f"train.amp={amp}"])
     item, probs, record = ScanPredictor(run, model, card)(items, 0)
     expected_views = tta_views(run.cfg.eval.tta)
     assert record["views"] == len(expected_views) == (4 if tta else 1) and record["tiles"] == 1
     _, reference = predict_scene(model, items, 0, expected_views, collate_fn, InputMaker("torch", 0.1).for_model(model),
-                                 "cpu")
+                                 "cpu", autocast=lambda: autocast(amp, torch.device("cpu")))
     torch.testing.assert_close(probs, reference, rtol=1e-5, atol=1e-6)
     assert len(probs) == len(item["points"]) == 6000
 

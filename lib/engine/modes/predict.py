@@ -31,6 +31,7 @@ from lib.engine.data import SeededItems
 from lib.engine.inference import tta_views
 from lib.engine.inputs import for_model
 from lib.engine.model_card import build_card, check_card
+from lib.engine.precision import autocast, precision_name
 from lib.engine.state_check import check_state_dict
 from lib.engine.tiling import plan_tiles, tiled_logits
 from lib.io import atomic_write_json
@@ -132,8 +133,9 @@ class ScanPredictor:
                 tile_bar = tqdm(total=len(tiles), desc="tiles", unit="tile", leave=False, position=1,
                                 dynamic_ncols=True)
             try:
-                logits = tiled_logits(self.model, item, tiles, self.run.collate_fn, self.make_input,
-                                      self.run.device, on_tile=self._on_tile(peaks, tile_bar))
+                with autocast(self.run.cfg.train.amp, torch.device(self.run.device)):  # test mode's precision
+                    logits = tiled_logits(self.model, item, tiles, self.run.collate_fn, self.make_input,
+                                          self.run.device, on_tile=self._on_tile(peaks, tile_bar))
             finally:
                 if tile_bar is not None:
                     tile_bar.close()
@@ -259,6 +261,7 @@ def predict(run):
     seconds = sum(r["seconds"] for r in records)
     summary = {"weights": str(run.weights), "model": card["model"]["name"], "dataset": card["dataset"],
                "voxel_size": card["voxel_size"], "features": card["features"], "processes": run.world,
+               "precision": precision_name(cfg.train.amp, run.device),
                "max_voxels": predictor.max_voxels, "budget": predictor.budget,
                "tile_overlap_m": cfg.predict.tile_overlap, "tile_context_m": cfg.predict.tile_context,
                "scans": records, "points": points, "seconds": round(seconds, 3),
@@ -268,7 +271,8 @@ def predict(run):
              seconds, summary["seconds_per_million_points"], exporter.root)
     if evaluator.confusion.valid().sum() == 0:
         return None
-    scores = evaluator.save(run.run_dir, cfg.eval.plots, cfg.eval.normalize_plot)
+    scores = evaluator.save(run.run_dir, cfg.eval.plots, cfg.eval.normalize_plot,
+                            extra={"precision": summary["precision"]})
     if cfg.eval.table:
         log.info("scores over the labelled scans\n%s", evaluator.table())
     return scores
