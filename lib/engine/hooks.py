@@ -7,6 +7,7 @@ the tensorboard hook, the one owner of the SummaryWriter, flushes at the end of 
 Only rank 0 writes files; hooks that run collectives (validation, loss averaging) run on every
 rank in the same order.
 """
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -295,30 +296,44 @@ class TensorBoardHook(HookBase):
     """The one TensorBoard writer (rank 0, <run>/tensorboard): after each step it writes every
     finite scalar published in that step, and the point clouds in "meshes" ({tag: (vertices
     [P, 3] float32, colours [P, 3] uint8)}) with add_mesh. Closed in after_train, which runs on
-    every exit path."""
+    every exit path.
+
+    The same scalars also go to <run>/scalars.jsonl, one line per step that published any:
+    {"iteration": i, "<name>": value, ...} (appended, flushed per line). TensorBoard event files
+    are write-only for us (tensorboardX has no reader), and the run report (lib/report) reads its
+    curves from this file. A resumed run appends again from its checkpoint's iteration: a reader
+    keeps the last value written for an (iteration, name)."""
 
     name = "tensorboard"
     reads = ("scalars", "meshes")
 
-    def __init__(self, logdir):
+    def __init__(self, logdir, records=None):
         self.logdir = logdir
+        self.records_path = records
         self.writer = None
+        self.records = None
 
     @classmethod
     def build(cls, env: HookEnv):
-        return cls(env.run_dir / "tensorboard")
+        return cls(env.run_dir / "tensorboard", env.run_dir / "scalars.jsonl")
 
     def before_train(self, trainer):
         if is_main():
             from tensorboardX import SummaryWriter
             self.writer = SummaryWriter(str(self.logdir))
+            if self.records_path is not None:
+                self.records = open(self.records_path, "a")
 
     def after_step(self, trainer):
         if self.writer is None:
             return
-        for name, value in trainer.storage.latest_at(trainer.iteration).items():
-            if math.isfinite(value):
-                self.writer.add_scalar(name, value, trainer.iteration)
+        finite = {name: float(value) for name, value in trainer.storage.latest_at(trainer.iteration).items()
+                  if math.isfinite(value)}
+        for name, value in finite.items():
+            self.writer.add_scalar(name, value, trainer.iteration)
+        if self.records is not None and finite:
+            self.records.write(json.dumps({"iteration": trainer.iteration} | finite) + "\n")
+            self.records.flush()
         for tag, (vertices, colours) in trainer.storage.get("meshes", {}).items():
             self.writer.add_mesh(tag, vertices=torch.as_tensor(vertices)[None], colors=torch.as_tensor(colours)[None],
                                  global_step=trainer.iteration)
@@ -327,6 +342,9 @@ class TensorBoardHook(HookBase):
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        if self.records is not None:
+            self.records.close()
+            self.records = None
 
 
 # The memory hook lives with the profiler (lib/profiler/hook.py); importing it registers "memory".

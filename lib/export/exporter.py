@@ -7,9 +7,9 @@ import torch
 from lib.export.ply import write_ply
 
 
-def _ply(out_dir, scene, points, pred, meta, labels=None):
+def _ply(out_dir, scene, points, pred, meta, labels=None, confidence=None):
     return write_ply(Path(out_dir) / f"{scene.replace('/', '_')}.ply", points, pred, meta.palette, labels,
-                     list(meta.class_names))
+                     list(meta.class_names), confidence)
 
 
 def get_writer(fmt: str, meta):
@@ -48,18 +48,21 @@ class PredictionExporter:
     def folder(self, fmt: str) -> Path:
         return self.root / fmt
 
-    def add(self, scene: str, points, pred, labels=None) -> list[Path]:
+    def add(self, scene: str, points, pred, labels=None, confidence=None) -> list[Path]:
         """Writes one scene in every enabled format.
 
         Args:
             scene: scene id (the item's `scene`).
             points: float [P, 3] original points; pred: int [P] class per original point;
             labels: optional int [P] ground truth (IGNORE_INDEX = unknown), used by the PLY only.
+            confidence: optional float [P] probability of the predicted class, used by the PLY only.
         Returns the files written.
         """
         points, pred = _numpy(points), _numpy(pred)
         labels = _numpy(labels) if (labels is not None and self.ply_labels) else None
-        return [get_writer(fmt, self.meta)(self.folder(fmt), scene, points, pred, self.meta, labels)
+        confidence = None if confidence is None else _numpy(confidence)
+        return [_ply(self.folder(fmt), scene, points, pred, self.meta, labels, confidence) if fmt == "ply" else
+                get_writer(fmt, self.meta)(self.folder(fmt), scene, points, pred, self.meta, labels)
                 for fmt in self.formats]
 
 

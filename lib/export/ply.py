@@ -11,7 +11,8 @@ _BASE_FIELDS = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green
 
 
 def write_ply(path: str | Path, points: np.ndarray, pred: np.ndarray, palette: np.ndarray,
-              labels: np.ndarray | None = None, class_names: list[str] | None = None) -> Path:
+              labels: np.ndarray | None = None, class_names: list[str] | None = None,
+              confidence: np.ndarray | None = None) -> Path:
     """Writes a binary little-endian PLY of one scene.
 
     Args:
@@ -23,6 +24,7 @@ def write_ply(path: str | Path, points: np.ndarray, pred: np.ndarray, palette: n
             uchar `error` (1 = labelled point predicted wrong, 0 = right or unlabelled).
         class_names: optional K names; each class goes into the header as a comment
             `class <id> <r> <g> <b> <name>` (read by scripts/visualize.py for its legend).
+        confidence: optional float [P], the predicted class's probability; adds float32 `confidence`.
     """
     from plyfile import PlyData, PlyElement
 
@@ -39,6 +41,11 @@ def write_ply(path: str | Path, points: np.ndarray, pred: np.ndarray, palette: n
         if labels.shape != pred.shape:
             raise ValueError(f"{path}: labels {labels.shape} and predictions {pred.shape} differ in length")
         fields += [("label", "<i4"), ("error", "u1")]
+    if confidence is not None:
+        confidence = np.asarray(confidence, dtype=np.float32).reshape(-1)
+        if confidence.shape != pred.shape:
+            raise ValueError(f"{path}: confidence {confidence.shape} and predictions {pred.shape} differ in length")
+        fields.append(("confidence", "<f4"))
     vertex = np.empty(pred.shape[0], dtype=fields)
     vertex["x"], vertex["y"], vertex["z"] = (points[:, i].astype(np.float32) for i in range(3))
     known = (pred >= 0) & (pred < palette.shape[0])
@@ -49,6 +56,8 @@ def write_ply(path: str | Path, points: np.ndarray, pred: np.ndarray, palette: n
     if labels is not None:
         vertex["label"] = labels
         vertex["error"] = ((labels != IGNORE_INDEX) & (labels >= 0) & (labels != pred)).astype(np.uint8)
+    if confidence is not None:
+        vertex["confidence"] = confidence
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     comments = [] if class_names is None else \
