@@ -10,9 +10,14 @@ def open_page(driver, path: Path):
     returns the console entries logged so far (cleared from the driver's buffer)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from selenium.common.exceptions import TimeoutException
+
     driver.get(Path(path).resolve().as_uri())
     if driver.find_elements("id", "voxseg-canvas"):
-        WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.body.dataset.firstFrameMs"))
+        try:
+            WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.body.dataset.firstFrameMs"))
+        except TimeoutException:
+            raise AssertionError(f"{path}: no first frame within 60 s; console: {driver.get_log('browser')}") from None
     return driver.get_log("browser")
 
 
