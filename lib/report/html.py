@@ -3,7 +3,8 @@ page fetches nothing). `write_report(run_dirs, out)` for one run or a comparison
 
 Scenes travel as base64 blocks (lib/report/assets/viewer.js reads them): xyz quantised to uint16 over
 the scene's bounding box (under 0.2 mm steps on a 10 m room), colours uint8, classes uint8 (uint16
-above 254 classes), confidence uint8: about 13 bytes a point, 17 as base64.
+above 254 classes), confidence uint8: about 13 bytes a point, 17 as base64. Points are stored in a
+seeded random order, so the viewer can draw a prefix (a uniform subsample) while the view moves.
 """
 import base64
 import json
@@ -52,9 +53,17 @@ def _subsample(scene: dict, n: int, seed: int = 1) -> dict:
     return out
 
 
-def encode_scene(scene: dict, run_index: int, num_classes: int, budget: int) -> tuple[dict, str]:
-    """(the scene's JSON entry, its base64 <script> blocks) for scene index `i` filled in later."""
-    scene = _subsample(scene, budget)
+def _shuffle(scene: dict, seed: int = 2) -> dict:
+    """The scene's points in a seeded random order: any prefix is then a uniform subsample, which the
+    viewer draws alone while the view moves."""
+    order = np.random.default_rng(seed).permutation(scene["points_stored"])
+    return dict(scene, **{key: scene[key][order] for key in ("xyz", "rgb", "pred", "label", "confidence")
+                          if scene[key] is not None})
+
+
+def encode_scene(scene: dict, run_index: int, num_classes: int, budget: int) -> tuple[dict, dict]:
+    """(the scene's JSON entry, its arrays by block name: pos, rgb, pred, label, conf; None = absent)."""
+    scene = _shuffle(_subsample(scene, budget))
     xyz = scene["xyz"].astype(np.float64)
     lo, hi = (xyz.min(axis=0), xyz.max(axis=0)) if len(xyz) else (np.zeros(3), np.ones(3))
     size = np.maximum(hi - lo, 1e-6)

@@ -3,6 +3,8 @@
 // pos  uint16 [N*3]  xyz quantised over the scene's bounding box (bbox: [min xyz, max xyz], metres)
 // rgb  uint8 [N*3]   the PLY's colour; pred / label uint8 or uint16 [N] (the top value = none);
 // conf uint8 [N]     confidence * 255.
+// Points come in random order: while the view moves only the first FAST_POINTS are drawn (a uniform
+// subsample), the whole scene once it rests for REST_MS.
 // Mouse: left drag orbits, right drag (or shift + left) pans, the wheel zooms.
 (function () {
   "use strict";
@@ -16,6 +18,7 @@
     document.body.dataset.viewer = "no-webgl2";
     return;
   }
+  var FAST_POINTS = 250000, REST_MS = 200;
   var GREY = [150, 150, 150], RIGHT = [40, 170, 70], WRONG = [220, 40, 40];
   var RAMP = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
 
@@ -94,31 +97,42 @@
     recolor();
   }
 
-  function classOf(i) {
-    // the class a point is shown as (and hidden by): ground truth in "gt" mode, else the prediction
-    var a = state.mode === "gt" ? state.arrays.label : state.arrays.pred;
-    return a ? a[i] : state.scene.class_none;
+  function rampLUT() {
+    // 256 confidence levels -> RGB, linear between the RAMP stops
+    var lut = new Uint8Array(256 * 3);
+    for (var v = 0; v < 256; v++) {
+      var t = v / 255 * (RAMP.length - 1), j = Math.min(RAMP.length - 2, Math.floor(t)), f = t - j;
+      for (var d = 0; d < 3; d++) { lut[3 * v + d] = Math.round(RAMP[j][d] * (1 - f) + RAMP[j + 1][d] * f); }
+    }
+    return lut;
   }
+  var RAMP_LUT = rampLUT();
 
   function recolor() {
-    var s = state.scene, A = state.arrays, n = s.n, out = new Uint8Array(n * 4);
-    var palette = data.runs[s.run].palette, none = s.class_none;
-    for (var i = 0; i < n; i++) {
-      var c = GREY, k;
-      if (state.mode === "rgb") {
-        c = [A.rgb[3 * i], A.rgb[3 * i + 1], A.rgb[3 * i + 2]];
-      } else if (state.mode === "pred" || state.mode === "gt") {
-        k = state.mode === "gt" ? A.label[i] : A.pred[i];
-        if (k !== none && k < palette.length) { c = palette[k]; }
-      } else if (state.mode === "error") {
-        if (A.label[i] !== none) { c = A.label[i] === A.pred[i] ? RIGHT : WRONG; }
-      } else if (state.mode === "confidence") {
-        var t = A.conf[i] / 255 * (RAMP.length - 1), j = Math.min(RAMP.length - 2, Math.floor(t)), f = t - j;
-        c = [0, 1, 2].map(function (d) { return Math.round(RAMP[j][d] * (1 - f) + RAMP[j + 1][d] * f); });
+    // one lookup table per mode (class id -> RGB, `none` -> grey), so a million points take one pass
+    var s = state.scene, A = state.arrays, n = s.n, out = new Uint8Array(n * 4), none = s.class_none;
+    var palette = data.runs[s.run].palette, mode = state.mode, lut = new Uint8Array((none + 1) * 3);
+    var hidden = new Uint8Array(none + 1), shownBy = mode === "gt" ? A.label : A.pred, i, k, src;
+    for (k = 0; k <= none; k++) {
+      var c = k < palette.length ? palette[k] : GREY;
+      lut[3 * k] = c[0]; lut[3 * k + 1] = c[1]; lut[3 * k + 2] = c[2];
+      hidden[k] = k !== none && state.hidden[k] ? 1 : 0;
+    }
+    for (i = 0; i < n; i++) {
+      var o = 4 * i;
+      if (mode === "rgb") {
+        out[o] = A.rgb[3 * i]; out[o + 1] = A.rgb[3 * i + 1]; out[o + 2] = A.rgb[3 * i + 2];
+      } else if (mode === "error") {
+        src = A.label[i] === none ? GREY : A.label[i] === A.pred[i] ? RIGHT : WRONG;
+        out[o] = src[0]; out[o + 1] = src[1]; out[o + 2] = src[2];
+      } else if (mode === "confidence") {
+        k = 3 * A.conf[i];
+        out[o] = RAMP_LUT[k]; out[o + 1] = RAMP_LUT[k + 1]; out[o + 2] = RAMP_LUT[k + 2];
+      } else {
+        k = 3 * (mode === "gt" ? A.label[i] : A.pred[i]);
+        out[o] = lut[k]; out[o + 1] = lut[k + 1]; out[o + 2] = lut[k + 2];
       }
-      k = classOf(i);
-      out[4 * i] = c[0]; out[4 * i + 1] = c[1]; out[4 * i + 2] = c[2];
-      out[4 * i + 3] = (k !== none && state.hidden[k]) ? 0 : 255;
+      out[o + 3] = shownBy && hidden[shownBy[i]] ? 0 : 255;
     }
     gl.bindBuffer(gl.ARRAY_BUFFER, colorBuffer);
     gl.bufferData(gl.ARRAY_BUFFER, out, gl.STATIC_DRAW);
@@ -201,7 +215,11 @@
     gl.uniform3f(loc.size, hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]);
     gl.uniform1f(loc.pointSize, state.pointSize * dpr);
     gl.bindVertexArray(vao);
-    gl.drawArrays(gl.POINTS, 0, s.n);
+    // while the view moves, draw the first FAST_POINTS points only: the page stores points in random
+    // order, so they are a uniform subsample; the whole set is drawn once the view rests
+    var count = state.moving ? Math.min(s.n, FAST_POINTS) : s.n;
+    gl.drawArrays(gl.POINTS, 0, count);
+    document.body.dataset.drawn = count;
     state.frames += 1;
     if (state.frames === 1) {
       var probe = new Uint8Array(4);
@@ -213,7 +231,13 @@
   }
 
   // ---- controls ----
-  var drag = null;
+  var drag = null, restTimer = null;
+  function moved() {
+    state.moving = true;
+    clearTimeout(restTimer);
+    restTimer = setTimeout(function () { state.moving = false; requestDraw(); }, REST_MS);
+    requestDraw();
+  }
   canvas.addEventListener("contextmenu", function (e) { e.preventDefault(); });
   canvas.addEventListener("mousedown", function (e) {
     drag = {x: e.clientX, y: e.clientY, pan: e.button === 2 || e.shiftKey};
@@ -231,12 +255,12 @@
       state.yaw -= dx * 0.008;
       state.pitch = Math.max(-1.55, Math.min(1.55, state.pitch + dy * 0.008));
     }
-    requestDraw();
+    moved();
   });
   canvas.addEventListener("wheel", function (e) {
     e.preventDefault();
     state.dist = Math.max(state.diag * 0.02, Math.min(state.diag * 20, state.dist * Math.exp(e.deltaY * 0.001)));
-    requestDraw();
+    moved();
   }, {passive: false});
   document.getElementById("voxseg-mode").addEventListener("change", function (e) {
     state.mode = e.target.value; recolor();
