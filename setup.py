@@ -31,6 +31,7 @@ setup(
         "spconv": ["spconv>=2.3"],
         # open3d needs the system library libusb-1.0-0 to import (apt-get install -y libusb-1.0-0).
         "viz": ["open3d>=0.18"],
-        "test": ["pytest>=7"],
+        # selenium drives the system chromium (apt-get install chromium chromium-driver) in tests/report.
+        "test": ["pytest>=7", "selenium>=4.10"],
     },
 )
