@@ -213,7 +213,8 @@ def _comparison(runs: list) -> str:
     for title, key, pct, best in rows:
         values = [_compare_value(r, key) for r in runs]
         finite = [v for v in values if v is not None]
-        target = (max if best == "max" else min)(finite) if best and len(finite) > 1 else None
+        # bold marks a winner: not when every run has the same value
+        target = (max if best == "max" else min)(finite) if best and len(set(finite)) > 1 else None
         cells = "".join(f'<td data-run="{i}" data-key="{escape(key)}" data-value="{_value_attr(v)}"'
                         f'{" class=best" if target is not None and v == target else ""}>'
                         f'{_num(v, pct, digits=3 if key == "sec_per_iter" else 2)}</td>'

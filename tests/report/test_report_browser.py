@@ -2,6 +2,7 @@
 in the classes' colours, the controls change the pixels, the page logs no error, and the comparison
 page holds each run's own figures."""
 import json
+import re
 import subprocess
 import sys
 
@@ -42,6 +43,9 @@ def test_test_run_page_draws_the_scene_and_its_controls_change_the_pixels(demo_r
     _, test = demo_runs["a"]
     page = test / "report.html"
     assert page.is_file(), "--mode test wrote no report.html"
+    html = page.read_text()  # self-contained: no URL, nothing loaded from elsewhere
+    assert "http://" not in html and "https://" not in html
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", html)
     first = sorted((test / "predictions" / "ply").glob("*.ply"))[0]
     vertex, names, palette = read_ply(first)
     assert errors_in(open_page(browser, page)) == []

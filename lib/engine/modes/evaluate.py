@@ -5,6 +5,7 @@ as soon as it is predicted, by the rank that predicted it (disjoint files), so m
 scene whatever the split's size; confusion matrices are summed over ranks and rank 0 alone writes
 the scores, plots and summary."""
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -61,7 +62,7 @@ def evaluate(run):
     if not is_main():
         return None
     from lib.report.records import count_parameters, write_run_info
-    write_run_info(run.run_dir, weights=str(run.weights), parameters=count_parameters(model),
+    write_run_info(run.run_dir, weights=str(Path(run.weights).resolve()), parameters=count_parameters(model),
                    split=cfg.train.test_split)
     scores = None
     if evaluator.confusion.valid().sum() == 0:
