@@ -28,7 +28,7 @@ def default_palette(k: int) -> list:
 def training_dir(run_dir: Path, info: dict, summary: dict) -> Path | None:
     """The folder of the training run behind `run_dir`: itself for a train run, else the folder of
     the checkpoint the run loaded (run_info.json "weights") when that folder still exists."""
-    if summary and summary.get("mode") == "train":
+    if (summary or {}).get("mode") == "train" or (info or {}).get("mode") == "train":
         return run_dir
     weights = (info or {}).get("weights")
     if weights:
@@ -115,6 +115,8 @@ def collect_run(run_dir, max_scenes: int = MAX_SCENES_PER_RUN, max_points: int =
     palette = palette or default_palette(len(class_names))
 
     iterations = (train_summary or {}).get("iterations") or (summary or {}).get("iterations") or None
+    if iterations is None and curves.get("train/loss"):  # a test run written into its training folder
+        iterations = int(curves["train/loss"][-1][0])
     sec_per_iter, sec_source = _mean_step_time(curves), "mean of train/step_time"
     if sec_per_iter is None:
         timed = train_summary or summary
@@ -123,7 +125,7 @@ def collect_run(run_dir, max_scenes: int = MAX_SCENES_PER_RUN, max_points: int =
         else:
             sec_source = None
     peak, peak_source = _peak_memory_mb(curves, memory)
-    kind = "test" if raw_metrics else "predict" if predict else (summary or {}).get("mode", "run")
+    kind = "test" if raw_metrics else "predict" if predict else info.get("mode") or (summary or {}).get("mode", "run")
     return {"name": run_dir.name, "path": str(run_dir), "kind": kind, "class_names": class_names,
             "palette": palette, "metrics": _metrics(raw_metrics),
             "confusion": (raw_metrics or {}).get("confusion_matrix"), "curves": curves, "memory": memory,

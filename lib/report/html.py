@@ -279,6 +279,8 @@ def render(runs: list, budget: int, title: str) -> str:
             parts.append("<h3>Per-class IoU</h3>" + _iou_table(run))
         elif run["kind"] == "predict":
             parts.append('<p class="muted">A predict run: scans without scores.</p>')
+        elif run["kind"] == "test":
+            parts.append('<p class="muted">No labels in the tested split: predictions only, nothing scored.</p>')
         if run["confusion"]:
             parts.append("<h3>Confusion matrix</h3>" + _confusion_table(run))
         if run["curves"]:

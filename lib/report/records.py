@@ -3,7 +3,8 @@
 - `<run>/scalars.jsonl` (written by the tensorboard hook, lib/engine/hooks.py): one JSON object per
   training step, {"iteration": i, "<scalar name>": value, ...}.
 - `<run>/run_info.json` (written by train and test modes): facts the scores files do not hold,
-  {"parameters": trainable + frozen parameter count, "weights": checkpoint a test run loaded, ...}.
+  {"mode": "train" | "test", "parameters": parameter elements of the model, "weights": the checkpoint a
+  test run loaded (absolute path), "split": the split it tested}.
 """
 import json
 from pathlib import Path

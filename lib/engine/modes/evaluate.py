@@ -62,7 +62,7 @@ def evaluate(run):
     if not is_main():
         return None
     from lib.report.records import count_parameters, write_run_info
-    write_run_info(run.run_dir, weights=str(Path(run.weights).resolve()), parameters=count_parameters(model),
+    write_run_info(run.run_dir, mode="test", weights=str(Path(run.weights).resolve()), parameters=count_parameters(model),
                    split=cfg.train.test_split)
     scores = None
     if evaluator.confusion.valid().sum() == 0:

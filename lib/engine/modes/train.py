@@ -129,7 +129,7 @@ def run(run):
     trainer = build_trainer(run)
     if is_main():  # the report's parameter count (lib/report)
         from lib.report.records import count_parameters, write_run_info
-        write_run_info(run.run_dir, parameters=count_parameters(unwrap(trainer.model)))
+        write_run_info(run.run_dir, mode="train", parameters=count_parameters(unwrap(trainer.model)))
     trainer.train()
     if trainer.stop_reason:
         log.info("stopped early at iteration %d: %s", trainer.iteration, trainer.stop_reason)
