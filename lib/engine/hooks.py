@@ -291,6 +291,24 @@ class PointCloudHook(HookBase):
         log.info("pointcloud: validation scene %s at iteration %d in TensorBoard", scene, trainer.iteration)
 
 
+def open_records(path, start: int):
+    """<run>/scalars.jsonl opened for writing from iteration `start` on: the lines of iterations
+    after `start` (written by a run killed past its last checkpoint, or an earlier run in the same
+    folder when `start` is 0) are dropped, so the file is this run's history only."""
+    kept = []
+    if start > 0 and path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                if int(json.loads(line)["iteration"]) <= start:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a kill
+    records = open(path, "w")
+    records.writelines(kept)
+    records.flush()
+    return records
+
+
 @register_hook
 class TensorBoardHook(HookBase):
     """The one TensorBoard writer (rank 0, <run>/tensorboard): after each step it writes every
@@ -301,8 +319,8 @@ class TensorBoardHook(HookBase):
     The same scalars also go to <run>/scalars.jsonl, one line per step that published any:
     {"iteration": i, "<name>": value, ...} (appended, flushed per line). TensorBoard event files
     are write-only for us (tensorboardX has no reader), and the run report (lib/report) reads its
-    curves from this file. A resumed run appends again from its checkpoint's iteration: a reader
-    keeps the last value written for an (iteration, name)."""
+    curves from this file. A run starting at iteration 0 starts the file anew; a resumed one keeps
+    the lines up to its checkpoint's iteration and appends from there."""
 
     name = "tensorboard"
     reads = ("scalars", "meshes")
@@ -322,7 +340,7 @@ class TensorBoardHook(HookBase):
             from tensorboardX import SummaryWriter
             self.writer = SummaryWriter(str(self.logdir))
             if self.records_path is not None:
-                self.records = open(self.records_path, "a")
+                self.records = open_records(self.records_path, trainer.iteration)
 
     def after_step(self, trainer):
         if self.writer is None:

@@ -33,3 +33,32 @@ def test_a_resumed_run_keeps_the_last_value_and_a_killed_line_is_skipped(tmp_pat
     with pytest.raises(ValueError, match=r"scalars.jsonl: line 2 is not a scalars record"):
         read_scalars(path)
     assert read_scalars(tmp_path / "absent.jsonl") == {}
+
+
+def test_the_hook_starts_the_record_anew_and_keeps_it_up_to_a_resume(tmp_path):
+    pytest.importorskip("tensorboardX", reason="the tensorboard hook writes events with tensorboardX")
+    from types import SimpleNamespace
+
+    from lib.engine.hooks import TensorBoardHook
+    from lib.engine.storage import EventStorage
+
+    path = tmp_path / "scalars.jsonl"
+
+    def run(start, stop):
+        hook = TensorBoardHook(tmp_path / "tb", path)
+        trainer = SimpleNamespace(iteration=start, storage=EventStorage(start))
+        hook.before_train(trainer)
+        for it in range(start + 1, stop + 1):
+            trainer.iteration = trainer.storage.iteration = it
+            trainer.storage.put_scalar("train/loss", 10.0 * start + it)
+            trainer.storage.put_scalar("train/nan", float("nan"))  # not finite: left out, as in TensorBoard
+            hook.after_step(trainer)
+        hook.after_train(trainer)
+
+    run(0, 5)  # a run killed at 5 whose last checkpoint was at 2
+    with path.open("a") as f:
+        f.write('{"iteration": 6, "train/lo')
+    run(2, 3)  # resumed from 2, stopped at 3
+    assert read_scalars(path) == {"train/loss": [[1, 1.0], [2, 2.0], [3, 23.0]]}
+    run(0, 1)  # a new run in the folder
+    assert read_scalars(path) == {"train/loss": [[1, 1.0]]}
