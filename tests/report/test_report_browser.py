@@ -48,6 +48,8 @@ def test_test_run_page_draws_the_scene_and_its_controls_change_the_pixels(demo_r
     assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", html)
     first = sorted((test / "predictions" / "ply").glob("*.ply"))[0]
     vertex, names, palette = read_ply(first)
+    # test mode exports the predicted class's probability: the largest of K, so at least 1 / K
+    assert vertex["confidence"].min() >= 1 / len(names) - 1e-6 and vertex["confidence"].max() <= 1 + 1e-6
     assert errors_in(open_page(browser, page)) == []
     assert first.stem in browser.find_element("id", "voxseg-scene").text.splitlines()[0]
     # test-mode PLYs colour points by prediction: the RGB mode would repeat it and is off

@@ -62,8 +62,8 @@ def evaluate(run):
     if not is_main():
         return None
     from lib.report.records import count_parameters, write_run_info
-    write_run_info(run.run_dir, mode="test", weights=str(Path(run.weights).resolve()), parameters=count_parameters(model),
-                   split=cfg.train.test_split)
+    write_run_info(run.run_dir, mode="test", weights=str(Path(run.weights).resolve()),
+                   parameters=count_parameters(model), split=cfg.train.test_split)
     scores = None
     if evaluator.confusion.valid().sum() == 0:
         log.info("split %r has no labels: predictions exported, nothing scored", cfg.train.test_split)
