@@ -89,3 +89,52 @@ def test_scene_budget_and_classes_read_without_a_browser(tmp_path):
     # the subsample keeps each point's fields together: class 1 exactly where x >= 2, label = pred
     assert np.array_equal(scene["pred"], (scene["xyz"][:, 0] >= 2).astype(np.int64))
     assert np.array_equal(scene["label"], scene["pred"]) and not scene["rgb_is_prediction"]
+
+
+def covered(pixels) -> int:
+    """Pixels showing a point (neither the white background nor the canvas's grey border)."""
+    return int(((pixels != 255).any(axis=2) & (pixels != 204).any(axis=2)).sum())
+
+
+def extent(pixels) -> int:
+    """Area of the bounding box of the pixels showing a point."""
+    shown = (pixels != 255).any(axis=2) & (pixels != 204).any(axis=2)
+    rows, cols = np.flatnonzero(shown.any(axis=1)), np.flatnonzero(shown.any(axis=0))
+    return int((rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)) if len(rows) else 0
+
+
+def settle(driver, before):
+    """Waits for the frame drawn once the view rests (the viewer redraws every point then)."""
+    import time
+    wait_frames(driver, before)
+    time.sleep(0.5)  # past the viewer's REST_MS, so the last frame is the whole scene at rest
+    return frames(driver)
+
+
+def test_orbit_zoom_and_point_size_move_the_pixels(tmp_path, browser):
+    pytest.importorskip("plyfile", reason="the scan is written with plyfile")
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    from lib.report import write_run_report
+
+    page = write_run_report(predict_run(tmp_path / "predict", points=20_000))
+    assert errors_in(open_page(browser, page)) == []
+    canvas = browser.find_element("id", "voxseg-canvas")
+    start = canvas_pixels(browser)
+    before = frames(browser)
+    ActionChains(browser).move_to_element(canvas).click_and_hold().move_by_offset(120, 40).release().perform()
+    settle(browser, before)
+    orbited = canvas_pixels(browser)
+    assert (orbited != start).any(axis=2).sum() > 1000  # the slab turned
+    before = frames(browser)
+    browser.execute_script("arguments[0].dispatchEvent(new WheelEvent('wheel', {deltaY: -600, cancelable: true}))",
+                           canvas)
+    settle(browser, before)
+    zoomed = canvas_pixels(browser)
+    assert extent(zoomed) > 1.5 * extent(orbited)  # nearer: the slab spans more of the canvas
+    before = frames(browser)
+    browser.execute_script("const s = document.getElementById('voxseg-size'); s.value = 6; "
+                           "s.dispatchEvent(new Event('input'))")
+    settle(browser, before)
+    assert covered(canvas_pixels(browser)) > 1.3 * covered(zoomed)  # bigger points cover more
+    assert errors_in(browser.get_log("browser")) == []
