@@ -33,6 +33,7 @@ setup(
         "viz": ["open3d>=0.18"],
         # LAS / LAZ point files (the folder dataset and --mode predict); imported only for those files.
         "las": ["laspy[lazrs]>=2.5"],
-        "test": ["pytest>=7"],
+        # selenium drives the system chromium (apt-get install chromium chromium-driver) in tests/report.
+        "test": ["pytest>=7", "selenium>=4.10"],
     },
 )

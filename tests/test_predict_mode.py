@@ -95,6 +95,7 @@ def test_the_ply_has_one_vertex_per_point_and_confidence_in_0_1(real_val):
     record = summary(real_val / "whole")["scans"][0]
     assert record["scan"] == scene and record["points"] == 50000 and record["tiles"] == 1
     assert sum(record["class_histogram"].values()) == 50000 and "miou" in record["scores"]
+    assert (real_val / "whole" / "report.html").is_file()  # the run report (tests/report open such pages)
 
 
 @needs_real_scannet

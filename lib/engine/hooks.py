@@ -7,6 +7,7 @@ the tensorboard hook, the one owner of the SummaryWriter, flushes at the end of 
 Only rank 0 writes files; hooks that run collectives (validation, loss averaging) run on every
 rank in the same order.
 """
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -290,35 +291,67 @@ class PointCloudHook(HookBase):
         log.info("pointcloud: validation scene %s at iteration %d in TensorBoard", scene, trainer.iteration)
 
 
+def open_records(path, start: int):
+    """<run>/scalars.jsonl opened for writing from iteration `start` on: the lines of iterations
+    after `start` (written by a run killed past its last checkpoint, or an earlier run in the same
+    folder when `start` is 0) are dropped, so the file is this run's history only."""
+    kept = []
+    if start > 0 and path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                if int(json.loads(line)["iteration"]) <= start:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a kill
+    records = open(path, "w")
+    records.writelines(kept)
+    records.flush()
+    return records
+
+
 @register_hook
 class TensorBoardHook(HookBase):
     """The one TensorBoard writer (rank 0, <run>/tensorboard): after each step it writes every
     finite scalar published in that step, and the point clouds in "meshes" ({tag: (vertices
     [P, 3] float32, colours [P, 3] uint8)}) with add_mesh. Closed in after_train, which runs on
-    every exit path."""
+    every exit path.
+
+    The same scalars also go to <run>/scalars.jsonl, one line per step that published any:
+    {"iteration": i, "<name>": value, ...} (appended, flushed per line). TensorBoard event files
+    are write-only for us (tensorboardX has no reader), and the run report (lib/report) reads its
+    curves from this file. A run starting at iteration 0 starts the file anew; a resumed one keeps
+    the lines up to its checkpoint's iteration and appends from there."""
 
     name = "tensorboard"
     reads = ("scalars", "meshes")
 
-    def __init__(self, logdir):
+    def __init__(self, logdir, records=None):
         self.logdir = logdir
+        self.records_path = records
         self.writer = None
+        self.records = None
 
     @classmethod
     def build(cls, env: HookEnv):
-        return cls(env.run_dir / "tensorboard")
+        return cls(env.run_dir / "tensorboard", env.run_dir / "scalars.jsonl")
 
     def before_train(self, trainer):
         if is_main():
             from tensorboardX import SummaryWriter
             self.writer = SummaryWriter(str(self.logdir))
+            if self.records_path is not None:
+                self.records = open_records(self.records_path, trainer.iteration)
 
     def after_step(self, trainer):
         if self.writer is None:
             return
-        for name, value in trainer.storage.latest_at(trainer.iteration).items():
-            if math.isfinite(value):
-                self.writer.add_scalar(name, value, trainer.iteration)
+        finite = {name: float(value) for name, value in trainer.storage.latest_at(trainer.iteration).items()
+                  if math.isfinite(value)}
+        for name, value in finite.items():
+            self.writer.add_scalar(name, value, trainer.iteration)
+        if self.records is not None and finite:
+            self.records.write(json.dumps({"iteration": trainer.iteration} | finite) + "\n")
+            self.records.flush()
         for tag, (vertices, colours) in trainer.storage.get("meshes", {}).items():
             self.writer.add_mesh(tag, vertices=torch.as_tensor(vertices)[None], colors=torch.as_tensor(colours)[None],
                                  global_step=trainer.iteration)
@@ -327,6 +360,9 @@ class TensorBoardHook(HookBase):
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        if self.records is not None:
+            self.records.close()
+            self.records = None
 
 
 # The memory hook lives with the profiler (lib/profiler/hook.py); importing it registers "memory".

@@ -5,6 +5,7 @@ as soon as it is predicted, by the rank that predicted it (disjoint files), so m
 scene whatever the split's size; confusion matrices are summed over ranks and rank 0 alone writes
 the scores, plots and summary."""
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -57,17 +58,34 @@ def evaluate(run):
         has_labels = bool((labels != IGNORE_INDEX).any())
         evaluator.update(pred, labels.to(device))
         exporter.add(item["scene"], np.asarray(item["points"]), pred.cpu().numpy().astype(np.int64),
-                     labels.numpy() if has_labels else None)
+                     labels.numpy() if has_labels else None,
+                     extra={"confidence": probs.max(dim=1).values.cpu().numpy()})
         if is_main() and (i + 1) % 10 == 0:
             log.info("predicted %d/%d scenes on rank 0", i + 1, len(indices))
     evaluator.all_reduce()
     if not is_main():
         return None
+    from lib.report.records import count_parameters, write_run_info
+    write_run_info(run.run_dir, mode="test", weights=str(Path(run.weights).resolve()),
+                   parameters=count_parameters(model), split=cfg.train.test_split)
+    scores = None
     if evaluator.confusion.valid().sum() == 0:
         log.info("split %r has no labels: predictions exported, nothing scored", cfg.train.test_split)
-        return None
-    scores = evaluator.save(run.run_dir, cfg.eval.plots, cfg.eval.normalize_plot,
-                            extra={"precision": precision_name(cfg.train.amp, device)})
-    if cfg.eval.table:
-        log.info("test scores\n%s", evaluator.table())
+    else:
+        scores = evaluator.save(run.run_dir, cfg.eval.plots, cfg.eval.normalize_plot,
+                                extra={"precision": precision_name(cfg.train.amp, device)})
+        if cfg.eval.table:
+            log.info("test scores
+%s", evaluator.table())
+    write_report(run.run_dir)
     return scores
+
+
+def write_report(run_dir) -> None:
+    """<run>/report.html (lib/report). A report that cannot be written is logged, never fatal: the
+    scores and predictions are already on disk."""
+    from lib.report import write_run_report
+    try:
+        log.info("report written to %s", write_run_report(run_dir))
+    except (ValueError, OSError) as exc:
+        log.warning("no report.html: %s", exc)

@@ -20,6 +20,7 @@ and <run>/metrics.json (test mode's scores) over the scans that carry labels.
 """
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from lib.engine.data import SeededItems
 from lib.engine.inference import tta_views
 from lib.engine.inputs import for_model
 from lib.engine.model_card import build_card, check_card
+from lib.engine.modes.evaluate import write_report
 from lib.engine.precision import autocast, precision_name
 from lib.engine.state_check import check_state_dict
 from lib.engine.tiling import plan_tiles, tiled_logits
@@ -267,15 +269,20 @@ def predict(run):
                "scans": records, "points": points, "seconds": round(seconds, 3),
                "seconds_per_million_points": round(seconds / max(points, 1) * 1e6, 3)}
     atomic_write_json(exporter.root / SUMMARY, summary)
+    from lib.report.records import count_parameters, write_run_info
+    write_run_info(run.run_dir, mode="predict", weights=str(Path(run.weights).resolve()),
+                   parameters=count_parameters(model))
     log.info("predicted %d scan(s), %d points in %.1f s (%.2f s per million points): %s", len(records), points,
              seconds, summary["seconds_per_million_points"], exporter.root)
-    if evaluator.confusion.valid().sum() == 0:
-        return None
-    scores = evaluator.save(run.run_dir, cfg.eval.plots, cfg.eval.normalize_plot,
-                            extra={"precision": summary["precision"]})
-    if cfg.eval.table:
-        log.info("scores over the labelled scans\n%s", evaluator.table())
+    scores = None
+    if evaluator.confusion.valid().sum() > 0:
+        scores = evaluator.save(run.run_dir, cfg.eval.plots, cfg.eval.normalize_plot,
+                                extra={"precision": summary["precision"]})
+        if cfg.eval.table:
+            log.info("scores over the labelled scans\n%s", evaluator.table())
+    write_report(run.run_dir)
     return scores
+
 
 
 def _scan_scores(meta, cfg, pred, labels) -> dict:

@@ -127,6 +127,9 @@ def build_trainer(run):
 def run(run):
     """Train per `run.cfg`; returns (the best validation scores, or the last, iterations done)."""
     trainer = build_trainer(run)
+    if is_main():  # the report's parameter count (lib/report)
+        from lib.report.records import count_parameters, write_run_info
+        write_run_info(run.run_dir, mode="train", parameters=count_parameters(unwrap(trainer.model)))
     trainer.train()
     if trainer.stop_reason:
         log.info("stopped early at iteration %d: %s", trainer.iteration, trainer.stop_reason)
