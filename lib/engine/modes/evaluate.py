@@ -75,8 +75,7 @@ def evaluate(run):
         scores = evaluator.save(run.run_dir, cfg.eval.plots, cfg.eval.normalize_plot,
                                 extra={"precision": precision_name(cfg.train.amp, device)})
         if cfg.eval.table:
-            log.info("test scores
-%s", evaluator.table())
+            log.info("test scores\n%s", evaluator.table())
     write_report(run.run_dir)
     return scores
 
