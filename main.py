@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.print_config:
+        for note in cfg.notes:  # what the overrides replaced (lib/config/shadows.py)
+            print(f"note: {note}", file=sys.stderr)
         print(dump_config(cfg), end="")
         return 0
     if args.mode == "test" and args.weights is None:

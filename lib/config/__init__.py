@@ -21,9 +21,15 @@ __all__ = ["Config", "ConfigError", "ModelConfig", "load_config", "config_to_dic
 
 def load_config(path_or_name: str | os.PathLike, overrides: list[str] | tuple = ()) -> Config:
     """Load a recipe (with its `_base_` chain), apply `key=value` overrides, validate against the schema."""
+    from .shadows import inert_overrides
+
     data, sources = load_recipe(path_or_name)
-    raws = apply_overrides(data, sources, list(overrides))
-    return build_dataclass(Config, data, sources, "", raws)
+    notes: list[str] = []
+    raws = apply_overrides(data, sources, list(overrides), notes)
+    cfg = build_dataclass(Config, data, sources, "", raws)
+    # What the command line replaced or changed nothing: logged when the run starts (lib/engine/launch.py)
+    cfg.notes = notes + inert_overrides(cfg, raws)
+    return cfg
 
 
 def config_to_dict(cfg) -> dict:

@@ -87,6 +87,8 @@ def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights
                              resume, train_collate_fn)
         log.info("%s run in %s: %d process(es), device %s, engine %s", mode, run_dir, world,
                  device, cfg.engine)
+        for note in getattr(cfg, "notes", ()):  # overrides that replaced a recipe key (lib/config/shadows.py)
+            log.warning("%s", note)
         start = time.perf_counter()
         runner = importlib.import_module(f"lib.engine.modes.{_MODE_MODULES[mode]}")
         if mode == "profile":  # the profile mode runs its own guard, at its report depth
