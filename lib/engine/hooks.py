@@ -154,7 +154,7 @@ class ValidationHook(HookBase):
         self.every = every
         self.best = None  # scores dict of the best validation so far
         self.best_iteration = 0
-        self.last = None
+        self.last, self.last_iteration = None, 0  # the latest validation (summary.json's final_metrics)
 
     @classmethod
     def build(cls, env: HookEnv):
@@ -167,7 +167,7 @@ class ValidationHook(HookBase):
         if not (due or trainer.iteration == trainer.max_iter):
             return
         scores = self.validate()
-        self.last = scores
+        self.last, self.last_iteration = scores, trainer.iteration
         storage.put("val_scores", scores)
         miou = _miou(scores)
         if self.best is None or miou > _miou(self.best):

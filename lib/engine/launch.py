@@ -22,6 +22,7 @@ import torch
 from lib.engine import dist as D
 from lib.engine.inputs import InputMaker
 from lib.engine.process import process
+from lib.engine.signals import check_signal
 from lib.io import atomic_write_json
 
 log = logging.getLogger("voxseg")
@@ -47,6 +48,7 @@ class RunContext:
     resume: bool = False
     train_collate_fn: Callable = None  # the training loader's collate; None: collate_fn
     oom_guard: object = None  # lib.profiler.oom_guard's guard around the mode (None in tests' own contexts)
+    summary_extra: dict = None  # the mode's own summary.json entries (train: best/final validation)
 
     def watch_model(self, model) -> None:
         """Let the out-of-memory report name the tensors `model`'s modules make."""
@@ -102,10 +104,28 @@ def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights
                    "elapsed_s": round(time.perf_counter() - start, 3),
                    "metrics": summary_metrics(scores),
                    "convention": scores.get("convention") if scores else None}
+        for key, value in (context.summary_extra or {}).items():
+            summary[key] = summary_metrics(value) if key.endswith("_metrics") else value
         if rank == 0:
             atomic_write_json(run_dir / "summary.json", summary)
             log.info("summary: %s", json.dumps(summary["metrics"] | {"per_class_iou": "..."}))
         return summary
+
+
+# What a run folder holds before its run made anything: a folder with only these is not kept.
+SETUP_FILES = {"config.yaml", "log.txt"}
+
+
+def discard_unused_run_dir(run_dir: Path) -> bool:
+    """Remove `run_dir` (made by a run that failed before producing anything: a missing dataset, a
+    bad model argument) when it holds only SETUP_FILES, so no empty run is left among the real
+    ones; the error itself was printed. Returns whether it was removed."""
+    if not run_dir.is_dir() or any(p.name not in SETUP_FILES for p in run_dir.iterdir()):
+        return False
+    for p in run_dir.iterdir():
+        p.unlink()
+    run_dir.rmdir()
+    return True
 
 
 def _argv_for_workers(argv: list, run_dir: Path) -> list:
@@ -131,7 +151,14 @@ def launch(cfg, args, build_dataset, build_model, collate_fn, train_collate_fn=N
         script = os.path.abspath(sys.argv[0])  # main.py, or whatever script called launch()
         return D.launch_local(script, _argv_for_workers(sys.argv[1:], args.output_dir), nproc,
                               cfg.dist.master_port)
-    run(cfg, args.mode, args.output_dir, build_dataset, build_model, collate_fn,
-        weights=args.weights, resume=args.resume, train_collate_fn=train_collate_fn,
-        allow_config_change=getattr(args, "allow_config_change", False))
+    fresh = not Path(args.output_dir).exists()
+    try:
+        run(cfg, args.mode, args.output_dir, build_dataset, build_model, collate_fn,
+            weights=args.weights, resume=args.resume, train_collate_fn=train_collate_fn,
+            allow_config_change=getattr(args, "allow_config_change", False))
+    except Exception:
+        if fresh and os.environ.get("RANK", "0") == "0":
+            discard_unused_run_dir(Path(args.output_dir))
+        raise
+    check_signal()  # a SIGTERM after the run's last safe point still stops it (143, lib/engine/signals.py)
     return 0

@@ -14,6 +14,7 @@ from lib.engine.data import SeededItems
 from lib.engine.dist import is_main
 from lib.engine.inference import predict_scene, tta_views
 from lib.engine.inputs import for_model
+from lib.engine.signals import check_signal
 from lib.engine.state_check import load_weights
 
 log = logging.getLogger("voxseg")
@@ -47,6 +48,7 @@ def evaluate(run):
     items = SeededItems(dataset, cfg.seed)
     indices = range(run.rank, len(dataset), run.world)
     for i, index in enumerate(indices):
+        check_signal()  # a SIGTERM stops between scenes (lib/engine/signals.py)
         item, probs = predict_scene(model, items, index, views, run.collate_fn, make_input, device)
         pred = probs.argmax(dim=1)
         # Items may hold numpy arrays or tensors (collate converts; here there is no collate).
