@@ -45,6 +45,29 @@ def log_due(trainer, every: int) -> bool:
     return trainer.iteration % max(1, every) == 0 or trainer.iteration == trainer.max_iter
 
 
+def console_text(scalars: dict) -> str:
+    """The console / log.txt line of a step's scalars: `name=value` each, except that scalars named
+    per block (`model/<name>/<block>`: CodedVTR logs 2 values for each of 12 blocks) are summed up
+    as `name=mean [min, max] over N blocks`; TensorBoard keeps every block's value. NaNs are left out."""
+    groups: dict = {}
+    for key, value in scalars.items():
+        if math.isnan(value):
+            continue
+        name = key.removeprefix("train/")
+        head = name.rsplit("/", 1)[0] if name.count("/") >= 2 else name
+        groups.setdefault(head, []).append((name, value))
+    fields = []
+    for head, items in groups.items():
+        if len(items) == 1:
+            fields.append(f"{items[0][0]}={items[0][1]:.4g}")
+            continue
+        values = [v for _, v in items]
+        lo, hi, mean = min(values), max(values), sum(values) / len(values)
+        spread = f" [{lo:.4g}, {hi:.4g}]" if hi > lo else ""
+        fields.append(f"{head}={mean:.4g}{spread} over {len(values)} blocks")
+    return " ".join(fields)
+
+
 @register_hook
 class LoggingHook(HookBase):
     """Every `every` steps: the step's values, averaged over ranks, as scalars (train/loss, train/lr,
@@ -91,8 +114,7 @@ class LoggingHook(HookBase):
         for name, value in scalars.items():
             trainer.storage.put_scalar(name, value)
         if is_main():
-            text = " ".join(f"{k.removeprefix('train/')}={v:.4g}" for k, v in scalars.items() if not math.isnan(v))
-            log.info("iter %d/%d %s", trainer.iteration, trainer.max_iter, text)
+            log.info("iter %d/%d %s", trainer.iteration, trainer.max_iter, console_text(scalars))
 
     def after_train(self, trainer):
         if self.bar is not None:
