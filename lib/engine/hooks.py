@@ -17,6 +17,8 @@ import torch
 
 from lib.engine.dist import all_reduce_mean, is_main
 from lib.engine.hookbase import HookBase, register_hook
+# the colours every picture shares (the dataset palette; unlabelled points grey)
+from lib.export.colours import UNLABELLED as IGNORED_COLOUR, class_colours  # noqa: F401
 
 log = logging.getLogger("voxseg")
 
@@ -267,19 +269,7 @@ class StopAtHook(HookBase):
             trainer.request_stop(f"train.stop_at={self.stop_at} reached")
 
 
-IGNORED_COLOUR = (128, 128, 128)  # points without a label in the ground-truth view
 PREVIEW_POINTS = 50_000  # at most this many points per view (every k-th): the event file stays small
-
-
-def class_colours(labels, palette) -> np.ndarray:
-    """[P, 3] uint8 colours of class ids `labels` [P] (ids outside the palette, the ignore label: grey)."""
-    labels = np.asarray(labels, dtype=np.int64)
-    palette = np.asarray(palette, dtype=np.uint8)
-    known = (labels >= 0) & (labels < len(palette))
-    out = np.empty((len(labels), 3), dtype=np.uint8)
-    out[:] = IGNORED_COLOUR
-    out[known] = palette[labels[known]]
-    return out
 
 
 @register_hook
