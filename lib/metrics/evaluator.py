@@ -71,8 +71,9 @@ class SegEvaluator:
         """Per-class IoU / accuracy text table for logs, ending with the convention used."""
         return format_table(self.compute())
 
-    def save(self, out_dir: str | Path, plots: bool = True, normalize_plot: bool = True) -> dict:
-        """Writes metrics.json (scores + raw confusion matrix) and, if asked, the two PNGs.
+    def save(self, out_dir: str | Path, plots: bool = True, normalize_plot: bool = True, title: str = "") -> dict:
+        """Writes metrics.json (scores + raw confusion matrix) and, if asked, the two PNGs, headed
+        by `title` (the run and the checkpoint scored).
 
         Returns the JSON content (a dict).
         """
@@ -86,6 +87,6 @@ class SegEvaluator:
                                               "last column = invalid prediction")
         atomic_write_json(out_dir / "metrics.json", summary)
         if plots:
-            plot_confusion(valid, self.class_names, out_dir / "confusion_matrix.png", normalize_plot)
-            plot_iou_bars(scores, out_dir / "iou_per_class.png")
+            plot_confusion(valid, self.class_names, out_dir / "confusion_matrix.png", normalize_plot, title)
+            plot_iou_bars(scores, out_dir / "iou_per_class.png", title)
         return summary

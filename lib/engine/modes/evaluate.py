@@ -5,6 +5,7 @@ as soon as it is predicted, by the rank that predicted it (disjoint files), so m
 scene whatever the split's size; confusion matrices are summed over ranks and rank 0 alone writes
 the scores, plots and summary."""
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +19,13 @@ from lib.engine.signals import check_signal
 from lib.engine.state_check import load_weights
 
 log = logging.getLogger("voxseg")
+
+
+def plot_title(run_dir, weights) -> str:
+    """The plots' heading: this run's folder name and the checkpoint (its run folder / file name)."""
+    weights = Path(weights)
+    return f"{Path(run_dir).name} - {weights.parent.name}/{weights.name}" if weights.parent.name else \
+        f"{Path(run_dir).name} - {weights.name}"
 
 
 def run(run):
@@ -65,7 +73,7 @@ def evaluate(run):
     if evaluator.confusion.valid().sum() == 0:
         log.info("split %r has no labels: predictions exported, nothing scored", cfg.train.test_split)
         return None
-    scores = evaluator.save(run.run_dir, cfg.eval.plots, cfg.eval.normalize_plot)
+    scores = evaluator.save(run.run_dir, cfg.eval.plots, cfg.eval.normalize_plot, plot_title(run.run_dir, run.weights))
     if cfg.eval.table:
         log.info("test scores\n%s", evaluator.table())
     return scores
