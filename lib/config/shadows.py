@@ -99,6 +99,14 @@ _ONLY_UNDER = {
     "train.scheduler.gamma": ("train.scheduler.name", ("step",)),
     "train.scheduler.onecycle_pct_start": ("train.scheduler.name", ("onecycle",)),
     "train.scheduler.onecycle_div_factor": ("train.scheduler.name", ("onecycle",)),
+    # and keys under a switch that is off
+    "train.ema.decay": ("train.ema.enabled", (True,)),
+    "train.ema.warmup": ("train.ema.enabled", (True,)),
+    "eval.tta.rotations": ("eval.tta.enabled", (True,)),
+    "eval.tta.flips": ("eval.tta.enabled", (True,)),
+    "eval.tta.scales": ("eval.tta.enabled", (True,)),
+    "eval.normalize_plot": ("eval.plots", (True,)),
+    "export.ply_labels": ("export.ply", (True,)),
 }
 
 
@@ -115,5 +123,5 @@ def inert_overrides(cfg, override_keys) -> list[str]:
             value = getattr(value, part)
         if value not in names:
             lines.append(f"{key} (command line) has no effect: {name_key} is {value!r} "
-                         f"(it acts under {' / '.join(names)})")
+                         f"(it acts under {' / '.join(map(str, names))})")
     return lines

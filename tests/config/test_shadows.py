@@ -85,3 +85,9 @@ def test_an_override_that_does_nothing_says_so():
     assert any("train.optimizer.momentum (command line) has no effect: train.optimizer.name is 'adamw'" in n
                for n in cfg.notes)
     assert not load_config("scannet_tr.yaml", ["train.optimizer.momentum=0.5"]).notes  # sgd: it acts
+
+
+def test_an_override_under_a_switch_that_is_off_says_so():
+    cfg = load_config("scannet_tr.yaml", ["eval.tta.rotations=4"])
+    assert any("eval.tta.rotations (command line) has no effect: eval.tta.enabled is False" in n for n in cfg.notes)
+    assert not load_config("scannet_tr.yaml", ["eval.tta.rotations=4", "eval.tta.enabled=true"]).notes
