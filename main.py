@@ -1,4 +1,4 @@
-"""voxseg's one entry point: train, test or profile a model from a YAML recipe.
+"""voxseg's one entry point: train, test, profile a model from a YAML recipe, or predict new scans.
 
 examples:
   python main.py --config scannet_tr.yaml
@@ -6,6 +6,7 @@ examples:
   python main.py --config demo.yaml train.optimizer.lr=0.02 data.voxel_size=0.05
   python main.py --config demo.yaml --print-config
   python main.py --config demo.yaml --mode test --weights outputs/demo/run1/best.pth
+  python main.py --mode predict --weights outputs/demo/run1/best.pth --input scans/ lab.ply
   torchrun --nproc_per_node=4 main.py --config scannet_mink34c.yaml
 
 Everything a run needs is in the recipe; `key=value` overrides change it for one run.
@@ -18,23 +19,30 @@ import sys
 import time
 from pathlib import Path
 
-from lib.config import ConfigError, dump_config, load_config, resolve_config_path
+from lib.config import dump_config, load_config, resolve_config_path
 from lib.errors import UserError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="main.py",
-        description="Train, test or profile a 3D semantic segmentation model from a YAML recipe.",
+        description="Train, test or profile a 3D semantic segmentation model from a YAML recipe, or "
+                    "predict new scans with a trained one.",
         epilog="overrides: any recipe key as dotted key=value after the options, parsed to the key's\n"
                "declared type, e.g. train.optimizer.lr=0.02 data.voxel_size=0.05\n\n"
                + __doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", required=True, help="recipe: a path, or a name inside config/ (e.g. demo.yaml)")
+    parser.add_argument("--config", default=None,
+                        help="recipe: a path, or a name inside config/ (e.g. demo.yaml); --mode predict "
+                             "takes the checkpoint's own when left out")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
-    parser.add_argument("--mode", choices=("train", "test", "profile"), default="train",
-                        help="train (default), test (predict + evaluate + export), or profile (memory)")
+    parser.add_argument("--mode", choices=("train", "test", "predict", "profile"), default="train",
+                        help="train (default), test (predict + evaluate + export a dataset split), predict "
+                             "(new scans: --weights and --input), or profile (memory)")
+    parser.add_argument("--input", nargs="+", type=Path, default=None, metavar="PATH",
+                        help="--mode predict: point files or folders of them (.ply .npy .txt .csv .las .laz, "
+                             "ScanNet _vh_clean_2.ply, SemanticKITTI .bin)")
     parser.add_argument("--output-dir", type=Path, default=None,
                         help="the run folder (default: outputs/<recipe name>/<date-time>)")
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint to load the model weights from")
@@ -49,7 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="device memory one process may use, e.g. 24GB (sets data.memory_budget): --mode "
                              "profile prints the largest data.limit_numpoints that fits it")
     parser.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
-    return parser.parse_intermixed_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    if args.input:  # `--input a.ply key=value`: nargs="+" also took the overrides that followed
+        args.overrides += [str(p) for p in args.input if "=" in str(p) and not p.exists()]
+        args.input = [p for p in args.input if not ("=" in str(p) and not p.exists())]
+    return args
 
 
 def default_output_dir(config: str) -> Path:
@@ -100,28 +112,61 @@ def dataset_builder(cfg):
     return functools.partial(datasets.build_dataset, seed=cfg.seed)
 
 
+def check_command(args) -> str | None:
+    """What is wrong with the command line before anything is loaded, or None."""
+    if args.config is None and args.mode != "predict":
+        return "--config is required (a recipe: a path, or a name inside config/)"
+    if args.mode in ("test", "predict") and args.weights is None:
+        return f"--mode {args.mode} needs --weights <checkpoint>"
+    if args.mode == "predict" and not args.input:
+        return "--mode predict needs --input <file or folder> [...]"
+    if args.input and args.mode != "predict":
+        return "--input is for --mode predict (test mode reads the recipe's test split)"
+    return None
+
+
+def load_run_config(args, overrides: list[str]):
+    """(config, recipe path or None): the recipe named by --config, or, for predict without it, the
+    recipe saved in the checkpoint (whose model card must exist: older ones need --config)."""
+    if args.config is not None:
+        return load_config(args.config, overrides), resolve_config_path(args.config)
+    from lib.config import config_from_dict
+    from lib.engine.checkpoint import load_checkpoint
+    from lib.engine.model_card import check_card
+
+    ckpt = load_checkpoint(args.weights)
+    check_card(ckpt.get("card"), args.weights)
+    return config_from_dict(ckpt.get("config") or {}, overrides, f"{args.weights} (its saved recipe)"), None
+
+
+def scan_builder(inputs, card, cfg):
+    """predict mode's dataset of new scans (datasets/scans.py: the readers preprocessing uses)."""
+    from datasets.scans import ScanDataset, list_scans
+    return ScanDataset(list_scans(inputs), card, cfg.data, list(cfg.predict.columns) or None)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    problem = check_command(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         budget = [f"data.memory_budget={args.budget}"] if args.budget else []
-        cfg = load_config(args.config, args.overrides + budget)
-        config_path = resolve_config_path(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        cfg, config_path = load_run_config(args, args.overrides + budget)
+    except UserError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     if args.print_config:
-        for note in cfg.notes:  # what the overrides replaced (lib/config/shadows.py)
+        for note in getattr(cfg, "notes", ()):  # what the overrides replaced (lib/config/shadows.py)
             print(f"note: {note}", file=sys.stderr)
         print(dump_config(cfg), end="")
         return 0
-    if args.mode == "test" and args.weights is None:
-        print("error: --mode test needs --weights <checkpoint>", file=sys.stderr)
-        return 2
     if args.output_dir is None:
         if args.resume:
             print("error: --resume needs --output-dir (the run folder to continue)", file=sys.stderr)
             return 2
-        args.output_dir = default_output_dir(str(config_path))
+        args.output_dir = default_output_dir(str(config_path) if config_path else "predict")
     # Heavy imports only once the command line is known good. main.py is where the generic engine
     # meets the dataset and model registries: lib/ never imports them itself.
     import models
@@ -144,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 cfg.data.limit_numpoints = 0  # the cap only shapes training batches
         # The engine keeps the voxel cap of training batches (lib/engine/voxel_budget.py); evaluation never defers.
-        return launch(cfg, args, build_dataset=build_dataset, build_model=models.build_model, collate_fn=collate_fn)
+        return launch(cfg, args, build_dataset=build_dataset, build_model=models.build_model, collate_fn=collate_fn,
+                      build_scans=scan_builder if args.mode == "predict" else None)
     except WorkerFailedError as exc:  # --nproc: a worker killed or crashed; the launcher names it
         print(f"error: {stopped_message(exc, args.output_dir)}", file=sys.stderr)
         return exc.exitcode

@@ -31,6 +31,8 @@ setup(
         "spconv": ["spconv>=2.3"],
         # open3d needs the system library libusb-1.0-0 to import (apt-get install -y libusb-1.0-0).
         "viz": ["open3d>=0.18"],
+        # LAS / LAZ point files (the folder dataset and --mode predict); imported only for those files.
+        "las": ["laspy[lazrs]>=2.5"],
         "test": ["pytest>=7"],
     },
 )

@@ -276,7 +276,8 @@ class Folder(DatasetSpec):
                            raw_ids=np.array([ids[0] for ids in table["ids"]], dtype=np.int64),
                            benchmark=self.benchmark, convention=self.convention,
                            scene_info={s: {} for s in scene_ids}, benchmark_writer=self.write_benchmark,
-                           label_values=[list(ids) for ids in table["ids"]], label_field=table["label_field"])
+                           label_values=[list(ids) for ids in table["ids"]], label_field=table["label_field"],
+                           columns=table.get("columns"))
 
     def write_benchmark(self, out_dir, scene, points, pred, meta, labels=None):
         path = Path(out_dir) / f"{scene}.txt"

@@ -21,6 +21,7 @@ class DatasetMeta:
       SemanticKITTI: every semantic id learning_map sends there; folder: classes.yaml `ids`);
       None: [[raw_ids[k]]]. What `--mode predict` scores labels found in a new file with.
     label_field: the point-file column holding labels (folder: classes.yaml `label_field`).
+    columns: names of a plain table's columns (folder: classes.yaml `columns`; None: by width).
     """
 
     name: str
@@ -34,6 +35,7 @@ class DatasetMeta:
     benchmark_writer: Optional[Callable] = None
     label_values: Optional[list[list[int]]] = None
     label_field: str = "label"
+    columns: Optional[list[str]] = None
 
     @property
     def num_classes(self) -> int:

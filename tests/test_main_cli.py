@@ -12,7 +12,7 @@ def run_main(*args):
 def test_help_lists_every_option():
     out = run_main("--help")
     assert out.returncode == 0
-    for option in ("--config", "--mode", "train,test,profile", "--output-dir", "--weights", "--resume",
+    for option in ("--config", "--mode", "train,test,predict,profile", "--input", "--output-dir", "--weights", "--resume",
                    "--nproc", "--print-config", "key=value"):
         assert option in out.stdout, option
 

@@ -11,25 +11,41 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
-from .loader import CONFIG_DIR, apply_overrides, load_recipe, resolve_config_path
+from .loader import CONFIG_DIR, _copy, _record, apply_overrides, load_recipe, resolve_config_path
 from .schema import Config, ModelConfig
 from .validate import build_dataclass, suggest
 
 __all__ = ["Config", "ConfigError", "ModelConfig", "load_config", "config_to_dict", "save_config",
-           "resolve_config_path", "suggest", "CONFIG_DIR", "dump_config"]
+           "resolve_config_path", "suggest", "CONFIG_DIR", "dump_config", "config_from_dict"]
 
 
 def load_config(path_or_name: str | os.PathLike, overrides: list[str] | tuple = ()) -> Config:
     """Load a recipe (with its `_base_` chain), apply `key=value` overrides, validate against the schema."""
+    data, sources = load_recipe(path_or_name)
+    return _build(data, sources, overrides)
+
+
+def _build(data: dict, sources: dict, overrides) -> Config:
+    """Overrides applied, the schema built; `cfg.notes`: what the command line replaced or changed
+    nothing (lib/config/shadows.py), logged when the run starts (lib/engine/launch.py)."""
     from .shadows import inert_overrides
 
-    data, sources = load_recipe(path_or_name)
     notes: list[str] = []
     raws = apply_overrides(data, sources, list(overrides), notes)
     cfg = build_dataclass(Config, data, sources, "", raws)
-    # What the command line replaced or changed nothing: logged when the run starts (lib/engine/launch.py)
     cfg.notes = notes + inert_overrides(cfg, raws)
     return cfg
+
+
+def config_from_dict(data: dict, overrides: list[str] | tuple = (), origin: str = "saved config") -> Config:
+    """A resolved recipe kept as a dict (a checkpoint's "config", a run's config.yaml) with
+    `key=value` overrides applied, validated like a recipe file; errors name `origin`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: the saved recipe is not a mapping")
+    data, sources = _copy(data), {}
+    for key, value in data.items():
+        _record(value, sources, origin, key)
+    return _build(data, sources, overrides)
 
 
 def config_to_dict(cfg) -> dict:

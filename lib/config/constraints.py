@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .schema import Config
 from .schema_data import AugmentConfig, DataConfig
-from .schema_eval import ProfileConfig, TTAConfig
+from .schema_eval import PredictConfig, ProfileConfig, TTAConfig
 from .schema_train import (DistConfig, EmaConfig, LossConfig, OptimizerConfig, SchedulerConfig,
                            TrainConfig)
 
@@ -73,6 +73,7 @@ RULES: dict[type, dict[str, Range]] = {
                  "class_weights": NON_NEGATIVE},
     DistConfig: {"nproc": AT_LEAST_ONE, "master_port": Range(0, 65535), "timeout_s": AT_LEAST_ONE},
     TTAConfig: {"rotations": AT_LEAST_ONE, "scales": POSITIVE},
+    PredictConfig: {"max_voxels": NON_NEGATIVE, "tile_overlap": NON_NEGATIVE, "tile_context": NON_NEGATIVE},
     ProfileConfig: {"warmup": NON_NEGATIVE, "iterations": AT_LEAST_ONE, "depth": AT_LEAST_ONE,
                     "fit_fractions": Range(0, 1, lo_open=True)},
 }

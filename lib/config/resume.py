@@ -24,7 +24,7 @@ RESUME_SAFE = (
     # where the data lives and how it is loaded; the voxel cap and budget only pack batches
     "data.root", "data.raw_root", "data.cache_dir", "data.num_workers", "data.limit_numpoints",
     "data.memory_budget",
-    "eval.", "export.", "profile.",
+    "eval.", "export.", "predict.", "profile.",
 )
 CHANGES_FILE = "config_changes.json"
 

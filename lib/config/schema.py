@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .schema_data import DataConfig
-from .schema_eval import EvalConfig, ExportConfig, ProfileConfig
+from .schema_eval import EvalConfig, ExportConfig, PredictConfig, ProfileConfig
 from .schema_train import DistConfig, TrainConfig
 
 
@@ -27,5 +27,6 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     dist: DistConfig = field(default_factory=DistConfig)

@@ -1,4 +1,4 @@
-"""Schema of the `eval`, `export` and `profile` sections (owned by evaluation/export)."""
+"""Schema of the `eval`, `export`, `predict` and `profile` sections (owned by evaluation/export)."""
 from dataclasses import dataclass, field
 
 
@@ -27,6 +27,19 @@ class ExportConfig:
     ply_labels: bool = True  # add `label` and `error` fields to the PLY where GT is known
     benchmark: bool = False  # write the dataset's official benchmark files (meta.benchmark)
     folder: str = "predictions"  # sub-folder of the run's output folder
+
+
+@dataclass
+class PredictConfig:
+    """`--mode predict` (lib/engine/modes/predict.py): new scans through a trained model."""
+    # voxels of one forward pass; a larger scan is cut into tiles (lib/engine/tiling.py). 0: as many as
+    # data.memory_budget allows (the inference points model measured on the scan), else the whole scan
+    max_voxels: int = 0
+    tile_overlap: float = 0.5  # metres of each cut kept by both tiles, their logits averaged
+    tile_context: float = 1.5  # metres more on each side that a tile reads but does not keep (input only)
+    probabilities: bool = False  # also write <scan>.npy: float16 [P, K] class probabilities
+    columns: list[str] = field(default_factory=list)  # names of plain .npy/.txt/.csv columns ([]: the model card's, else by width)
+    measure_memory: bool = False  # meter each tile's peak (always on when data.memory_budget sets the tiles)
 
 
 @dataclass

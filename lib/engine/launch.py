@@ -1,9 +1,10 @@
 """Entry of the engine: `launch` (main.py's handoff, re-running itself in N processes when asked)
 and `run` (one process: setup, the mode's runner from lib/engine/modes/, `<run>/summary.json`).
 
-main.py calls `launch(cfg, args, build_dataset=..., build_model=..., collate_fn=..., train_collate_fn=...)`
-(`train_collate_fn`: an optional training collate; the voxel cap itself is kept by the engine,
-lib/engine/voxel_budget.py, and evaluation never defers a scene); with
+main.py calls `launch(cfg, args, build_dataset=..., build_model=..., collate_fn=..., train_collate_fn=...,
+build_scans=...)` (`train_collate_fn`: an optional training collate; the voxel cap itself is kept by
+the engine, lib/engine/voxel_budget.py, and evaluation never defers a scene; `build_scans`: predict
+mode's reader of new scans, datasets.scans.ScanDataset); with
 `--nproc N` (or dist.nproc > 1) outside torchrun it re-runs main.py in N processes through
 torch.distributed.run.
 """
@@ -27,8 +28,8 @@ from lib.io import atomic_write_json
 
 log = logging.getLogger("voxseg")
 
-MODES = ("train", "test", "profile")  # each runs lib.engine.modes.<module>.run(run)
-_MODE_MODULES = {"train": "train", "test": "evaluate", "profile": "profile"}
+MODES = ("train", "test", "predict", "profile")  # each runs lib.engine.modes.<module>.run(run)
+_MODE_MODULES = {"train": "train", "test": "evaluate", "predict": "predict", "profile": "profile"}
 
 
 @dataclass
@@ -48,6 +49,9 @@ class RunContext:
     resume: bool = False
     train_collate_fn: Callable = None  # the training loader's collate; None: collate_fn
     oom_guard: object = None  # lib.profiler.oom_guard's guard around the mode (None in tests' own contexts)
+    inputs: tuple = ()  # --mode predict: the scan files / folders
+    build_scans: Callable = None  # (inputs, model card, cfg) -> dataset of those scans (predict)
+    config_given: bool = True  # False: the recipe came from the checkpoint (predict without --config)
     summary_extra: dict = None  # the mode's own summary.json entries (train: best/final validation)
 
     def watch_model(self, model) -> None:
@@ -65,7 +69,8 @@ def summary_metrics(scores) -> dict:
 
 
 def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights="", resume=False,
-        make_input=None, train_collate_fn=None, allow_config_change=False) -> dict:
+        make_input=None, train_collate_fn=None, allow_config_change=False, inputs=(), build_scans=None,
+        config_given=True) -> dict:
     """Run one mode in this process (already one of N under torchrun, or alone).
     Returns the summary dict (also written to <run>/summary.json by rank 0).
 
@@ -86,7 +91,8 @@ def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights
             save_config(cfg, run_dir / "config.yaml")
         context = RunContext(cfg, mode, run_dir, device, rank, world, build_dataset, build_model, collate_fn,
                              make_input or InputMaker(cfg.engine, cfg.data.voxel_size), str(weights or ""),
-                             resume, train_collate_fn)
+                             resume, train_collate_fn, inputs=tuple(inputs), build_scans=build_scans,
+                             config_given=config_given)
         log.info("%s run in %s: %d process(es), device %s, engine %s", mode, run_dir, world,
                  device, cfg.engine)
         for note in getattr(cfg, "notes", ()):  # overrides that replaced a recipe key (lib/config/shadows.py)
@@ -144,7 +150,7 @@ def _argv_for_workers(argv: list, run_dir: Path) -> list:
     return out + ["--output-dir", str(run_dir)]
 
 
-def launch(cfg, args, build_dataset, build_model, collate_fn, train_collate_fn=None) -> int:
+def launch(cfg, args, build_dataset, build_model, collate_fn, train_collate_fn=None, build_scans=None) -> int:
     """main.py's handoff. Returns the process exit code."""
     nproc = args.nproc if args.nproc is not None else cfg.dist.nproc
     if nproc > 1 and not D.launched_by_torchrun():
@@ -155,7 +161,8 @@ def launch(cfg, args, build_dataset, build_model, collate_fn, train_collate_fn=N
     try:
         run(cfg, args.mode, args.output_dir, build_dataset, build_model, collate_fn,
             weights=args.weights, resume=args.resume, train_collate_fn=train_collate_fn,
-            allow_config_change=getattr(args, "allow_config_change", False))
+            allow_config_change=getattr(args, "allow_config_change", False), inputs=getattr(args, "input", None) or (),
+            build_scans=build_scans, config_given=getattr(args, "config", None) is not None)
     except Exception:
         if fresh and os.environ.get("RANK", "0") == "0":
             discard_unused_run_dir(Path(args.output_dir))

@@ -8,7 +8,7 @@ card = {"version": 1,
         [[values]] per class (what labels in a raw file mean), "label_field", "ignore_index",
         "convention", "benchmark",
         "voxel_size" (metres), "features" (names in channel order), "feature_scaling" {name: how},
-        "quantization"}
+        "quantization", and "columns" (names of a plain table's columns, or None)}
 Plain containers only (checkpoints load with weights_only=True).
 """
 from lib import IGNORE_INDEX
@@ -31,7 +31,8 @@ def build_card(cfg, meta, dataset) -> dict:
             "palette": [list(map(int, c)) for c in meta.palette],
             "raw_ids": [int(v) for v in meta.raw_ids],
             "label_values": meta.values_of_classes() if hasattr(meta, "values_of_classes") else None,
-            "label_field": getattr(meta, "label_field", "label"), "ignore_index": IGNORE_INDEX,
+            "label_field": getattr(meta, "label_field", "label"), "columns": getattr(meta, "columns", None),
+            "ignore_index": IGNORE_INDEX,
             "convention": meta.convention, "benchmark": meta.benchmark,
             "voxel_size": float(cfg.data.voxel_size), "features": inputs["features"],
             "feature_scaling": inputs["scaling"], "quantization": inputs.get("quantization", "mean")}

@@ -7,9 +7,9 @@ import torch
 from lib.export.ply import write_ply
 
 
-def _ply(out_dir, scene, points, pred, meta, labels=None):
+def _ply(out_dir, scene, points, pred, meta, labels=None, extra=None, comments=None):
     return write_ply(Path(out_dir) / f"{scene.replace('/', '_')}.ply", points, pred, meta.palette, labels,
-                     list(meta.class_names))
+                     list(meta.class_names), extra, comments)
 
 
 def get_writer(fmt: str, meta):
@@ -48,19 +48,24 @@ class PredictionExporter:
     def folder(self, fmt: str) -> Path:
         return self.root / fmt
 
-    def add(self, scene: str, points, pred, labels=None) -> list[Path]:
+    def add(self, scene: str, points, pred, labels=None, extra=None, comments=None) -> list[Path]:
         """Writes one scene in every enabled format.
 
         Args:
             scene: scene id (the item's `scene`).
             points: float [P, 3] original points; pred: int [P] class per original point;
-            labels: optional int [P] ground truth (IGNORE_INDEX = unknown), used by the PLY only.
+            labels: optional int [P] ground truth (IGNORE_INDEX = unknown), used by the PLY only;
+            extra: optional name -> float [P] fields and comments: header lines, both PLY only.
         Returns the files written.
         """
         points, pred = _numpy(points), _numpy(pred)
         labels = _numpy(labels) if (labels is not None and self.ply_labels) else None
-        return [get_writer(fmt, self.meta)(self.folder(fmt), scene, points, pred, self.meta, labels)
-                for fmt in self.formats]
+        out = []
+        for fmt in self.formats:
+            writer = get_writer(fmt, self.meta)
+            more = {"extra": extra, "comments": comments} if fmt == "ply" else {}
+            out.append(writer(self.folder(fmt), scene, points, pred, self.meta, labels, **more))
+        return out
 
 
 def _numpy(x) -> np.ndarray:

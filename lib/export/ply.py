@@ -12,7 +12,8 @@ _BASE_FIELDS = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green
 
 
 def write_ply(path: str | Path, points: np.ndarray, pred: np.ndarray, palette: np.ndarray,
-              labels: np.ndarray | None = None, class_names: list[str] | None = None) -> Path:
+              labels: np.ndarray | None = None, class_names: list[str] | None = None,
+              extra: dict[str, np.ndarray] | None = None, comments: list[str] | None = None) -> Path:
     """Writes a binary little-endian PLY of one scene.
 
     Args:
@@ -25,6 +26,9 @@ def write_ply(path: str | Path, points: np.ndarray, pred: np.ndarray, palette: n
         class_names: optional K names; each class goes into the header as a comment
             `class <id> <r> <g> <b> <name>`, and the colour of unlabelled points as
             `unlabelled <r> <g> <b>` (read by scripts/visualize.py: its renders use these colours).
+        extra: optional name -> float [P] per-point values added as float32 fields after the others
+            (`--mode predict` adds `confidence`, the highest class probability).
+        comments: further header comments (predict: the scan's `origin x y z` in metres).
     """
     from plyfile import PlyData, PlyElement
 
@@ -41,6 +45,11 @@ def write_ply(path: str | Path, points: np.ndarray, pred: np.ndarray, palette: n
         if labels.shape != pred.shape:
             raise ValueError(f"{path}: labels {labels.shape} and predictions {pred.shape} differ in length")
         fields += [("label", "<i4"), ("error", "u1")]
+    extra = {name: np.asarray(v, dtype=np.float32).reshape(-1) for name, v in (extra or {}).items()}
+    for name, values in extra.items():
+        if values.shape != pred.shape:
+            raise ValueError(f"{path}: field {name!r} has {values.shape[0]} values for {pred.shape[0]} points")
+        fields.append((name, "<f4"))
     vertex = np.empty(pred.shape[0], dtype=fields)
     vertex["x"], vertex["y"], vertex["z"] = (points[:, i].astype(np.float32) for i in range(3))
     colours = class_colours(pred, palette, outside=(0, 0, 0))  # a prediction outside the classes: black
@@ -49,10 +58,12 @@ def write_ply(path: str | Path, points: np.ndarray, pred: np.ndarray, palette: n
     if labels is not None:
         vertex["label"] = labels
         vertex["error"] = ((labels != IGNORE_INDEX) & (labels >= 0) & (labels != pred)).astype(np.uint8)
+    for name, values in extra.items():
+        vertex[name] = values
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    comments = [] if class_names is None else \
-        [f"class {k} {r} {g} {b} {name}" for k, (name, (r, g, b)) in enumerate(zip(class_names, palette.tolist()))] \
-        + ["unlabelled {} {} {}".format(*UNLABELLED)]
+    comments = list(comments or []) + ([] if class_names is None else
+        [f"class {k} {r} {g} {b} {name}" for k, (name, (r, g, b)) in enumerate(zip(class_names, palette.tolist()))]
+        + ["unlabelled {} {} {}".format(*UNLABELLED)])
     PlyData([PlyElement.describe(vertex, "vertex")], text=False, byte_order="<", comments=comments).write(str(path))
     return path

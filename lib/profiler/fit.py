@@ -121,16 +121,27 @@ def measure_pass(model, batch, make_input, device) -> int:
     return tl.span_peak(0, len(tl.labels) - 1)
 
 
-def measure_points_model(model, batch, make_input, device, fractions=FRACTIONS, resident_bytes=None):
+def measure_forward(model, batch, make_input, device) -> int:
+    """Peak bytes of one inference forward (eval mode, no autograd) above its start: what
+    `--mode predict` runs per tile."""
+    model.eval()
+    with torch.no_grad(), MemoryTimeline(device) as tl:
+        model(make_input(batch, device))
+    return tl.span_peak(0, len(tl.labels) - 1)
+
+
+def measure_points_model(model, batch, make_input, device, fractions=FRACTIONS, resident_bytes=None,
+                         measure=measure_pass):
     """Fit the points model on crops of `batch`. `resident_bytes` (default: parameters and buffers)
-    is added to every measured pass. Returns (PointsModel, [(voxels, bytes)])."""
+    is added to every measured pass; `measure`: a training pass (default) or `measure_forward`.
+    Returns (PointsModel, [(voxels, bytes)])."""
     resident = static_bytes(model) if resident_bytes is None else resident_bytes
     was_training = model.training
     samples = []
     try:
         for fraction in sorted(fractions):
             part = crop_batch(batch, fraction)
-            samples.append((len(part["coords"]), resident + measure_pass(model, part, make_input, device)))
+            samples.append((len(part["coords"]), resident + measure(model, part, make_input, device)))
     finally:
         model.train(was_training)
     return fit(samples), samples

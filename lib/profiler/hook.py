@@ -33,6 +33,29 @@ def rss_peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def reset_rss_high_water() -> bool:
+    """Restart the kernel's resident-set high-water mark (VmHWM) from the current resident set, so
+    `rss_high_water_bytes` measures from now (Linux: /proc/self/clear_refs). False where refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_high_water_bytes() -> int:
+    """VmHWM of this process (Linux /proc/self/status; ru_maxrss elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return rss_peak_bytes()
+
+
 @register_hook
 class MemoryHook(HookBase):
     """Logs allocated / peak memory per iteration (module docstring). `every`: log every N steps.
