@@ -30,6 +30,7 @@ from lib.engine.checkpoint import CheckpointError, load_checkpoint, model_state
 from lib.engine.inference import tta_views
 from lib.engine.inputs import for_model
 from lib.engine.model_card import build_card, check_card
+from lib.engine.signals import check_signal
 from lib.engine.state_check import check_state_dict
 from lib.engine.tiling import plan_tiles, tiled_logits
 from lib.io import atomic_write_json
@@ -230,6 +231,7 @@ def predict(run):
         bar = tqdm(total=len(mine), desc="predict", unit="scan", dynamic_ncols=True, leave=True)
     try:
         for index in mine:
+            check_signal()  # a SIGTERM stops between scans (lib/engine/signals.py)
             if bar is not None:
                 bar.set_description_str(f"predict {dataset.scene_ids[index]}")
             item, probs, record = predictor(dataset, index, bar)  # a tile bar under the scan bar
