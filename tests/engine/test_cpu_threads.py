@@ -51,3 +51,10 @@ def test_bad_values_name_the_key():
         load_config("demo.yaml", ["train.cpu_threads=-1"])
     with pytest.raises(ConfigError, match="train.cpu_threads"):
         load_config("demo.yaml", ["train.cpu_threads=fast"])
+
+
+def test_no_recipe_needs_to_set_it():
+    from lib.config import CONFIG_DIR
+
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        assert load_config(path).train.cpu_threads == "auto", path.name
