@@ -135,7 +135,7 @@ def load_recipe(path: str | Path, _chain: tuple = ()) -> tuple[dict, dict]:
     for base in bases:
         base_path = resolve_config_path(base, relative_to=path.parent)
         base_data, base_sources = load_recipe(base_path, (*_chain, path))
-        resolve_layer(merged, base_data, sources, str(base_path))
+        resolve_layer(merged, base_data, sources, str(base_path), one_layer=False)
         _merge(merged, base_data, sources, "", "")
         sources.update(base_sources)
     resolve_layer(merged, data, sources, str(path))

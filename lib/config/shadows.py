@@ -51,13 +51,16 @@ def _drop(tree: dict, dotted: str) -> None:
     del node[leaf]
 
 
-def resolve_layer(below: dict, layer: dict, sources: dict, origin: str, notes: list | None = None) -> None:
+def resolve_layer(below: dict, layer: dict, sources: dict, origin: str, notes: list | None = None,
+                  one_layer: bool = True) -> None:
     """Before `layer` (nested dict, from `origin`) is merged over `below` (the layers under it,
     merged, with `sources` naming where each key came from): apply the rules of the module
-    docstring, editing `below` in place. `notes` (when given) receives one line per replacement."""
+    docstring, editing `below` in place. `notes` (when given) receives one line per replacement.
+    `one_layer`: False for a `_base_` file's merged chain, where both keys may come from two of its
+    own layers (already resolved there), so that is no error."""
     for plain, switch in PAIRS:
         p, s = get(layer, plain), get(layer, switch)
-        if p is not _MISSING and s is not _MISSING and _on(s):
+        if p is not _MISSING and s is not _MISSING and _on(s) and one_layer:
             raise ConfigError(f"'{plain}' and '{switch}' are both set ({origin}): '{switch}' > 0 replaces "
                               f"'{plain}'; keep one (or set {switch}=0)")
         if p is not _MISSING and s is _MISSING and _on(get(below, switch)):

@@ -48,6 +48,13 @@ def test_recipe_layers(tmp_path):
     child.write_text(yaml.safe_dump({"_base_": "base.yaml", "train": {"iterations": 7}}))
     cfg = load_config(child)
     assert (cfg.train.iterations, cfg.train.epochs) == (7, 0)  # the more specific file wins
+    grandchild = tmp_path / "grandchild.yaml"  # a chain whose base holds both keys from two files
+    grandchild.write_text(yaml.safe_dump({"_base_": "middle.yaml"}))
+    (tmp_path / "top.yaml").write_text(yaml.safe_dump({"data": {"dataset": "scannet"}, "train": {"iterations": 7}}))
+    (tmp_path / "middle.yaml").write_text(yaml.safe_dump({"_base_": "top.yaml", "train": {"epochs": 5}}))
+    cfg = load_config(grandchild)
+    assert cfg.train.epochs == 5  # the middle file switched epochs on over the top file's iterations
+    assert (load_config(grandchild, ["train.iterations=3"]).train.epochs) == 0
     both = tmp_path / "both.yaml"
     both.write_text(yaml.safe_dump({"data": {"dataset": "scannet"}, "train": {"epochs": 5, "iterations": 7}}))
     with pytest.raises(ConfigError, match=r"'train.iterations' and 'train.epochs' are both set \(.*both.yaml\)"):
