@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     if args.print_config:
+        for note in getattr(cfg, "notes", ()):  # what the overrides replaced (lib/config/shadows.py)
+            print(f"note: {note}", file=sys.stderr)
         print(dump_config(cfg), end="")
         return 0
     if args.output_dir is None:

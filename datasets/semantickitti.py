@@ -2,7 +2,7 @@
 
 Raw layout: RAW/sequences/NN/velodyne/FFFFFF.bin (float32 x, y, z, remission per point) and
 RAW/sequences/NN/labels/FFFFFF.label (uint32: semantic id in the low 16 bits, instance above).
-Labels map through the official learning_map in config/semantic-kitti.yaml: learning class c in
+Labels map through the official learning_map in datasets/semantic-kitti.yaml: learning class c in
 1..19 becomes class index c - 1, class 0 (unlabeled, outlier, ...) becomes IGNORE_INDEX. A raw
 semantic id absent from learning_map is an error. Scene id `NN_FFFFFF`, split tag `NN`.
 """
@@ -21,7 +21,7 @@ from lib import IGNORE_INDEX
 from lib.export.benchmark import class_to_raw
 
 NAME = "semantickitti"
-LABEL_CONFIG = Path(__file__).resolve().parents[1] / "config" / "semantic-kitti.yaml"
+LABEL_CONFIG = Path(__file__).resolve().parent / "semantic-kitti.yaml"  # a label map, not a recipe
 DEFAULT_SPLITS = {"train": ["00", "01", "02", "03", "04", "05", "06", "07", "09", "10"], "val": ["08"],
                   "test": [f"{s:02d}" for s in range(11, 22)]}
 DEFAULT_FEATURES = ["remission"]

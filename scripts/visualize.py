@@ -1,13 +1,18 @@
 """Render a point-cloud PLY (an exported prediction, or any x/y/z PLY) to a PNG, or view it.
 
     python scripts/visualize.py outputs/run/predictions/ply/scene0000_00.ply --out scene.png
-    python scripts/visualize.py scene.ply --color error --out errors.png   # red = wrong, grey = right
+    python scripts/visualize.py scene.ply --color error --out errors.png   # green right, red wrong, grey unlabelled
     python scripts/visualize.py scene.ply --show                            # interactive Open3D window
 
 Headless rendering uses matplotlib (a 3-D scatter of at most --max-points points, with a title naming
 the scene and colour mode and a legend of the classes shown: names and colours from the PLY header's
 `class <id> <r> <g> <b> <name>` comments that exports carry) or, with --renderer open3d, Open3D's
 offscreen renderer (pip install open3d; it needs libusb-1.0-0 and EGL).
+
+Colours (lib/export/colours.py, shared with the PLY export and TensorBoard): every class view (rgb of
+an export, label, pred) uses the dataset palette the export stored, points without a class are grey
+("unlabelled" in the legend), and the error view separates right (green), wrong (red) and
+unlabelled (grey) points. A PLY without class comments (not an export) falls back to a 20-colour map.
 """
 import argparse
 import os
@@ -16,8 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-GREY = np.array([0.6, 0.6, 0.6])
-RED = np.array([0.85, 0.1, 0.1])
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: lib lives at the root
+from lib.export.colours import RIGHT, STATES, UNLABELLED, WRONG  # noqa: E402
+
+GREY = np.array(UNLABELLED) / 255.0
+RED = np.array(WRONG) / 255.0
+GREEN = np.array(RIGHT) / 255.0
 
 
 def read_classes(path: Path) -> dict[int, tuple[str, np.ndarray]]:
@@ -49,19 +58,40 @@ def read_cloud(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return xyz, {n: np.asarray(vertex[n]) for n in names if n not in ("x", "y", "z")}
 
 
-def colours(path: Path, fields: dict[str, np.ndarray], mode: str) -> np.ndarray:
-    """float RGB [P, 3] in [0, 1] for a colour mode: rgb | error | label | pred."""
+def error_states(fields: dict[str, np.ndarray]) -> np.ndarray:
+    """Error state per point (lib.export.colours: 0 right, 1 wrong, 2 unlabelled) from the export's
+    `error` and `label` fields; without `label`, unlabelled points count as right."""
+    wrong = fields["error"] > 0
+    states = np.where(wrong, 1, 0)
+    if "label" in fields:
+        states[fields["label"].astype(np.int64) < 0] = 2  # the ignore label
+    return states
+
+
+def class_colour_of(k: int, classes: dict) -> np.ndarray:
+    """float RGB of class id `k`: the export's palette (header), else the 20-colour map; grey for
+    an id that is not a class (the ignore label)."""
+    if classes:
+        return classes[k][1] if k in classes else GREY
+    return _class_table()[k % 20] if k >= 0 else GREY
+
+
+def colours(path: Path, fields: dict[str, np.ndarray], mode: str, classes: dict | None = None) -> np.ndarray:
+    """float RGB [P, 3] in [0, 1] for a colour mode: rgb | error | label | pred. `classes`:
+    read_classes(path) (read here when None)."""
     if mode == "rgb":
         if not {"red", "green", "blue"} <= set(fields):
             raise SystemExit(f"{path}: no red/green/blue fields; use --color label, pred or error")
         return np.stack([fields["red"], fields["green"], fields["blue"]], axis=1) / 255.0
     if mode not in fields:
         raise SystemExit(f"{path}: no '{mode}' field for --color {mode} (has {', '.join(fields)})")
-    values = fields[mode].astype(np.int64)
     if mode == "error":
-        return np.where(values[:, None] > 0, RED, GREY)
-    # class ids cycle through 20 distinct colours; a negative id (ignore) stays grey
-    return np.where(values[:, None] >= 0, _class_table()[np.maximum(values, 0) % 20], GREY)
+        return np.array([GREEN, RED, GREY])[error_states(fields)]
+    classes = read_classes(path) if classes is None else classes
+    values = fields[mode].astype(np.int64)
+    ids = np.unique(values)
+    table = np.array([class_colour_of(int(k), classes) for k in ids]).reshape(-1, 3)
+    return table[np.searchsorted(ids, values)]
 
 
 def _class_table() -> np.ndarray:
@@ -74,28 +104,31 @@ def legend_entries(fields: dict[str, np.ndarray], mode: str, classes: dict) -> l
     """(text, float RGB) per legend entry of a colour mode, classes in id order, only those present.
 
     rgb on an export: each predicted class in its palette colour (the colour the exporter stored);
-    label / pred: each class in its 20-colour-map colour; error: right and wrong, where present. Names come from
-    `classes` (read_classes), else "class <id>". A PLY with plain colours and no `pred` has none.
+    label / pred: each class in the same palette colour (the 20-colour map without a header), and
+    "unlabelled" (grey) where points have no class; error: right, wrong and unlabelled, where present.
+    Names come from `classes` (read_classes), else "class <id>". A PLY with plain colours and no
+    `pred` has none.
     """
     if mode == "error":  # only the states present, like the classes
-        wrong = fields["error"] > 0
-        return [e for e, shown in ((("right or unlabelled", GREY), (~wrong).any()), (("wrong", RED), wrong.any()))
-                if shown]
+        present = set(np.unique(error_states(fields)).tolist())
+        colour = {0: GREEN, 1: RED, 2: GREY}
+        labelled = "label" in fields  # without it unlabelled points cannot be told from right ones
+        return [(name if labelled or s else "right or unlabelled", colour[s]) for s, name, _ in STATES if s in present]
     field = "pred" if mode == "rgb" else mode
     if field not in fields:
         return []
-    entries = []
+    entries, unlabelled = [], False
     for k in np.unique(fields[field].astype(np.int64)).tolist():
-        if k < 0:
+        if k < 0 or (classes and k not in classes):
+            unlabelled = True
             continue
         name, palette_rgb = classes.get(k, (f"class {k}", None))
-        if mode == "rgb":
-            if palette_rgb is None:  # no header: the colour the points of that class carry
-                first = int(np.flatnonzero(fields["pred"] == k)[0])
-                palette_rgb = np.array([fields[c][first] for c in ("red", "green", "blue")]) / 255.0
-            entries.append((name, palette_rgb))
-        else:
-            entries.append((name, _class_table()[k % 20]))
+        if mode == "rgb" and palette_rgb is None:  # no header: the colour the points of that class carry
+            first = int(np.flatnonzero(fields["pred"] == k)[0])
+            palette_rgb = np.array([fields[c][first] for c in ("red", "green", "blue")]) / 255.0
+        entries.append((name, palette_rgb if palette_rgb is not None else class_colour_of(k, classes)))
+    if unlabelled and mode != "rgb":
+        entries.append(("unlabelled", GREY))
     return entries
 
 
@@ -189,8 +222,8 @@ def main(argv=None) -> int:
     p.add_argument("ply", type=Path, help="PLY with vertex x, y, z (and red/green/blue, pred, label, error)")
     p.add_argument("--out", type=Path, help="PNG to write (default: the PLY's name with .png)")
     p.add_argument("--color", default="rgb", choices=("rgb", "error", "label", "pred"),
-                   help="rgb: stored colours (the predicted class in exports); error: wrong points red; "
-                        "label / pred: class ids through a 20-colour map")
+                   help="rgb: stored colours (the predicted class in exports); label / pred: class ids in "
+                        "the export's palette (grey: unlabelled); error: right green, wrong red, unlabelled grey")
     p.add_argument("--renderer", default="matplotlib", choices=("matplotlib", "open3d"))
     p.add_argument("--show", action="store_true", help="open an interactive Open3D viewer instead of a PNG")
     p.add_argument("--size", type=int, nargs=2, default=(1200, 900), metavar=("W", "H"), help="PNG pixels")
@@ -203,7 +236,8 @@ def main(argv=None) -> int:
     xyz, fields = read_cloud(args.ply)
     if len(xyz) == 0:
         raise SystemExit(f"{args.ply}: no vertices")
-    rgb = colours(args.ply, fields, args.color)
+    classes = read_classes(args.ply)
+    rgb = colours(args.ply, fields, args.color, classes)
     if args.show:
         show_open3d(xyz, rgb, args.ply.name)
         return 0
@@ -212,7 +246,7 @@ def main(argv=None) -> int:
     if args.renderer == "open3d":
         render_open3d(xyz, rgb, out, tuple(args.size), args.point_size)
     else:
-        legend = legend_entries(fields, args.color, read_classes(args.ply))
+        legend = legend_entries(fields, args.color, classes)
         render_matplotlib(xyz, rgb, out, tuple(args.size), args.max_points, args.elev, args.azim, args.point_size,
                           title_of(args.ply, args.color), legend)
     print(out)

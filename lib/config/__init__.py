@@ -22,8 +22,19 @@ __all__ = ["Config", "ConfigError", "ModelConfig", "load_config", "config_to_dic
 def load_config(path_or_name: str | os.PathLike, overrides: list[str] | tuple = ()) -> Config:
     """Load a recipe (with its `_base_` chain), apply `key=value` overrides, validate against the schema."""
     data, sources = load_recipe(path_or_name)
-    raws = apply_overrides(data, sources, list(overrides))
-    return build_dataclass(Config, data, sources, "", raws)
+    return _build(data, sources, overrides)
+
+
+def _build(data: dict, sources: dict, overrides) -> Config:
+    """Overrides applied, the schema built; `cfg.notes`: what the command line replaced or changed
+    nothing (lib/config/shadows.py), logged when the run starts (lib/engine/launch.py)."""
+    from .shadows import inert_overrides
+
+    notes: list[str] = []
+    raws = apply_overrides(data, sources, list(overrides), notes)
+    cfg = build_dataclass(Config, data, sources, "", raws)
+    cfg.notes = notes + inert_overrides(cfg, raws)
+    return cfg
 
 
 def config_from_dict(data: dict, overrides: list[str] | tuple = (), origin: str = "saved config") -> Config:
@@ -34,8 +45,7 @@ def config_from_dict(data: dict, overrides: list[str] | tuple = (), origin: str 
     data, sources = _copy(data), {}
     for key, value in data.items():
         _record(value, sources, origin, key)
-    raws = apply_overrides(data, sources, list(overrides))
-    return build_dataclass(Config, data, sources, "", raws)
+    return _build(data, sources, overrides)
 
 
 def config_to_dict(cfg) -> dict:

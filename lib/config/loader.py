@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .shadows import resolve_layer, swap_model
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 BASE_KEY = "_base_"
@@ -134,8 +135,10 @@ def load_recipe(path: str | Path, _chain: tuple = ()) -> tuple[dict, dict]:
     for base in bases:
         base_path = resolve_config_path(base, relative_to=path.parent)
         base_data, base_sources = load_recipe(base_path, (*_chain, path))
+        resolve_layer(merged, base_data, sources, str(base_path), one_layer=False)
         _merge(merged, base_data, sources, "", "")
         sources.update(base_sources)
+    resolve_layer(merged, data, sources, str(path))
     _merge(merged, data, sources, str(path))
     return merged, sources
 
@@ -155,8 +158,18 @@ def parse_override(text: str) -> tuple[str, Any, str]:
     return key, value, raw
 
 
-def apply_overrides(data: dict, sources: dict, overrides: list[str]) -> dict:
-    """Apply `key=value` strings to the nested dict in place. Returns {dotted key: raw string}."""
+def apply_overrides(data: dict, sources: dict, overrides: list[str], notes: list | None = None) -> dict:
+    """Apply `key=value` strings to the nested dict in place. Returns {dotted key: raw string}.
+    A key of a pair in lib/config/shadows.py replaces the recipe's other one (a line in `notes`)."""
+    if overrides:
+        layer: dict = {}
+        _set_overrides(layer, {}, overrides)
+        resolve_layer(data, layer, sources, "command line", notes)
+        swap_model(data, layer, sources, notes)
+    return _set_overrides(data, sources, overrides)
+
+
+def _set_overrides(data: dict, sources: dict, overrides: list[str]) -> dict:
     raws = {}
     for text in overrides:
         key, value, raw = parse_override(text)

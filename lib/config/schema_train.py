@@ -4,7 +4,7 @@ Units: learning rates are absolute (not scaled by batch size); iterations count 
 (one step = `accum_steps` forward/backward passes of `data.batch_size` scenes on every process).
 """
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Union
 
 
 @dataclass
@@ -76,7 +76,9 @@ class TrainConfig:
     test_split: str = "val"  # dataset split that --mode test predicts (and scores when it has labels)
     stop_at: int = 0  # end the run after this iteration as if killed (for resume tests); 0 = off
     progress: bool = True  # tqdm bar on rank 0
-    cpu_threads: int = 0  # torch intra-op threads per process on the CPU; 0 = torch default
+    # torch intra-op threads per process; auto = the cores left to a process once its data workers
+    # run (lib/engine/cpu_threads.py, logged at start-up); 0 = torch default (one per core)
+    cpu_threads: Union[int, Literal["auto"]] = "auto"
 
 
 @dataclass

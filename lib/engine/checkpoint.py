@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib.engine.signals import deferred
 from lib.errors import UserError
 from lib.io import atomic_write
 
@@ -30,10 +29,9 @@ log = logging.getLogger("voxseg")
 
 
 def atomic_save(obj, path) -> None:
-    """torch.save `obj` to `path` atomically (lib.io.atomic_write); a SIGTERM meanwhile waits for
-    the file to be complete (lib.engine.signals.deferred)."""
-    with deferred():
-        atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save `obj` to `path` atomically (lib.io.atomic_write). A SIGTERM meanwhile is only
+    recorded (lib/engine/signals.py), so the file is always written whole."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 class CheckpointError(UserError, RuntimeError):

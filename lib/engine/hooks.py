@@ -18,6 +18,8 @@ import torch
 
 from lib.engine.dist import all_reduce_mean, is_main
 from lib.engine.hookbase import HookBase, register_hook
+# the colours every picture shares (the dataset palette; unlabelled points grey)
+from lib.export.colours import UNLABELLED as IGNORED_COLOUR, class_colours  # noqa: F401
 
 log = logging.getLogger("voxseg")
 
@@ -44,6 +46,29 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def log_due(trainer, every: int) -> bool:
     return trainer.iteration % max(1, every) == 0 or trainer.iteration == trainer.max_iter
+
+
+def console_text(scalars: dict) -> str:
+    """The console / log.txt line of a step's scalars: `name=value` each, except that scalars named
+    per block (`model/<name>/<block>`: CodedVTR logs 2 values for each of 12 blocks) are summed up
+    as `name=mean [min, max] over N blocks`; TensorBoard keeps every block's value. NaNs are left out."""
+    groups: dict = {}
+    for key, value in scalars.items():
+        if math.isnan(value):
+            continue
+        name = key.removeprefix("train/")
+        head = name.rsplit("/", 1)[0] if name.count("/") >= 2 else name
+        groups.setdefault(head, []).append((name, value))
+    fields = []
+    for head, items in groups.items():
+        if len(items) == 1:
+            fields.append(f"{items[0][0]}={items[0][1]:.4g}")
+            continue
+        values = [v for _, v in items]
+        lo, hi, mean = min(values), max(values), sum(values) / len(values)
+        spread = f" [{lo:.4g}, {hi:.4g}]" if hi > lo else ""
+        fields.append(f"{head}={mean:.4g}{spread} over {len(values)} blocks")
+    return " ".join(fields)
 
 
 @register_hook
@@ -92,8 +117,7 @@ class LoggingHook(HookBase):
         for name, value in scalars.items():
             trainer.storage.put_scalar(name, value)
         if is_main():
-            text = " ".join(f"{k.removeprefix('train/')}={v:.4g}" for k, v in scalars.items() if not math.isnan(v))
-            log.info("iter %d/%d %s", trainer.iteration, trainer.max_iter, text)
+            log.info("iter %d/%d %s", trainer.iteration, trainer.max_iter, console_text(scalars))
 
     def after_train(self, trainer):
         if self.bar is not None:
@@ -155,7 +179,7 @@ class ValidationHook(HookBase):
         self.every = every
         self.best = None  # scores dict of the best validation so far
         self.best_iteration = 0
-        self.last = None
+        self.last, self.last_iteration = None, 0  # the latest validation (summary.json's final_metrics)
 
     @classmethod
     def build(cls, env: HookEnv):
@@ -168,7 +192,7 @@ class ValidationHook(HookBase):
         if not (due or trainer.iteration == trainer.max_iter):
             return
         scores = self.validate()
-        self.last = scores
+        self.last, self.last_iteration = scores, trainer.iteration
         storage.put("val_scores", scores)
         miou = _miou(scores)
         if self.best is None or miou > _miou(self.best):
@@ -246,19 +270,7 @@ class StopAtHook(HookBase):
             trainer.request_stop(f"train.stop_at={self.stop_at} reached")
 
 
-IGNORED_COLOUR = (128, 128, 128)  # points without a label in the ground-truth view
 PREVIEW_POINTS = 50_000  # at most this many points per view (every k-th): the event file stays small
-
-
-def class_colours(labels, palette) -> np.ndarray:
-    """[P, 3] uint8 colours of class ids `labels` [P] (ids outside the palette, the ignore label: grey)."""
-    labels = np.asarray(labels, dtype=np.int64)
-    palette = np.asarray(palette, dtype=np.uint8)
-    known = (labels >= 0) & (labels < len(palette))
-    out = np.empty((len(labels), 3), dtype=np.uint8)
-    out[:] = IGNORED_COLOUR
-    out[known] = palette[labels[known]]
-    return out
 
 
 @register_hook

@@ -6,6 +6,7 @@ from fractions import Fraction
 
 import torch
 
+from lib.engine.signals import check_signal
 from lib.model_contract import parse_output
 
 
@@ -48,6 +49,7 @@ def validate(model, loader, make_input, evaluator, device, autocast=None) -> dic
     model.eval()
     evaluator.reset()
     for batch in loader:
+        check_signal()  # a SIGTERM stops a long validation between batches (lib/engine/signals.py)
         with autocast() if autocast else contextlib.nullcontext():
             logits = parse_output(model(make_input(batch, device))).logits
         evaluator.update_batch(logits.float(), batch)

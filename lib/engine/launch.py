@@ -24,6 +24,7 @@ from lib.engine import dist as D
 from lib.engine.inputs import InputMaker
 from lib.engine.precision import precision_name
 from lib.engine.process import process
+from lib.engine.signals import check_signal
 from lib.io import atomic_write_json
 
 log = logging.getLogger("voxseg")
@@ -52,6 +53,7 @@ class RunContext:
     inputs: tuple = ()  # --mode predict: the scan files / folders
     build_scans: Callable = None  # (inputs, model card, cfg) -> dataset of those scans (predict)
     config_given: bool = True  # False: the recipe came from the checkpoint (predict without --config)
+    summary_extra: dict = None  # the mode's own summary.json entries (train: best/final validation)
 
     def watch_model(self, model) -> None:
         """Let the out-of-memory report name the tensors `model`'s modules make."""
@@ -94,6 +96,8 @@ def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights
                              config_given=config_given)
         log.info("%s run in %s: %d process(es), device %s, engine %s", mode, run_dir, world,
                  device, cfg.engine)
+        for note in getattr(cfg, "notes", ()):  # overrides that replaced a recipe key (lib/config/shadows.py)
+            log.warning("%s", note)
         start = time.perf_counter()
         runner = importlib.import_module(f"lib.engine.modes.{_MODE_MODULES[mode]}")
         if mode == "profile":  # the profile mode runs its own guard, at its report depth
@@ -108,10 +112,28 @@ def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights
                    "metrics": summary_metrics(scores),
                    "convention": scores.get("convention") if scores else None,
                    "precision": precision_name(cfg.train.amp, device)}  # forwards' precision (train.amp)
+        for key, value in (context.summary_extra or {}).items():
+            summary[key] = summary_metrics(value) if key.endswith("_metrics") else value
         if rank == 0:
             atomic_write_json(run_dir / "summary.json", summary)
             log.info("summary: %s", json.dumps(summary["metrics"] | {"per_class_iou": "..."}))
         return summary
+
+
+# What a run folder holds before its run made anything: a folder with only these is not kept.
+SETUP_FILES = {"config.yaml", "log.txt"}
+
+
+def discard_unused_run_dir(run_dir: Path) -> bool:
+    """Remove `run_dir` (made by a run that failed before producing anything: a missing dataset, a
+    bad model argument) when it holds only SETUP_FILES, so no empty run is left among the real
+    ones; the error itself was printed. Returns whether it was removed."""
+    if not run_dir.is_dir() or any(p.name not in SETUP_FILES for p in run_dir.iterdir()):
+        return False
+    for p in run_dir.iterdir():
+        p.unlink()
+    run_dir.rmdir()
+    return True
 
 
 def _argv_for_workers(argv: list, run_dir: Path) -> list:
@@ -137,8 +159,15 @@ def launch(cfg, args, build_dataset, build_model, collate_fn, train_collate_fn=N
         script = os.path.abspath(sys.argv[0])  # main.py, or whatever script called launch()
         return D.launch_local(script, _argv_for_workers(sys.argv[1:], args.output_dir), nproc,
                               cfg.dist.master_port)
-    run(cfg, args.mode, args.output_dir, build_dataset, build_model, collate_fn,
-        weights=args.weights, resume=args.resume, train_collate_fn=train_collate_fn,
-        allow_config_change=getattr(args, "allow_config_change", False), inputs=getattr(args, "input", None) or (),
-        build_scans=build_scans, config_given=getattr(args, "config", None) is not None)
+    fresh = not Path(args.output_dir).exists()
+    try:
+        run(cfg, args.mode, args.output_dir, build_dataset, build_model, collate_fn,
+            weights=args.weights, resume=args.resume, train_collate_fn=train_collate_fn,
+            allow_config_change=getattr(args, "allow_config_change", False), inputs=getattr(args, "input", None) or (),
+            build_scans=build_scans, config_given=getattr(args, "config", None) is not None)
+    except Exception:
+        if fresh and os.environ.get("RANK", "0") == "0":
+            discard_unused_run_dir(Path(args.output_dir))
+        raise
+    check_signal()  # a SIGTERM after the run's last safe point still stops it (143, lib/engine/signals.py)
     return 0

@@ -68,11 +68,12 @@ def teardown_logging(handlers: list) -> None:
 @contextlib.contextmanager
 def process(cfg, run_dir):
     """Set up this process for a run; yields (device, rank, world, run_dir) and tears down after."""
+    from lib.engine.cpu_threads import apply_cpu_threads
+
     device = D.pick_device(cfg.device)
-    if cfg.train.cpu_threads > 0:
-        torch.set_num_threads(cfg.train.cpu_threads)
     D.init_distributed(cfg.dist, device)
     rank, world = D.get_rank(), D.get_world_size()
+    threads_line = apply_cpu_threads(cfg, device, world)  # before any work: torch reads it per op
     run_dir = Path(D.broadcast_object(str(run_dir)))  # ranks may have computed different timestamps
     stale = 0
     if rank == 0:
@@ -81,6 +82,7 @@ def process(cfg, run_dir):
     D.barrier()
     handlers = setup_logging(run_dir, rank)
     try:
+        log.info("%s", threads_line)
         if stale:
             log.info("removed %d temporary file(s) left in %s by an interrupted write", stale, run_dir)
         seed_process(cfg.seed, rank)

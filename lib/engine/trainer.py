@@ -21,6 +21,7 @@ from torch import nn
 from lib.engine.checkpoint import capture_rng, restore_rng
 from lib.engine.dist import all_reduce_max, get_rank, get_world_size, is_dist
 from lib.engine.precision import amp_dtype, autocast
+from lib.engine.signals import check_signal
 from lib.engine.storage import EventStorage
 from lib.errors import UserError
 from lib.model_contract import notify_progress, notify_step_end, parse_output
@@ -103,6 +104,7 @@ class Trainer:
                 for hook in self.hooks:
                     hook.before_train(self)
                 while self.iteration < self.max_iter and not self.stop_reason:
+                    check_signal(agree=True)  # the safe point where a SIGTERM stops training
                     self.storage.clear_step()
                     self.storage.iteration = self.iteration + 1  # values of this step carry its count
                     self.run_step()

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 
 from lib import IGNORE_INDEX
+from lib.export.colours import UNLABELLED, class_colours
 
 # x, y, z float32 and red, green, blue uchar come first: that is the vertex layout viewers expect.
 _BASE_FIELDS = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
@@ -23,7 +24,8 @@ def write_ply(path: str | Path, points: np.ndarray, pred: np.ndarray, palette: n
         labels: optional int [P] ground-truth class (IGNORE_INDEX = unknown); adds int32 `label` and
             uchar `error` (1 = labelled point predicted wrong, 0 = right or unlabelled).
         class_names: optional K names; each class goes into the header as a comment
-            `class <id> <r> <g> <b> <name>` (read by scripts/visualize.py for its legend).
+            `class <id> <r> <g> <b> <name>`, and the colour of unlabelled points as
+            `unlabelled <r> <g> <b>` (read by scripts/visualize.py: its renders use these colours).
         extra: optional name -> float [P] per-point values added as float32 fields after the others
             (`--mode predict` adds `confidence`, the highest class probability).
         comments: further header comments (predict: the scan's `origin x y z` in metres).
@@ -50,9 +52,7 @@ def write_ply(path: str | Path, points: np.ndarray, pred: np.ndarray, palette: n
         fields.append((name, "<f4"))
     vertex = np.empty(pred.shape[0], dtype=fields)
     vertex["x"], vertex["y"], vertex["z"] = (points[:, i].astype(np.float32) for i in range(3))
-    known = (pred >= 0) & (pred < palette.shape[0])
-    colours = np.zeros((pred.shape[0], 3), dtype=np.uint8)
-    colours[known] = palette[pred[known]]
+    colours = class_colours(pred, palette, outside=(0, 0, 0))  # a prediction outside the classes: black
     vertex["red"], vertex["green"], vertex["blue"] = colours[:, 0], colours[:, 1], colours[:, 2]
     vertex["pred"] = pred
     if labels is not None:
@@ -63,6 +63,7 @@ def write_ply(path: str | Path, points: np.ndarray, pred: np.ndarray, palette: n
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     comments = list(comments or []) + ([] if class_names is None else
-        [f"class {k} {r} {g} {b} {name}" for k, (name, (r, g, b)) in enumerate(zip(class_names, palette.tolist()))])
+        [f"class {k} {r} {g} {b} {name}" for k, (name, (r, g, b)) in enumerate(zip(class_names, palette.tolist()))]
+        + ["unlabelled {} {} {}".format(*UNLABELLED)])
     PlyData([PlyElement.describe(vertex, "vertex")], text=False, byte_order="<", comments=comments).write(str(path))
     return path

@@ -71,9 +71,10 @@ class SegEvaluator:
         """Per-class IoU / accuracy text table for logs, ending with the convention used."""
         return format_table(self.compute())
 
-    def save(self, out_dir: str | Path, plots: bool = True, normalize_plot: bool = True, extra: dict = None) -> dict:
+    def save(self, out_dir: str | Path, plots: bool = True, normalize_plot: bool = True, title: str = "",
+             extra: dict = None) -> dict:
         """Writes metrics.json (scores + raw confusion matrix + the entries of `extra`, e.g. the
-        precision) and, if asked, the two PNGs.
+        precision) and, if asked, the two PNGs, headed by `title` (the run and the checkpoint scored).
 
         Returns the JSON content (a dict).
         """
@@ -88,6 +89,6 @@ class SegEvaluator:
         summary.update(extra or {})
         atomic_write_json(out_dir / "metrics.json", summary)
         if plots:
-            plot_confusion(valid, self.class_names, out_dir / "confusion_matrix.png", normalize_plot)
-            plot_iou_bars(scores, out_dir / "iou_per_class.png")
+            plot_confusion(valid, self.class_names, out_dir / "confusion_matrix.png", normalize_plot, title)
+            plot_iou_bars(scores, out_dir / "iou_per_class.png", title)
         return summary

@@ -16,14 +16,25 @@ def _pyplot():
     return plt
 
 
-def plot_confusion(valid: torch.Tensor, class_names: list[str], path: str | Path, normalize: bool = True) -> Path:
-    """Writes the confusion matrix as a PNG.
+ABSENT = "(absent)"  # appended to the name of a class with no ground-truth point
+
+
+def plot_confusion(valid: torch.Tensor, class_names: list[str], path: str | Path, normalize: bool = True,
+                   title: str = "") -> Path:
+    """Writes the confusion matrix as a PNG (confusion_figure)."""
+    plt = _pyplot()
+    return _save(confusion_figure(valid, class_names, normalize, title), plt, path)
+
+
+def confusion_figure(valid: torch.Tensor, class_names: list[str], normalize: bool = True, title: str = ""):
+    """The confusion matrix figure: each cell shows its point count (colour: the row fraction when
+    `normalize`, else the count); a class without ground-truth points is named "<name> (absent)"
+    and its row hatched; `title` (the run and checkpoint) heads it.
 
     Args:
         valid: int [K, K + 1] rows = ground truth, columns = prediction (+ "invalid" column).
         class_names: K names.
-        path: PNG file to write (its folder is created).
-        normalize: show each row divided by its sum (per-class recall) instead of raw counts.
+        normalize: colour each row divided by its sum (per-class recall) instead of raw counts.
     """
     plt = _pyplot()
     conf = valid.detach().cpu().to(torch.float64).numpy()
@@ -35,20 +46,35 @@ def plot_confusion(valid: torch.Tensor, class_names: list[str], path: str | Path
     if normalize:
         rows = conf.sum(axis=1, keepdims=True)
         shown = np.divide(conf, rows, out=np.zeros_like(conf), where=rows > 0)
-    size = max(4.0, 0.4 * len(columns) + 2.0)
+    size = max(5.5, 0.5 * len(columns) + 2.0)
     fig, ax = plt.subplots(figsize=(size, size * k / len(columns) + 1.0))
     image = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="row fraction" if normalize else "points")
+    top = shown.max() if shown.size else 0.0
+    for (i, j), count in np.ndenumerate(conf):
+        if count:  # empty cells stay blank: the eye finds the counts that matter
+            ax.text(j, i, f"{int(count)}", ha="center", va="center", fontsize=5,
+                    color="white" if shown[i, j] > 0.6 * top else "black")
+    absent = conf.sum(axis=1) == 0
+    for i in np.flatnonzero(absent):
+        ax.add_patch(plt.Rectangle((-0.5, i - 0.5), conf.shape[1], 1, fill=False, hatch="///",
+                                   edgecolor="lightgray", linewidth=0))
     ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=7)
-    ax.set_yticks(range(k), class_names, fontsize=7)
+    ax.set_yticks(range(k), [f"{n} {ABSENT}" if a else n for n, a in zip(class_names, absent)], fontsize=7)
     ax.set_xlabel("prediction")
     ax.set_ylabel("ground truth")
-    ax.set_title("confusion matrix" + (" (rows normalised)" if normalize else ""), fontsize=9)
-    return _save(fig, plt, path)
+    heading = "confusion matrix (points" + (", colour: rows normalised)" if normalize else ")")
+    ax.set_title(f"{title}\n{heading}" if title else heading, fontsize=9)
+    return fig
 
 
-def plot_iou_bars(scores: Scores, path: str | Path) -> Path:
-    """Writes a bar chart of per-class IoU (percent) with the mIoU as a line; the title names the convention."""
+def plot_iou_bars(scores: Scores, path: str | Path, title: str = "") -> Path:
+    """Writes a bar chart of per-class IoU (percent) with the mIoU as a line (iou_figure)."""
+    return _save(iou_figure(scores, title), _pyplot(), path)
+
+
+def iou_figure(scores: Scores, title: str = ""):
+    """Per-class IoU bars; the title names `title` (the run and checkpoint) and the convention."""
     plt = _pyplot()
     k = len(scores.class_names)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * k + 2.0), 4.0))
@@ -64,8 +90,9 @@ def plot_iou_bars(scores: Scores, path: str | Path) -> Path:
     ax.set_xticks(range(k), scores.class_names, rotation=90, fontsize=7)
     ax.set_ylim(0, 100)
     ax.set_ylabel("IoU (%)")
-    ax.set_title(DESCRIPTIONS[scores.convention], fontsize=8)
-    return _save(fig, plt, path)
+    ax.set_title(f"{title}\n{DESCRIPTIONS[scores.convention]}" if title else DESCRIPTIONS[scores.convention],
+                 fontsize=8)
+    return fig
 
 
 def _save(fig, plt, path) -> Path:

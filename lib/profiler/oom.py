@@ -11,7 +11,9 @@ RuntimeError "DefaultCPUAllocator: can't allocate memory" on the CPU) the guard 
 original error propagate unchanged. While open it tags every tensor a watched module returns and
 every tensor autograd saves with the module that made it (weak references: nothing is kept alive),
 and notes the voxel count of each outermost forward. At the failure the live tensors are those held
-by Python objects (gc) and by the autograd graph, each storage counted once.
+by Python objects (gc) and by the autograd graph, each storage counted once; those no module made
+are named by what holds them (`held_by`: gradients, optimizer state, the sparse coordinates and
+kernel maps, other modules' weights) before falling back to "(untracked)".
 
 The suggested limit_numpoints: with a points model and a budget, the largest count fitting the
 budget; otherwise the batch's voxels scaled by live activations / (live activations + the failed
@@ -98,17 +100,21 @@ class oom_guard:
 
     def _live(self, device_type: str):
         """[(owner, tensor)] of live tensors on `device_type`, one per storage."""
-        owners = {storage_key(p): "(parameters)" for p in self._params}
+        objects = gc.get_objects()
         # type(o), not isinstance: a lazy module object would answer a __class__ lookup with a warning
-        candidates = [(None, o) for o in gc.get_objects() if issubclass(type(o), torch.Tensor)]
+        candidates = [(None, o) for o in objects if issubclass(type(o), torch.Tensor)]
         candidates += self.saved.live()
+        owners = held_by(objects, self._params)
+        owners.update({storage_key(p): "(parameters)" for p in self._params})
         seen, out = set(), []
         for owner, t in candidates:
             key = storage_key(t)
             if t.device.type != device_type or key is None or key in seen:
                 continue
             seen.add(key)
-            owner = owners.get(key) or self._made.get(t) or owner or "(untracked)"
+            owner = self._made.get(t) or owner or owners.get(key) or "(untracked)"
+            if owners.get(key) == "(parameters)":
+                owner = "(parameters)"
             out.append((owner, t))
         return out
 
@@ -149,6 +155,50 @@ class oom_guard:
             return self.voxels // 2, "half the batch (the failed request's size is unknown)"
         scale = activations / (activations + request)
         return int(self.voxels * scale * 0.9), "voxels x live activations / (live activations + request) x 0.9"
+
+
+def _tensors_within(obj, depth: int = 3):
+    """Tensors reachable from `obj` through dicts, lists, tuples and plain attributes (`depth` levels)."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+        return
+    if depth == 0:
+        return
+    if isinstance(obj, dict):
+        items = obj.values()
+    elif isinstance(obj, (list, tuple)):
+        items = obj
+    elif hasattr(obj, "__dict__") and not isinstance(obj, (type, torch.nn.Module)):
+        items = vars(obj).values()
+    else:
+        return
+    for item in items:
+        yield from _tensors_within(item, depth - 1)
+
+
+def held_by(objects, params) -> dict:
+    """{storage key: owner row} for the tensors the module outputs and autograd do not account
+    for (issue 23: most of a CPU report's live memory was "(untracked)"): the watched parameters'
+    gradients, optimizer state, the sparse tensors' coordinate sets and kernel maps
+    (lib.sparse SparseContext caches), and the tensors of modules not watched (an EMA copy)."""
+    from lib.sparse.tensor import SparseContext
+
+    owners = {}
+    for p in params:
+        if getattr(p, "grad", None) is not None:
+            owners.setdefault(storage_key(p.grad), "(gradients)")
+    for o in objects:
+        kind = type(o)
+        if issubclass(kind, torch.optim.Optimizer):
+            for t in _tensors_within(o.state, 3):
+                owners.setdefault(storage_key(t), "(optimizer state)")
+        elif issubclass(kind, SparseContext):
+            for t in _tensors_within(o, 4):
+                owners.setdefault(storage_key(t), "(coordinates and kernel maps)")
+        elif issubclass(kind, torch.nn.Module):
+            for t in list(o.parameters(recurse=False)) + list(o.buffers(recurse=False)):
+                owners.setdefault(storage_key(t), "(other modules' weights)")
+    return owners
 
 
 def format_oom(report: dict) -> str:

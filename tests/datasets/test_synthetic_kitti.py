@@ -13,7 +13,7 @@ yaml = pytest.importorskip("yaml", reason="pyyaml is needed to read the official
 
 STEPS = 400  # azimuth columns: small frames keep the tests fast
 SEED = 5
-OFFICIAL_CONFIG = Path(__file__).resolve().parents[2] / "config" / "semantic-kitti.yaml"
+OFFICIAL_CONFIG = Path(__file__).resolve().parents[2] / "datasets" / "semantic-kitti.yaml"
 
 
 def _read(root: Path, seq: str, frame: int):

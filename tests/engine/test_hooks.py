@@ -157,3 +157,16 @@ def test_removed_aux_weight_points_at_loss_weights():
     with pytest.raises(ConfigError, match=r"'train.loss.aux_weight' \(from command line\) was removed: .*"
                                           r"train.loss_weights.<name>"):
         standin_main.config(["train.loss.aux_weight=2.0"])
+
+
+def test_console_line_sums_up_per_block_values():
+    """Issue 23: CodedVTR's 24 per-block fields made 900-character console lines; the line holds one
+    summary per name, TensorBoard every block."""
+    from lib.engine.hooks import console_text
+
+    scalars = {"train/loss": 1.5, "train/lr": 0.01, "loss/ce": 1.5, "train/peak_memory_mb": float("nan")}
+    scalars.update({f"model/choice_entropy/encoders.{i}.0": v for i, v in enumerate([0.5, 1.0, 1.5])})
+    scalars.update({f"model/temperature/encoders.{i}.0": 1.0 for i in range(3)})
+    assert console_text(scalars) == ("loss=1.5 lr=0.01 loss/ce=1.5 model/choice_entropy=1 [0.5, 1.5] over 3 blocks "
+                                     "model/temperature=1 over 3 blocks")
+    assert console_text({"model/usage": 0.25}) == "model/usage=0.25"

@@ -116,15 +116,14 @@ def test_legend_lists_the_exported_class_names_in_their_palette_colours(tmp_path
     assert fig._suptitle.get_text() == "scene0042_00 - colour: rgb"
     plt.close(fig)
 
-    fig = _render_figure(vis, ply, "label")  # labels 0, 1, 2: the 20-colour map, names from the header
+    fig = _render_figure(vis, ply, "label")  # labels 0, 1, 2: the same palette as rgb, names from the header
     texts, colours = _legend_of(fig)
-    table = vis._class_table()
-    assert texts == names and colours == [tuple(np.round(table[k], 4)) for k in (0, 1, 2)]
+    assert texts == names and colours == [tuple(np.round(palette[k] / 255.0, 4)) for k in (0, 1, 2)]
     assert fig._suptitle.get_text() == "scene0042_00 - colour: label"
     plt.close(fig)
 
     fig = _render_figure(vis, ply, "error")
-    assert _legend_of(fig)[0] == ["right or unlabelled", "wrong"]
+    assert _legend_of(fig)[0] == ["right", "wrong"]
     plt.close(fig)
 
 
@@ -135,3 +134,60 @@ def test_legend_without_header_names_classes_by_id(tmp_path):
     entries = vis.legend_entries(fields, "rgb", vis.read_classes(ply))
     assert [t for t, _ in entries] == ["class 0", "class 1"]
     assert [tuple(c) for _, c in entries] == [tuple(PALETTE[k] / 255.0) for k in (0, 1)]
+
+
+def _scene_with_unlabelled(tmp_path):
+    """Three bands along x: class 0 predicted right, class 1 predicted as 0 (wrong), unlabelled."""
+    rng = np.random.default_rng(2)
+    points = rng.uniform(0, 3, size=(3000, 3))
+    band = np.floor(points[:, 0]).astype(np.int64)
+    pred = np.where(band == 2, 1, 0)
+    labels = np.array([0, 1, -100])[band]
+    palette = np.array([[200, 30, 40], [20, 40, 230]], dtype=np.uint8)
+    ply = write_ply(tmp_path / "scene.ply", points, pred, palette, labels=labels, class_names=["wall", "floor"])
+    return ply, band, pred, labels, palette
+
+
+def test_one_palette_in_every_class_view(tmp_path):
+    """Issue 23: rgb used the dataset palette, label / pred another colour map. Now a class has one
+    colour in rgb, label and pred, and the PLY's stored colours are that palette."""
+    from plyfile import PlyData
+
+    vis = _visualize()
+    ply, band, pred, labels, palette = _scene_with_unlabelled(tmp_path)
+    _, fields = vis.read_cloud(ply)
+    rgb = vis.colours(ply, fields, "rgb")
+    label_view, pred_view = vis.colours(ply, fields, "label"), vis.colours(ply, fields, "pred")
+    np.testing.assert_allclose(pred_view, palette[pred] / 255.0)
+    np.testing.assert_allclose(rgb, pred_view)  # the stored colours are the palette's
+    labelled = labels >= 0
+    np.testing.assert_allclose(label_view[labelled], palette[labels[labelled]] / 255.0)
+    np.testing.assert_allclose(label_view[~labelled], np.full(((~labelled).sum(), 3), 128 / 255.0))
+    header = PlyData.read(str(ply)).comments
+    assert "unlabelled 128 128 128" in header
+    texts, colours = zip(*vis.legend_entries(fields, "label", vis.read_classes(ply)))
+    assert texts == ("wall", "floor", "unlabelled")
+    assert [tuple(np.round(c, 4)) for c in colours][-1] == tuple(np.round(np.full(3, 128 / 255.0), 4))
+
+
+def test_error_view_separates_right_wrong_and_unlabelled(tmp_path):
+    vis = _visualize()
+    ply, band, pred, labels, palette = _scene_with_unlabelled(tmp_path)
+    _, fields = vis.read_cloud(ply)
+    view = vis.colours(ply, fields, "error")
+    expected = np.array([[46, 160, 67], [217, 26, 26], [128, 128, 128]]) / 255.0  # right, wrong, unlabelled
+    np.testing.assert_allclose(view, expected[band])  # band 0 right, 1 wrong, 2 unlabelled
+    assert [t for t, _ in vis.legend_entries(fields, "error", vis.read_classes(ply))] == ["right", "wrong", "unlabelled"]
+    out = tmp_path / "errors.png"
+    assert _run(ply, "--color", "error", "--out", out, "--size", 400, 300).returncode == 0
+    pixels = _pixels(out, (400, 300))
+    for rgb in expected:
+        assert _count(pixels, rgb) > 200, rgb
+
+
+def test_tensorboard_point_clouds_use_the_same_colours():
+    from lib.engine.hooks import class_colours
+
+    palette = np.array([[200, 30, 40], [20, 40, 230]], dtype=np.uint8)
+    out = class_colours(np.array([1, 0, -100, 5]), palette)
+    assert out.tolist() == [[20, 40, 230], [200, 30, 40], [128, 128, 128], [128, 128, 128]]

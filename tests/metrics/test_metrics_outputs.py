@@ -51,3 +51,32 @@ def test_nan_classes_become_null_in_json(tmp_path):
         raise AssertionError(f"non-standard JSON token {token}")
 
     json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)
+
+
+def test_confusion_figure_shows_counts_the_run_and_absent_classes():
+    """Issue 23: counts in the cells, the run's name on top, a class without ground truth marked."""
+    import matplotlib.pyplot as plt
+
+    from lib.metrics.plots import confusion_figure, iou_figure
+
+    valid = torch.tensor([[5, 2, 0, 0], [0, 0, 0, 0], [1, 0, 7, 3]])  # "door" has no ground-truth point
+    fig = confusion_figure(valid, ["wall", "door", "chair"], normalize=True, title="test-run - train/best.pth")
+    (ax,) = [a for a in fig.axes if a.get_ylabel() == "ground truth"]
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert cells == {(0, 0): "5", (0, 1): "2", (2, 0): "1", (2, 2): "7", (2, 3): "3"}  # every non-zero count
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["wall", "door (absent)", "chair"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["wall", "door", "chair", "invalid"]
+    assert ax.get_title().startswith("test-run - train/best.pth\n")
+    plt.close(fig)
+
+    ev = _evaluator()
+    fig = iou_figure(ev.compute(), title="test-run - train/best.pth")
+    assert fig.axes[0].get_title().startswith("test-run - train/best.pth\n")
+    plt.close(fig)
+
+
+def test_plot_title_names_the_run_and_checkpoint():
+    from lib.engine.modes.evaluate import plot_title
+
+    assert plot_title("outputs/demo/test1", "outputs/demo/run7/best.pth") == "test1 - run7/best.pth"
+    assert plot_title("out/t", "best.pth") == "t - best.pth"

@@ -92,3 +92,38 @@ def test_activations_held_only_by_autograd_are_reported_inside_a_profiler(tmp_pa
     rows = {row["module"]: row for row in json.loads((tmp_path / "oom_report.json").read_text())["by_module"]}
     assert rows["1"]["bytes"] == N * HIDDEN * 4
     assert rows["2"]["bytes"] == N * 3 * 4  # the last Linear's output, the failing layer's input
+
+
+def test_live_memory_is_attributed_beyond_module_outputs(tmp_path):
+    """Issue 23: 89 % of a CPU report's live memory was "(untracked)". Gradients, optimizer state,
+    the sparse context's coordinates / kernel maps and unwatched modules (an EMA copy) get rows of
+    their own, each holding exactly those tensors' bytes."""
+    import copy
+
+    from lib.profiler.saved import storage_bytes
+    from lib.sparse import SparseTensor
+
+    model = nn.Sequential(nn.Linear(CIN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 4))
+    ema = copy.deepcopy(model)  # not watched
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.randn(N, CIN)).sum().backward()
+    optimizer.step()  # Adam's exp_avg / exp_avg_sq: 2x the parameters
+    xyz = torch.stack(torch.meshgrid(*[torch.arange(8)] * 3, indexing="ij"), -1).reshape(-1, 3)[:N]  # distinct
+    coords = torch.cat([torch.zeros(len(xyz), 1, dtype=torch.int64), xyz], 1).int()
+    x = SparseTensor(torch.randn(len(coords), CIN), coords)
+    from lib.profiler.saved import storage_key
+
+    with oom_guard(tmp_path, model=model) as guard:
+        rows, owner_of = {}, {}
+        for owner, t in guard._live("cpu"):
+            rows[owner] = rows.get(owner, 0) + storage_bytes(t)
+            owner_of[storage_key(t)] = owner
+    params = sum(p.numel() * 4 for p in model.parameters())
+    assert rows["(parameters)"] == params
+    assert rows["(gradients)"] == params
+    assert rows["(optimizer state)"] == 2 * params + sum(  # + Adam's step counters
+        t.numel() * t.element_size() for s in optimizer.state.values() for k, t in s.items() if k == "step")
+    # the EMA copy (other tests' models may be alive too: checked tensor by tensor)
+    assert {owner_of[storage_key(p)] for p in ema.parameters()} == {"(other modules' weights)"}
+    assert rows.get("(coordinates and kernel maps)", 0) > 0
+    del x

@@ -16,9 +16,17 @@ from lib.engine.dist import is_main
 from lib.engine.inference import predict_scene, tta_views
 from lib.engine.inputs import for_model
 from lib.engine.precision import autocast, precision_name
+from lib.engine.signals import check_signal
 from lib.engine.state_check import load_weights
 
 log = logging.getLogger("voxseg")
+
+
+def plot_title(run_dir, weights) -> str:
+    """The plots' heading: this run's folder name and the checkpoint (its run folder / file name)."""
+    weights = Path(weights)
+    return f"{Path(run_dir).name} - {weights.parent.name}/{weights.name}" if weights.parent.name else \
+        f"{Path(run_dir).name} - {weights.name}"
 
 
 def run(run):
@@ -49,6 +57,7 @@ def evaluate(run):
     items = SeededItems(dataset, cfg.seed)
     indices = range(run.rank, len(dataset), run.world)
     for i, index in enumerate(indices):
+        check_signal()  # a SIGTERM stops between scenes (lib/engine/signals.py)
         # the recipe's precision, as the validation of the run that trained these weights
         item, probs = predict_scene(model, items, index, views, run.collate_fn, make_input, device,
                                     lambda: autocast(cfg.train.amp, device))
@@ -73,6 +82,7 @@ def evaluate(run):
         log.info("split %r has no labels: predictions exported, nothing scored", cfg.train.test_split)
     else:
         scores = evaluator.save(run.run_dir, cfg.eval.plots, cfg.eval.normalize_plot,
+                                plot_title(run.run_dir, run.weights),
                                 extra={"precision": precision_name(cfg.train.amp, device)})
         if cfg.eval.table:
             log.info("test scores\n%s", evaluator.table())

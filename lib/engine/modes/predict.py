@@ -32,8 +32,9 @@ from lib.engine.data import SeededItems
 from lib.engine.inference import tta_views
 from lib.engine.inputs import for_model
 from lib.engine.model_card import build_card, check_card
-from lib.engine.modes.evaluate import write_report
+from lib.engine.modes.evaluate import plot_title, write_report
 from lib.engine.precision import autocast, precision_name
+from lib.engine.signals import check_signal
 from lib.engine.state_check import check_state_dict
 from lib.engine.tiling import plan_tiles, tiled_logits
 from lib.io import atomic_write_json
@@ -237,6 +238,7 @@ def predict(run):
         bar = tqdm(total=len(mine), desc="predict", unit="scan", dynamic_ncols=True, leave=True)
     try:
         for index in mine:
+            check_signal()  # a SIGTERM stops between scans (lib/engine/signals.py)
             if bar is not None:
                 bar.set_description_str(f"predict {dataset.scene_ids[index]}")
             item, probs, record = predictor(items, index, bar)  # a tile bar under the scan bar
@@ -277,7 +279,7 @@ def predict(run):
     scores = None
     if evaluator.confusion.valid().sum() > 0:
         scores = evaluator.save(run.run_dir, cfg.eval.plots, cfg.eval.normalize_plot,
-                                extra={"precision": summary["precision"]})
+                                plot_title(run.run_dir, run.weights), extra={"precision": summary["precision"]})
         if cfg.eval.table:
             log.info("scores over the labelled scans\n%s", evaluator.table())
     write_report(run.run_dir)

@@ -137,4 +137,7 @@ def run(run):
     if any(h.name == "validation" for h in trainer.hooks):
         val = trainer.hook("validation")
         scores = val.best or val.last
+        # summary.json holds the last validation beside the best (lib/engine/launch.py)
+        run.summary_extra = {"best_iteration": val.best_iteration, "final_iteration": val.last_iteration,
+                             "final_metrics": val.last}
     return scores, trainer.iteration
