@@ -132,16 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     build_dataset = dataset_builder(cfg)
     try:
         check_registered_names(cfg)
-        if cfg.data.limit_numpoints == "auto":
-            # Resolved before any loader exists: measured on the recipe's own model and first batch.
-            if args.mode == "train":
-                from lib.profiler.fit import resolve_auto_limit
-                cfg.data.limit_numpoints, note = resolve_auto_limit(cfg, build_dataset, models.build_model,
-                                                                    collate_fn)
-                print(note, file=sys.stderr)
-            else:
-                cfg.data.limit_numpoints = 0  # the cap only shapes training batches
-        # The engine keeps the voxel cap of training batches (lib/engine/voxel_budget.py); evaluation never defers.
+        # The engine keeps the voxel cap of training batches (lib/engine/voxel_budget.py; `auto` is measured
+        # by the train mode, lib/engine/auto_limit.py); evaluation never defers.
         return launch(cfg, args, build_dataset=build_dataset, build_model=models.build_model, collate_fn=collate_fn)
     except WorkerFailedError as exc:  # --nproc: a worker killed or crashed; the launcher names it
         print(f"error: {stopped_message(exc, args.output_dir)}", file=sys.stderr)

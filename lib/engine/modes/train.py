@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from lib.config import config_to_dict
+from lib.engine.auto_limit import agree_limit
 from lib.engine.checkpoint import Checkpointer
 from lib.engine.data import EpochStream, SeededItems, make_loader
 from lib.engine.dist import average_buffers, is_dist, is_main
@@ -46,6 +47,8 @@ def make_train_loaders(run, train_set, val_set):
     yields lists of items and a `CappedStream` keeps the cap and collates in the main process."""
     cfg = run.cfg
     collate = run.train_collate_fn or run.collate_fn
+    if cfg.data.limit_numpoints == "auto":  # measured once, on rank 0 (recorded in the checkpoint's config)
+        cfg.data.limit_numpoints = agree_limit(run, train_set)
     limit = cfg.data.limit_numpoints
     budget = None
     if limit > 0 and hasattr(train_set, "voxel_counts"):
