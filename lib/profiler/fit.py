@@ -9,7 +9,6 @@ a fresh input, plus the parameters, buffers and the optimizer's state (which liv
 Limits: the fit is linear; caching-allocator fragmentation and the CUDA context (some hundred MiB)
 are not in it, so leave ~10 % of the card out of the budget.
 """
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +16,6 @@ import torch
 
 from lib.profiler.meter import MemoryTimeline
 from lib.profiler.report import static_bytes
-
-log = logging.getLogger("voxseg")
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
