@@ -7,6 +7,7 @@ examples:
   python main.py --config demo.yaml --print-config
   python main.py --config demo.yaml --mode test --weights outputs/demo/run1/best.pth
   torchrun --nproc_per_node=4 main.py --config scannet_mink34c.yaml
+  torchrun --nproc_per_node=4 --max-restarts=3 main.py --config demo.yaml --output-dir D --resume auto
 
 Everything a run needs is in the recipe; `key=value` overrides change it for one run.
 """
@@ -39,7 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the run folder (default: outputs/<recipe name>/<date-time>)")
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint to load the model weights from")
     parser.add_argument("--resume", action="store_true",
-                        help="continue training from <output-dir>/last.pth (model, optimizer, schedule, RNG)")
+                        help="continue training from <output-dir>/last.pth (model, optimizer, schedule, RNG); "
+                             "--resume auto: continue when last.pth exists, else start fresh (torchrun restarts)")
+    parser.add_argument("--resume-auto", action="store_true", help=argparse.SUPPRESS)  # what `--resume auto` becomes
     parser.add_argument("--allow-config-change", action="store_true",
                         help="with --resume: accept overrides that change what the run trains (model, data, "
                              "voxel size, ...) and record them in <output-dir>/config_changes.json")
@@ -49,7 +52,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="device memory one process may use, e.g. 24GB (sets data.memory_budget): --mode "
                              "profile prints the largest data.limit_numpoints that fits it")
     parser.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
-    return parser.parse_intermixed_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `--resume auto` / `--resume=auto` (an optional value on --resume would swallow a key=value after it)
+    for i, a in enumerate(argv):
+        if a == "--resume=auto" or (a == "--resume" and argv[i + 1:i + 2] == ["auto"]):
+            argv[i:i + (1 if "=" in a else 2)] = ["--resume-auto"]
+            break
+    args = parser.parse_intermixed_args(argv)
+    args.resume = "auto" if args.resume_auto else args.resume
+    return args
 
 
 def default_output_dir(config: str) -> Path:
