@@ -98,10 +98,11 @@ def release_run(error) -> None:
     """Free what the mode built (the DDP model, whose reducer holds the process group) before the
     group is destroyed. Left to the interpreter's shutdown, the last reference to a gloo group went
     during finalisation, where its threads died ("terminate called without an active exception",
-    SIGABRT, in about one 2-process run in twenty: scripts/repeat_ddp_exit.py). Reference cycles hold
-    it: the first DistributedDataParallel of a process imports torch._dynamo, where torch.fx.wrap
-    keeps its own frame (a frame -> local -> frame cycle) and so, through f_back, the frames that
-    built the model. An error's traceback holds them too: its frames' locals are cleared first."""
+    SIGABRT with no Python frame left: 2 of 100 repeated 2-process trainings before this, 0 of 100
+    after, scripts/repeat_ddp_exit.py). Reference cycles hold it: the first DistributedDataParallel of
+    a process imports torch._dynamo, where torch.fx.wrap keeps its own frame (a frame -> local ->
+    frame cycle) and so, through f_back, the frames that built the model. An error's traceback holds
+    them too: its frames' locals are cleared first."""
     if not D.is_dist():
         return
     if error is not None:
