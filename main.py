@@ -8,6 +8,7 @@ examples:
   python main.py --config demo.yaml --mode test --weights outputs/demo/run1/best.pth
   python main.py --mode predict --weights outputs/demo/run1/best.pth --input scans/ lab.ply
   torchrun --nproc_per_node=4 main.py --config scannet_mink34c.yaml
+  torchrun --nproc_per_node=4 --max-restarts=3 main.py --config demo.yaml --output-dir D --resume auto
 
 Everything a run needs is in the recipe; `key=value` overrides change it for one run.
 """
@@ -47,7 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the run folder (default: outputs/<recipe name>/<date-time>)")
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint to load the model weights from")
     parser.add_argument("--resume", action="store_true",
-                        help="continue training from <output-dir>/last.pth (model, optimizer, schedule, RNG)")
+                        help="continue training from <output-dir>/last.pth (model, optimizer, schedule, RNG); "
+                             "--resume auto: continue when last.pth exists, else start fresh (torchrun restarts)")
+    parser.add_argument("--resume-auto", action="store_true", help=argparse.SUPPRESS)  # what `--resume auto` becomes
     parser.add_argument("--allow-config-change", action="store_true",
                         help="with --resume: accept overrides that change what the run trains (model, data, "
                              "voxel size, ...) and record them in <output-dir>/config_changes.json")
@@ -57,7 +60,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="device memory one process may use, e.g. 24GB (sets data.memory_budget): --mode "
                              "profile prints the largest data.limit_numpoints that fits it")
     parser.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `--resume auto` / `--resume=auto` (an optional value on --resume would swallow a key=value after it)
+    for i, a in enumerate(argv):
+        if a == "--resume=auto" or (a == "--resume" and argv[i + 1:i + 2] == ["auto"]):
+            argv[i:i + (1 if "=" in a else 2)] = ["--resume-auto"]
+            break
     args = parser.parse_intermixed_args(argv)
+    args.resume = "auto" if args.resume_auto else args.resume
     if args.input:  # `--input a.ply key=value`: nargs="+" also took the overrides that followed
         args.overrides += [str(p) for p in args.input if "=" in str(p) and not p.exists()]
         args.input = [p for p in args.input if not ("=" in str(p) and not p.exists())]
@@ -179,16 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     build_dataset = dataset_builder(cfg)
     try:
         check_registered_names(cfg)
-        if cfg.data.limit_numpoints == "auto":
-            # Resolved before any loader exists: measured on the recipe's own model and first batch.
-            if args.mode == "train":
-                from lib.profiler.fit import resolve_auto_limit
-                cfg.data.limit_numpoints, note = resolve_auto_limit(cfg, build_dataset, models.build_model,
-                                                                    collate_fn)
-                print(note, file=sys.stderr)
-            else:
-                cfg.data.limit_numpoints = 0  # the cap only shapes training batches
-        # The engine keeps the voxel cap of training batches (lib/engine/voxel_budget.py); evaluation never defers.
+        # The engine keeps the voxel cap of training batches (lib/engine/voxel_budget.py; `auto` is measured
+        # by the train mode, lib/engine/auto_limit.py); evaluation never defers.
         return launch(cfg, args, build_dataset=build_dataset, build_model=models.build_model, collate_fn=collate_fn,
                       build_scans=scan_builder if args.mode == "predict" else None)
     except WorkerFailedError as exc:  # --nproc: a worker killed or crashed; the launcher names it

@@ -42,3 +42,16 @@ def test_unknown_hook_is_an_error_with_the_closest_name(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1] == ("error: train.hooks: unknown hook 'chekpoint'; "
                                                    "did you mean 'checkpoint'?")
+
+
+def test_resume_forms():
+    """--resume (always), --resume auto / --resume=auto (when last.pth exists), and a key=value
+    after a bare --resume stays an override."""
+    from main import parse_args
+
+    assert parse_args(["--config", "demo.yaml"]).resume is False
+    assert parse_args(["--config", "demo.yaml", "--resume"]).resume is True
+    assert parse_args(["--config", "demo.yaml", "--resume", "auto"]).resume == "auto"
+    assert parse_args(["--config", "demo.yaml", "--resume=auto", "seed=1"]).resume == "auto"
+    args = parse_args(["--config", "demo.yaml", "--resume", "seed=1"])
+    assert args.resume is True and args.overrides == ["seed=1"]

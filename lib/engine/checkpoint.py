@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from lib.errors import UserError
 from lib.io import atomic_write
@@ -36,6 +37,37 @@ def atomic_save(obj, path) -> None:
 
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, unreadable, or not one of ours (one-line message naming the file)."""
+
+
+SHOWN = 3  # keys named per kind of difference
+
+
+def _first(keys, count: int) -> str:
+    keys = list(keys)
+    more = f" (+{len(keys) - count} more)" if len(keys) > count else ""
+    return ", ".join(keys[:count]) + more
+
+
+def check_state_dict(model: nn.Module, state: dict, path) -> None:
+    """Raise CheckpointError naming `path` unless `state` has exactly the model's keys with the
+    same shapes (missing keys, unexpected keys and shape mismatches, the first few of each)."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: model weights are a {type(state).__name__}, not a state dict")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}" for k, v in own.items()
+                  if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)]
+    problems = []
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es): {_first(mismatched, SHOWN)}")
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_first(missing, SHOWN)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_first(unexpected, SHOWN)}")
+    if problems:
+        raise CheckpointError(f"{path}: weights do not fit {type(model).__name__} (another model or class "
+                              f"count?): {'; '.join(problems)}")
 
 
 def migrate(ckpt: dict, path="checkpoint") -> dict:
@@ -151,8 +183,6 @@ class Checkpointer:
     def load(self, path) -> dict:
         """Restore every piece from the checkpoint at `path` (read onto the CPU; each piece moves
         its tensors where they belong). Returns the checkpoint dict."""
-        from lib.engine.state_check import check_state_dict  # state_check imports this module
-
         ckpt = load_checkpoint(path, "cpu")
         if self.pieces["model"] is not None:  # another model or class count: one line, before any piece changes
             check_state_dict(self.pieces["model"], ckpt["model"], path)

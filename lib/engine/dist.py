@@ -55,8 +55,15 @@ def init_distributed(dist_cfg, device: torch.device) -> None:
     if backend == "nccl" and device.type != "cuda":
         raise RuntimeError("dist.backend=nccl needs CUDA devices; use dist.backend=gloo on CPU")
     kwargs = {"device_id": device} if backend == "nccl" else {}
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=dist_cfg.timeout_s),
-                            **kwargs)
+    timeout = datetime.timedelta(seconds=dist_cfg.timeout_s)
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if restart > 0:
+        # A group restarted by torchrun (--max-restarts) meets in the agent's store, which keeps the
+        # keys of the group before it: the ranks then read their dead predecessors' addresses
+        # ("Gloo connectFullMesh failed ... Connection refused"). Each attempt gets its own keys.
+        store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+        kwargs.update(store=dist.PrefixStore(f"voxseg/attempt_{restart}", store), rank=rank, world_size=world)
+    dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
 
 
 def cleanup() -> None:

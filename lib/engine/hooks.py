@@ -377,5 +377,5 @@ class TensorBoardHook(HookBase):
             self.records = None
 
 
-# The memory hook lives with the profiler (lib/profiler/hook.py); importing it registers "memory".
-import lib.profiler.hook  # noqa: E402,F401  (after the built-in hooks: no import cycle)
+# The memory hook (lib/engine/memory_hook.py, built on lib.profiler); importing it registers "memory".
+import lib.engine.memory_hook  # noqa: E402,F401  (after the built-in hooks: no import cycle)

@@ -73,7 +73,8 @@ def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights
         make_input=None, train_collate_fn=None, allow_config_change=False, inputs=(), build_scans=None,
         config_given=True) -> dict:
     """Run one mode in this process (already one of N under torchrun, or alone).
-    Returns the summary dict (also written to <run>/summary.json by rank 0).
+    Returns the summary dict (also written to <run>/summary.json by rank 0). `resume`: True,
+    False, or "auto" (resume when <run>/last.pth exists: what a torchrun restart needs).
 
     A resume first compares the recipe with the run folder's config.yaml (lib/config/resume.py):
     run-changing differences stop it unless `allow_config_change`, which records them."""
@@ -83,6 +84,10 @@ def run(cfg, mode: str, run_dir, build_dataset, build_model, collate_fn, weights
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} ({'|'.join(MODES)})")
     with process(cfg, run_dir) as (device, rank, world, run_dir):
+        if resume == "auto":  # decided by rank 0, so every rank agrees
+            resume = bool(D.broadcast_object((run_dir / "last.pth").is_file()))
+            log.info("--resume auto: %s", f"resuming from {run_dir / 'last.pth'}" if resume
+                     else f"no {run_dir / 'last.pth'} yet, starting fresh")
         changed = check_resume_config(run_dir, config_to_dict(cfg), allow_config_change) if resume else {}
         if rank == 0:
             if changed:

@@ -9,7 +9,6 @@ a fresh input, plus the parameters, buffers and the optimizer's state (which liv
 Limits: the fit is linear; caching-allocator fragmentation and the CUDA context (some hundred MiB)
 are not in it, so leave ~10 % of the card out of the budget.
 """
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +16,6 @@ import torch
 
 from lib.profiler.meter import MemoryTimeline
 from lib.profiler.report import static_bytes
-
-log = logging.getLogger("voxseg")
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
@@ -104,7 +101,7 @@ def crop_batch(batch: dict, fraction: float) -> dict:
 def train_pass(model, x) -> None:
     """Forward, a stand-in loss (the logits' sum plus the model's own losses: the same backward graph
     as a real loss up to the loss head), backward."""
-    from models.contract import parse_output
+    from lib.model_contract import parse_output
 
     out = model(x)
     out = parse_output(getattr(out, "feats", out))  # a bare stack of layers returns a SparseTensor
@@ -145,30 +142,3 @@ def measure_points_model(model, batch, make_input, device, fractions=FRACTIONS, 
     finally:
         model.train(was_training)
     return fit(samples), samples
-
-
-def resolve_auto_limit(cfg, build_dataset, build_model, collate_fn, make_input=None) -> tuple:
-    """`data.limit_numpoints: auto`: the largest voxel count whose predicted training peak fits
-    `data.memory_budget`, from a points model measured now on the first training batch.
-    Returns (limit, a one-line note saying how it was found)."""
-    from lib.engine.data import make_loader
-    from lib.engine.dist import pick_device
-    from lib.units import parse_bytes
-
-    budget = parse_bytes(cfg.data.memory_budget)
-    device = pick_device(cfg.device)
-    dataset = build_dataset(cfg.data, "train")
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, dataset.meta.in_channels, dataset.meta.num_classes).to(device)
-    batch = next(iter(make_loader(dataset, cfg.data.batch_size, 0, collate_fn, shuffle=True, seed=cfg.seed)))
-    if make_input is None:
-        from lib.engine.inputs import InputMaker
-        make_input = InputMaker(cfg.engine, cfg.data.voxel_size).for_model(model)
-    resident = static_bytes(model) + optimizer_state_bytes(cfg.train.optimizer, static_bytes(model))
-    points, samples = measure_points_model(model, batch, make_input, device, resident_bytes=resident)
-    limit = points.largest_fitting(budget)
-    note = (f"data.limit_numpoints auto -> {limit} voxels for data.memory_budget {cfg.data.memory_budget} "
-            f"({budget} bytes) on {device}: {points.base_bytes:.0f} bytes + {points.bytes_per_voxel:.1f} "
-            f"bytes/voxel, fitted on (voxels, bytes) {samples}")
-    log.info(note)
-    return limit, note

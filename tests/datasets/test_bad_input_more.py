@@ -245,3 +245,24 @@ def test_disk_full_while_preprocessing_names_the_file(tmp_path, monkeypatch, cap
     message = errors[0].split("error: ", 1)[1]
     assert message.startswith("no space left writing") and message.endswith("coord.npy (No space left on device)")
     assert "scene0000_00" in message
+
+
+def test_the_error_line_is_the_last_thing_preprocessing_prints(tmp_path):
+    """The progress bar has drawn frames (two good scenes) when the third scene is bad: the bar's
+    last frame must come before `error: ...`, which ends the output alone on its line."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    names = ["scene0000_00", "scene0001_00", "scene0002_00"]
+    raw = make_scannet_tree(tmp_path / "raw", {n: random_scene(seed=i) for i, n in enumerate(names)})
+    (raw / "scans" / names[2] / f"{names[2]}_vh_clean_2.ply").write_bytes(b"ply\nformat garbage\n")
+    done = subprocess.run([sys.executable, "-m", "scripts.preprocess", "scannet", "--input", str(raw),
+                           "--output", str(tmp_path / "out"), "--workers", "1"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    frames = [f for f in done.stderr.replace("\r", "\n").split("\n") if f.strip()]
+    assert any(f.startswith("preprocess scannet") for f in frames), done.stderr  # the bar did draw
+    assert frames[-1].startswith("error: ") and names[2] in frames[-1], done.stderr
+    assert sum(f.startswith("error: ") for f in frames) == 1 and done.stderr.endswith("\n")

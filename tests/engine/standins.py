@@ -193,3 +193,36 @@ def capped_rank_worker(rank: int, world: int, init_file: str, out_dir: str):
         steps.append((stream.epoch, batch["scene"], batch["carried"], stream.tail is not None))
     torch.save(steps, f"{out_dir}/rank{rank}.pt")
     dist.destroy_process_group()
+
+
+def auto_limit_rank_worker(rank: int, world: int, port: int, out_dir: str):
+    """One gloo rank of tests/engine/test_auto_limit.py: the train mode with
+    `data.limit_numpoints: auto` where each rank's own measurement would give another limit
+    (50 + 30 x rank voxels); saves which ranks measured and the limit this rank's stream keeps."""
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world))
+    from lib.engine import auto_limit
+    from lib.engine.launch import run
+    from lib.engine.modes import train as train_mode
+    from tests.engine import standin_main
+
+    measured, kept = [], []
+
+    def measure(cfg, dataset, build_model, collate_fn, make_input, device):
+        measured.append(rank)
+        return 50 + 30 * rank, f"stand-in measurement on rank {rank}"
+
+    real_loaders = train_mode.make_train_loaders
+
+    def recording_loaders(run_ctx, train_set, val_set):
+        stream, val_loader = real_loaders(run_ctx, train_set, val_set)
+        kept.append((run_ctx.cfg.data.limit_numpoints, stream.limit))
+        return stream, val_loader
+
+    auto_limit.measure_limit = measure
+    train_mode.make_train_loaders = recording_loaders
+    cfg = standin_main.config(["data.limit_numpoints=auto", "data.memory_budget=1MB", "train.iterations=4"])
+    summary = run(cfg, "train", f"{out_dir}/run", build_dataset, build_model, collate, make_input=plain_input)
+    torch.save({"measured": measured, "kept": kept, "iterations": summary["iterations"]}, f"{out_dir}/rank{rank}.pt")

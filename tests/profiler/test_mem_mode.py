@@ -9,9 +9,10 @@ from torch import nn
 
 from lib.config import ConfigError
 from lib.engine.storage import EventStorage
-from lib.profiler.fit import measure_pass, resolve_auto_limit
-from lib.profiler.hook import MemoryHook
-from lib.profiler.mode import run_profile_mode
+from lib.engine.auto_limit import measure_limit
+from lib.engine.memory_hook import MemoryHook
+from lib.engine.modes.profile import run_profile_mode
+from lib.profiler.fit import measure_pass
 from lib.profiler.report import static_bytes
 from tests.engine import standin_main
 from tests.engine import standins as S
@@ -52,7 +53,8 @@ def test_profile_mode_writes_nothing_on_other_ranks(tmp_path):
 
 def test_limit_numpoints_auto_resolves_from_the_budget():
     cfg = standin_main.config(["data.limit_numpoints=auto", "data.memory_budget=4MB"])
-    limit, note = resolve_auto_limit(cfg, S.build_dataset, S.build_model, S.collate, make_input=S.plain_input)
+    limit, note = measure_limit(cfg, S.build_dataset(cfg.data, "train"), S.build_model, S.collate, S.plain_input,
+                                torch.device("cpu"))
     assert f"-> {limit} voxels" in note
     # the training pass at the resolved count, measured directly, nearly fills the budget
     torch.manual_seed(0)

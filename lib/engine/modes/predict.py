@@ -27,7 +27,7 @@ import torch
 
 from lib import IGNORE_INDEX
 from lib.engine import dist as D
-from lib.engine.checkpoint import CheckpointError, load_checkpoint, model_state
+from lib.engine.checkpoint import CheckpointError, check_state_dict, load_checkpoint, model_state
 from lib.engine.data import SeededItems
 from lib.engine.inference import tta_views
 from lib.engine.inputs import for_model
@@ -35,7 +35,6 @@ from lib.engine.model_card import build_card, check_card
 from lib.engine.modes.evaluate import plot_title, write_report
 from lib.engine.precision import autocast, precision_name
 from lib.engine.signals import check_signal
-from lib.engine.state_check import check_state_dict
 from lib.engine.tiling import plan_tiles, tiled_logits
 from lib.io import atomic_write_json
 
@@ -114,7 +113,7 @@ class ScanPredictor:
 
     def __call__(self, items, index: int, bar=None):
         """items: a `lib.engine.data.SeededItems` over the scans (test mode's item access)."""
-        from lib.profiler.hook import reset_rss_high_water, rss_high_water_bytes
+        from lib.engine.memory_hook import reset_rss_high_water, rss_high_water_bytes
         from lib.profiler.report import static_bytes
 
         reset_rss_high_water()

@@ -1,11 +1,13 @@
 """`--mode train`: builds the model, loaders, optimizer, schedule and the recipe's hooks
 (`train.hooks`), resumes every checkpointed piece from `<run>/last.pth` when asked, and trains."""
 import logging
+import weakref
 
 import torch
 from torch import nn
 
 from lib.config import config_to_dict
+from lib.engine.auto_limit import agree_limit
 from lib.engine.checkpoint import Checkpointer
 from lib.engine.data import EpochStream, SeededItems, make_loader
 from lib.engine.dist import average_buffers, is_dist, is_main
@@ -45,6 +47,8 @@ def make_train_loaders(run, train_set, val_set):
     yields lists of items and a `CappedStream` keeps the cap and collates in the main process."""
     cfg = run.cfg
     collate = run.train_collate_fn or run.collate_fn
+    if cfg.data.limit_numpoints == "auto":  # measured once, on rank 0 (recorded in the checkpoint's config)
+        cfg.data.limit_numpoints = agree_limit(run, train_set)
     limit = cfg.data.limit_numpoints
     budget = None
     if limit > 0 and hasattr(train_set, "voxel_counts"):
@@ -91,6 +95,14 @@ def build_trainer(run):
     evaluator = SegEvaluator.from_meta(meta, cfg.eval.convention, device)
     eval_model = ema.module if ema is not None else unwrap(model)
 
+    # The hooks' callables reach the trainer and the checkpointer through weak references, and the
+    # checkpointer holds a weak proxy of the trainer: no reference cycle holds the trainer, so it
+    # and the DDP model (whose reducer holds the process group) are freed as soon as the train
+    # mode returns, before the group is destroyed. Kept alive by a cycle until the interpreter's
+    # shutdown collected it, the group's gloo threads died under finalisation now and then
+    # ("terminate called without an active exception"; tests/engine/test_teardown.py).
+    owner = weakref.ref(trainer)
+
     def one_model():
         # Ranks' BatchNorm statistics (and so the EMA's) differ by their last batches: validate
         # and save their average, so every rank scores the same model and the checkpoint is it.
@@ -98,11 +110,11 @@ def build_trainer(run):
 
     def validate_synced():
         one_model()
-        return validate(eval_model, val_loader, make_input, evaluator, device, trainer.autocast)
+        return validate(eval_model, val_loader, make_input, evaluator, device, owner().autocast)
 
     def save_synced(name):
         one_model()
-        return checkpointer.save(name)
+        return owner().checkpointer.save(name)
 
     val_items = SeededItems(val_set, cfg.seed)
 
@@ -115,7 +127,7 @@ def build_trainer(run):
     env = HookEnv(cfg, meta.class_names, device, run_dir=run.run_dir, validate=validate_synced, save=save_synced,
                   preview=preview, palette=meta.palette)
     trainer.hooks = build_hooks(cfg.train.hooks, env)
-    checkpointer = Checkpointer(run.run_dir, trainer, trainer.hooks, config_to_dict(cfg), is_writer=is_main(),
+    checkpointer = trainer.checkpointer = Checkpointer(run.run_dir, weakref.proxy(trainer), trainer.hooks, config_to_dict(cfg), is_writer=is_main(),
                                 card=build_card(cfg, meta, train_set), model=unwrap(model), optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema)
     if run.resume:
         path = run.run_dir / "last.pth"

@@ -15,6 +15,7 @@ import resource
 import torch
 
 from lib.engine.hookbase import HookBase, register_hook
+from lib.engine.storage import get_event_storage
 from lib.profiler.saved import SavedTensorTracker
 from lib.units import MIB
 
@@ -94,7 +95,6 @@ class MemoryHook(HookBase):
             self.last = values
             storage = getattr(trainer, "storage", None)
             if storage is None:
-                from lib.engine.storage import get_event_storage
                 storage = get_event_storage()
             if storage is not None:
                 for name, value in values.items():
