@@ -12,6 +12,7 @@ card = {"version": 1,
 Plain containers only (checkpoints load with weights_only=True).
 """
 from lib import IGNORE_INDEX
+from lib.engine.checkpoint import CheckpointError
 
 CARD_VERSION = 1
 CARD_KEYS = ("model", "in_channels", "num_classes", "dataset", "class_names", "palette", "raw_ids",
@@ -40,8 +41,6 @@ def build_card(cfg, meta, dataset) -> dict:
 
 def check_card(card, path) -> dict:
     """`card` if it is a complete card, else CheckpointError naming `path` and what is missing."""
-    from lib.engine.checkpoint import CheckpointError
-
     if not isinstance(card, dict):
         raise CheckpointError(f"{path}: the checkpoint has no model card (written before voxseg saved one): pass "
                               "--config <the recipe it was trained with> to predict with it")
