@@ -60,6 +60,14 @@ def setup_logging(run_dir: Path, rank: int) -> list:
     return handlers
 
 
+def to_log_file(text: str) -> None:
+    """`text` (a table printed on stdout) also into <run>/log.txt, not a second time on the console."""
+    record = logging.LogRecord("voxseg", logging.INFO, __file__, 0, "%s", (text,), None)
+    for handler in logging.getLogger("voxseg").handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def teardown_logging(handlers: list) -> None:
     logger = logging.getLogger("voxseg")
     for h in handlers:

@@ -127,6 +127,7 @@ def test_two_gloo_processes_write_one_report(tmp_path):
                           "profile.timeline_png=false"], cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("whole model") == 1  # one table, from rank 0
+    assert (tmp_path / "log.txt").read_text().count("whole model") == 1  # and in the run's log
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "log.txt", "memory_report.json",
                                                           "summary.json"]
     assert json.loads((tmp_path / "memory_report.json").read_text())["voxels"] == 80

@@ -11,6 +11,7 @@ import logging
 
 from lib.engine.data import make_loader
 from lib.engine.inputs import for_model
+from lib.engine.process import to_log_file
 from lib.engine.state_check import load_weights
 from lib.profiler import MemoryProfiler, format_report, oom_guard, static_bytes
 from lib.profiler.fit import measure_points_model, optimizer_state_bytes, train_pass
@@ -72,9 +73,11 @@ def _write(run, prof, report) -> None:
                  f"{run.cfg.model.name}, {report['voxels']} voxels, {report['device']}")
     if pcfg.chrome_trace:
         save_chrome_trace(prof, run.run_dir / "memory_trace.json")
-    print(format_report(report))
+    table = format_report(report)
     budget = report.get("budget")
     if budget:
-        print(f"largest data.limit_numpoints for memory_budget {budget['memory_budget']} "
-              f"({mib(budget['bytes'])} MiB): {budget['limit_numpoints']}")
+        table += (f"\nlargest data.limit_numpoints for memory_budget {budget['memory_budget']} "
+                  f"({mib(budget['bytes'])} MiB): {budget['limit_numpoints']}")
+    print(table)
+    to_log_file(f"memory report\n{table}")
     log.info("memory report written to %s", run.run_dir / pcfg.json_name)
