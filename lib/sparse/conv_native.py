@@ -7,8 +7,9 @@ torch_engine._SparseConv calls `forward` / `backward` here for CPU tensors when 
 VOXSEG_CONV_KERNEL chooses: `auto` (default: the kernel where it builds, else tensor ops after one
 warning), `native` (the kernel, or an error saying why not), `torch` (tensor ops always).
 
-Dtypes: float32 and float64 natively; bfloat16 (CPU autocast) is computed in float32 and rounded
-once at the end, where the tensor-op path rounds after every offset.
+Dtypes: float32 and float64; bfloat16 (CPU autocast) is read and written as bfloat16 but summed in
+float32 (weights converted once, each output tile rounded once at its end, weight gradients returned
+from float32), where the tensor-op path rounds after every offset.
 Threads: output tiles (forward, input gradient) and offsets (weight gradient) are cut into
 torch.get_num_threads() contiguous ranges run side by side on lib.sparse.threads' pool; each sum
 runs in one fixed order, so results do not depend on the thread count.
@@ -22,7 +23,7 @@ from . import native, threads
 
 MODES = ("auto", "native", "torch")
 DTYPES = (torch.float32, torch.float64, torch.bfloat16)
-_ABI = 1
+_ABI = 2
 # output rows per tile: a tile's rows at C = 64 (256 x 256 B = 64 KiB) and the offsets' weights
 # stay in L2 while every offset adds into them. Measured on the bench scan (scripts/bench_sparse.py).
 TILE_ROWS = 256
@@ -103,7 +104,7 @@ def plan(kmap) -> Plan:
 
 def _functions(dtype):
     lib = native.load("conv", _ABI)
-    suffix = "f32" if dtype == torch.float32 else "f64"
+    suffix = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}[dtype]
     fwd, gw = lib[f"voxseg_conv_forward_{suffix}"], lib[f"voxseg_conv_grad_weight_{suffix}"]
     i64, ptr, op = ctypes.c_int64, ctypes.c_void_p, ctypes.POINTER(_Plan)
     fwd.argtypes, fwd.restype = [op, i64, i64, ptr, ptr, ptr, i64, i64, ctypes.c_int], None
@@ -112,6 +113,7 @@ def _functions(dtype):
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernel sums in (and takes weights and gives weight gradients in)."""
     return torch.float32 if dtype == torch.bfloat16 else dtype
 
 
@@ -140,7 +142,8 @@ def _split(fn, ranges):
 
 
 def _run_forward(p: Plan, x, w, y, accumulate: bool):
-    """y [rows, Cout] (=, or += with accumulate) the map's sum of x [*, Cin] @ w [K, Cin, Cout]; all contiguous."""
+    """y [rows, Cout] (=, or += with accumulate) the map's sum of x [*, Cin] @ w [K, Cin, Cout]; all
+    contiguous, x and y in one dtype, w in its compute_dtype."""
     fwd, _ = _functions(x.dtype)
     op = ctypes.byref(p.struct)
     parts = min(torch.get_num_threads(), p.tiles)
@@ -152,11 +155,10 @@ def _run_forward(p: Plan, x, w, y, accumulate: bool):
 def forward(xs: torch.Tensor, weight: torch.Tensor, kmap) -> torch.Tensor:
     """out [n_out, Cout] in xs's dtype: out[o] = sum over kmap's pairs (k, i, o) of xs[i] @ weight[k]
     (the centre as identity pairs); xs [n_in, Cin] and out in the map's position order."""
-    dtype = compute_dtype(xs.dtype)
-    x, w = xs.to(dtype).contiguous(), weight.to(dtype).contiguous()
-    out = torch.empty(kmap.n_out, weight.shape[2], dtype=dtype)
+    x, w = xs.contiguous(), weight.to(compute_dtype(xs.dtype)).contiguous()
+    out = torch.empty(kmap.n_out, weight.shape[2], dtype=xs.dtype)
     _run_forward(plan(kmap), x, w, out, accumulate=False)
-    return out.to(xs.dtype)
+    return out
 
 
 def backward(xs, grads, weights, kmaps, need_x: bool, need_ws):
@@ -164,13 +166,13 @@ def backward(xs, grads, weights, kmaps, need_x: bool, need_ws):
     weights[d], kmaps[d]) from their gradients `grads` (None where an output got none), all in
     position order and in the input's dtypes."""
     dtype = compute_dtype(xs.dtype)
-    x = xs.to(dtype).contiguous()
+    x = xs.contiguous()
     grad_x, grad_ws = None, [None] * len(weights)
-    _, gw_fn = _functions(dtype)
+    _, gw_fn = _functions(xs.dtype)
     for d, (g, weight, kmap) in enumerate(zip(grads, weights, kmaps)):
         if g is None:
             continue
-        g = g.to(dtype).contiguous()
+        g = g.to(xs.dtype).contiguous()
         p = plan(kmap)
         if need_ws[d]:
             gw = torch.zeros(weight.shape, dtype=dtype)
@@ -182,8 +184,8 @@ def backward(xs, grads, weights, kmaps, need_x: bool, need_ws):
             wt = weight.to(dtype).transpose(1, 2).contiguous()
             first = grad_x is None
             if first:
-                grad_x = torch.empty(kmap.n_in, x.shape[1], dtype=dtype)
+                grad_x = torch.empty(kmap.n_in, x.shape[1], dtype=xs.dtype)
             _run_forward(plan(kmap.transposed()), g, wt, grad_x, accumulate=not first)
     if need_x and grad_x is None:
-        grad_x = torch.zeros(kmaps[0].n_in, x.shape[1], dtype=dtype)
-    return (None if grad_x is None else grad_x.to(xs.dtype)), grad_ws
+        grad_x = torch.zeros(kmaps[0].n_in, x.shape[1], dtype=xs.dtype)
+    return grad_x, grad_ws

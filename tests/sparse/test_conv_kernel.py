@@ -47,7 +47,8 @@ def _run(mode, monkeypatch, layer, feats, coords, stride=1, threads=None):
     try:
         f = feats.detach().clone().requires_grad_()
         out = layer(SparseTensor(f, coords, stride=stride, engine="torch")).feats
-        up = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).to(out.dtype)
+        # representable in bf16, so runs in float32 and bf16 see the same upstream gradient
+        up = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16).to(out.dtype)
         gf, gw = torch.autograd.grad(out, (f, layer.weight), up)
     finally:
         torch.set_num_threads(before)
@@ -258,3 +259,21 @@ def test_meta_tensors_take_the_device_path_not_the_kernel(no_kernel):
     out = torch_engine.conv(feats, weight, meta_map)
     gx, gw = torch.autograd.grad(out, (feats, weight), torch.empty_like(out))
     assert out.shape == (len(coords), 6) and gx.device.type == gw.device.type == "meta"
+
+
+@needs_kernel
+def test_bfloat16_is_the_float32_sum_rounded_once(monkeypatch):
+    """The kernel reads bf16 as float32 and sums in the float32 path's order, so its bf16 results
+    are that path's float32 results on the widened inputs, rounded by torch: equal bit for bit
+    (weight gradients stay float32 inside, rounded to the weight's dtype by torch too)."""
+    coords = random_coords(2, 10, 1, 0.35, seed=21)
+    torch.manual_seed(3)
+    layer = snn.SubMConv3d(24, 40, 3).to(torch.bfloat16)
+    feats = torch.randn(len(coords), 24).to(torch.bfloat16)
+    got = _run("native", monkeypatch, layer, feats, coords)
+    wide = snn.SubMConv3d(24, 40, 3)
+    with torch.no_grad():
+        wide.weight.copy_(layer.weight.float())
+    want = _run("native", monkeypatch, wide, feats.float(), coords)
+    for a, b in zip(got, want):
+        assert a.dtype == torch.bfloat16 and torch.equal(a, b.to(torch.bfloat16))
