@@ -9,7 +9,9 @@ others, like a label map, are listed as skipped), its network at the recipe's ow
 `mink-m`, the Mink-M baseline: scannet_tr.yaml's CodedVTR body (widths, depths, stem) with every
 stage a BasicBlock. Every network gets the same input (the scan's RGB, 3 channels) and --classes
 outputs, so rows differ only in the network; each row carries `recipe` (the file stem) and its
-ratios to the mink-m row of the same voxel size (params_x, fwd_x, step_x, peak_x).
+ratios to the mink-m row of the same voxel size (params_x, fwd_x, step_x, peak_x). Recipes whose
+network is the same (model name and args) are measured once; the others copy that row and name it
+in `same_network_as`.
 
 Models come from models.MODELS (aliases of one class are benched once). By default: Res16UNet14A and
 Res16UNet34C, and one model per other family (a family is the Python module a class lives in);
@@ -195,12 +197,18 @@ def main(argv=None) -> int:
     rows = []
     for voxel_size in args.voxel_sizes:
         batch = voxelize(args.ply, voxel_size)
+        measured = {}  # recipes with the same network (name and args) are measured once
         for recipe, spec, why in specs:
             if spec is None:
                 rows.append({"recipe": recipe, "model": "-", "voxel_size_m": voxel_size, "skipped": why})
                 continue
+            key = json.dumps(spec, sort_keys=True, default=str)
+            if key in measured:
+                rows.append(dict(measured[key], recipe=recipe, same_network_as=measured[key]["recipe"]))
+                continue
             print(f"{recipe or spec['name']} at {voxel_size:g} m ...", file=sys.stderr, flush=True)
             rows.append(bench_one(spec["name"], batch, voxel_size, args, device, spec["args"], recipe))
+            measured[key] = rows[-1]
     label = "recipe" if args.recipes else "model"
     head = (f"{label:<18} {'input':<7} {'voxel m':>7} {'voxels':>7} {'params M':>9} {'fwd ms':>9} "
             f"{'step ms':>9} {'peak MiB':>9} {'params x':>8} {'fwd x':>7} {'step x':>7} {'peak x':>7}")
@@ -221,9 +229,10 @@ def main(argv=None) -> int:
             r["peak_ratio"] = r["peak_bytes"] / ref["peak_bytes"]
         ratios = "".join(f" {r[k]:>{w}.2f}" if k in r else f" {'-':>{w}}"
                          for k, w in (("params_ratio", 8), ("forward_ratio", 7), ("step_ratio", 7), ("peak_ratio", 7)))
+        same = f"  (= {r['same_network_as']})" if r.get("same_network_as") else ""
         print(f"{name:<18} {r['input']:<7} {r['voxel_size_m']:>7g} {r['voxels']:>7d} "
               f"{r['parameters'] / 1e6:>9.2f} {r['forward_ms']:>9.1f} {r['train_step_ms']:>9.1f} "
-              f"{r['peak_bytes'] / 2**20:>9.1f}{ratios}")
+              f"{r['peak_bytes'] / 2**20:>9.1f}{ratios}{same}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         import os
