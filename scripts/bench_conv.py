@@ -14,6 +14,9 @@ and the floors of the same run, at the same thread count:
             this width); fwd+bwd is three such products' worth (3x)
   copy_s    dst.copy_(src) moving the op's minimal bytes (inputs read once, outputs written once,
             pair lists, weights): the memory floor, the one that binds at small C
+  alloc_s   torch.empty(N, C).zero_(): the first touch of a fresh output, which every op returning one
+            pays (large tensors come straight from mmap, so each of its pages faults once; fwd+bwd
+            has two such outputs, y and the input gradient); `/g+a` is time / (gemm_s + alloc_s)
 Ratios: time / floor. Prints a table; --json PATH writes every figure with the load average and machine.
 
   python scripts/bench_conv.py [--voxels 140000] [--channels 32 64] [--threads 1 2] [--json out.json]
@@ -94,8 +97,9 @@ def conv_cases(coords, c, dtype, path):
     return {"fwd": run(fwd), "fwd_bwd": run(fwd_bwd)}, x.ctx.kernel_map(1, 3, 1)
 
 
-def floor_cases(pairs, c, nbytes):
-    """Timing closures of the floors: three GEMM forms of the same FLOPs and one copy of the bytes."""
+def floor_cases(pairs, n, c, nbytes):
+    """Timing closures of the floors: three GEMM forms of the same FLOPs, one copy of the bytes, one
+    fresh [n, c] output touched."""
     a, b = torch.randn(pairs, c), torch.randn(c, c)
     out = torch.empty(pairs, c)
     blocks = max(1, round(pairs / BLOCK))
@@ -108,7 +112,8 @@ def floor_cases(pairs, c, nbytes):
             torch.mm(a_block, b, out=out_block)
 
     return {"mm_alloc": lambda: torch.mm(a, b), "mm_out": lambda: torch.mm(a, b, out=out),
-            "mm_cache": blocked, "copy": lambda: dst.copy_(src)}, blocks * BLOCK / pairs
+            "mm_cache": blocked, "copy": lambda: dst.copy_(src),
+            "alloc": lambda: torch.empty(n, c).zero_()}, blocks * BLOCK / pairs
 
 
 def median_times(cases: dict, repeats: int) -> dict:
@@ -157,16 +162,19 @@ def main(argv=None):
                             cases[(dname, path, kind)] = fn
                 pairs = pair_count(kmap)
                 nbytes = op_bytes(len(coords), pairs, c, kmap.volume, 4)
-                floors, blocked_share = floor_cases(pairs, c, nbytes["fwd"])
+                floors, blocked_share = floor_cases(pairs, len(coords), c, nbytes["fwd"])
                 cases.update({("floor", f, ""): fn for f, fn in floors.items()})
                 t = median_times(cases, args.repeats)
                 gemm = min(t[("floor", f, "")] * (blocked_share ** -1 if f == "mm_cache" else 1)
                            for f in ("mm_alloc", "mm_out", "mm_cache"))
                 copy_fwd = t[("floor", "copy", "")]
                 copy = {"fwd": copy_fwd, "fwd_bwd": copy_fwd * nbytes["fwd_bwd"] / nbytes["fwd"]}
+                alloc = t[("floor", "alloc", "")]
+                with_alloc = {"fwd": gemm + alloc, "fwd_bwd": 3 * gemm + 2 * alloc}
                 base = {"input": name, "voxels": len(coords), "pairs": pairs, "channels": c, "threads": threads,
                         "gemm_floor_fwd_s": gemm, "gemm_floor_fwd_bwd_s": 3 * gemm,
                         "copy_floor_fwd_s": copy["fwd"], "copy_floor_fwd_bwd_s": copy["fwd_bwd"],
+                        "alloc_s": alloc,
                         "bytes_fwd": nbytes["fwd"], "bytes_fwd_bwd": nbytes["fwd_bwd"],
                         "gflop_fwd": 2 * pairs * c * c / 1e9,
                         "floors_s": {f: t[("floor", f, "")] for f in floors}, "mm_cache_share": blocked_share}
@@ -177,6 +185,7 @@ def main(argv=None):
                             s = t[(dname, path, kind)]
                             floor = 3 * gemm if kind == "fwd_bwd" else gemm
                             row.update({f"{kind}_s": s, f"{kind}_over_gemm": s / floor,
+                                        f"{kind}_over_gemm_alloc": s / with_alloc[kind],
                                         f"{kind}_over_copy": s / copy[kind],
                                         f"{kind}_gb_s": nbytes[kind] / s / 1e9,
                                         f"{kind}_gflop_s": (3 if kind == "fwd_bwd" else 1) * base["gflop_fwd"] / s})
@@ -200,13 +209,14 @@ def print_row(r):
     global _HEADER
     if not _HEADER:
         print(f"{'input':<8}{'voxels':>7}{'pairs/v':>8}{'C':>4}{'thr':>4} {'dtype':<5}{'path':<7}"
-              f"{'fwd ms':>8}{'/gemm':>6}{'/copy':>6}{'GB/s':>6}{'fwd+bwd ms':>11}{'/gemm':>6}{'/copy':>6}{'GB/s':>6}"
-              f"{'gemm ms':>8}{'copy ms':>8}")
+              f"{'fwd ms':>8}{'/gemm':>6}{'/g+a':>6}{'/copy':>6}{'GB/s':>6}{'fwd+bwd ms':>11}{'/gemm':>6}{'/g+a':>6}"
+              f"{'/copy':>6}{'GB/s':>6}{'gemm ms':>8}{'alloc ms':>9}{'copy ms':>8}")
         _HEADER = True
     print(f"{r['input']:<8}{r['voxels']:>7}{r['pairs'] / r['voxels']:>8.2f}{r['channels']:>4}{r['threads']:>4} "
-          f"{r['dtype']:<5}{r['path']:<7}{r['fwd_s'] * 1e3:>8.1f}{r['fwd_over_gemm']:>6.2f}{r['fwd_over_copy']:>6.2f}"
-          f"{r['fwd_gb_s']:>6.1f}{r['fwd_bwd_s'] * 1e3:>11.1f}{r['fwd_bwd_over_gemm']:>6.2f}"
-          f"{r['fwd_bwd_over_copy']:>6.2f}{r['fwd_bwd_gb_s']:>6.1f}{r['gemm_floor_fwd_s'] * 1e3:>8.1f}"
+          f"{r['dtype']:<5}{r['path']:<7}{r['fwd_s'] * 1e3:>8.1f}{r['fwd_over_gemm']:>6.2f}"
+          f"{r['fwd_over_gemm_alloc']:>6.2f}{r['fwd_over_copy']:>6.2f}{r['fwd_gb_s']:>6.1f}{r['fwd_bwd_s'] * 1e3:>11.1f}"
+          f"{r['fwd_bwd_over_gemm']:>6.2f}{r['fwd_bwd_over_gemm_alloc']:>6.2f}{r['fwd_bwd_over_copy']:>6.2f}"
+          f"{r['fwd_bwd_gb_s']:>6.1f}{r['gemm_floor_fwd_s'] * 1e3:>8.1f}{r['alloc_s'] * 1e3:>9.1f}"
           f"{r['copy_floor_fwd_s'] * 1e3:>8.1f}", flush=True)
 
 
