@@ -18,6 +18,8 @@ and the floors of the same run, at the same thread count:
             pays (large tensors come straight from mmap, so each of its pages faults once; fwd+bwd
             has two such outputs, y and the input gradient); `/g+a` is time / (gemm_s + alloc_s)
 Ratios: time / floor. Prints a table; --json PATH writes every figure with the load average and machine.
+THP_MEM_ALLOC_ENABLE=1 in the environment (PyTorch's CPU allocator then asks for transparent huge
+pages) makes first touches several times cheaper where the kernel allows it; it is recorded.
 
   python scripts/bench_conv.py [--voxels 140000] [--channels 32 64] [--threads 1 2] [--json out.json]
 """
@@ -146,7 +148,8 @@ def main(argv=None):
         raise SystemExit(f"the conv kernel does not run here: {conv_native.native.reason('conv') or 'VOXSEG_CONV_KERNEL'}")
     load_before = os.getloadavg()
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"load average {load_before[0]:.1f} / {load_before[1]:.1f} / {load_before[2]:.1f}, median of {args.repeats}")
+          f"load average {load_before[0]:.1f} / {load_before[1]:.1f} / {load_before[2]:.1f}, median of {args.repeats}, "
+          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}")
     rows = []
     for name in args.inputs:
         coords = (real_scan_coords(args.data, args.voxel_size, args.voxels) if name == "real"
@@ -197,6 +200,7 @@ def main(argv=None):
         args.json.write_text(json.dumps({"torch": torch.__version__, "machine": platform.processor() or platform.machine(),
                                          "cores": os.cpu_count(), "load_before": load_before, "load_after": load_after,
                                          "repeats": args.repeats, "voxel_size_m": args.voxel_size,
+                                         "thp_mem_alloc_enable": os.environ.get("THP_MEM_ALLOC_ENABLE"),
                                          "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows},
                                         indent=2))
         print(f"wrote {args.json}")
