@@ -10,8 +10,9 @@ the median wall time over --repeats (runs interleaved, so load bursts hit every 
 and the floors of the same run, at the same thread count:
   gemm_s    torch.mm of the same FLOPs (2 * pairs * C * C, the centre's pairs included), the best of:
             one [pairs, C] @ [C, C] product allocating its output (as torch.mm is called), the same
-            into a preallocated output, and [4096, C] @ [C, C] products in cache (MKL's best rate at
-            this width); fwd+bwd is three such products' worth (3x)
+            into a preallocated output, [4096, C] @ [C, C] products in cache (MKL's best rate at this
+            width) and [512, 512] @ [512, 512] products (its best rate at any width); fwd+bwd is three
+            such products' worth (3x)
   copy_s    dst.copy_(src) moving the op's minimal bytes (inputs read once, outputs written once,
             pair lists, weights): the memory floor, the one that binds at small C
   alloc_s   torch.empty(N, C).zero_(): the first touch of a fresh output, which every op returning one
@@ -44,6 +45,7 @@ from scripts.real_scans import real_scan_coords  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 BLOCK = 4096  # rows of the in-cache GEMM floor
+SQUARE = 512  # side of the square GEMM floor
 
 
 def pair_count(kmap) -> int:
@@ -113,9 +115,18 @@ def floor_cases(pairs, n, c, nbytes):
         for _ in range(blocks):
             torch.mm(a_block, b, out=out_block)
 
+    sq = torch.randn(SQUARE, SQUARE)
+    sq_out = torch.empty(SQUARE, SQUARE)
+    squares = max(1, round(2 * pairs * c * c / (2 * SQUARE ** 3)))
+
+    def square():
+        for _ in range(squares):
+            torch.mm(sq, sq, out=sq_out)
+
     return {"mm_alloc": lambda: torch.mm(a, b), "mm_out": lambda: torch.mm(a, b, out=out),
             "mm_cache": blocked, "copy": lambda: dst.copy_(src),
-            "alloc": lambda: torch.empty(n, c).zero_()}, blocks * BLOCK / pairs
+            "mm_square": square, "alloc": lambda: torch.empty(n, c).zero_()}, \
+        {"mm_cache": blocks * BLOCK / pairs, "mm_square": squares * SQUARE ** 3 / (pairs * c * c)}
 
 
 def median_times(cases: dict, repeats: int) -> dict:
@@ -168,8 +179,8 @@ def main(argv=None):
                 floors, blocked_share = floor_cases(pairs, len(coords), c, nbytes["fwd"])
                 cases.update({("floor", f, ""): fn for f, fn in floors.items()})
                 t = median_times(cases, args.repeats)
-                gemm = min(t[("floor", f, "")] * (blocked_share ** -1 if f == "mm_cache" else 1)
-                           for f in ("mm_alloc", "mm_out", "mm_cache"))
+                gemm = min(t[("floor", f, "")] / blocked_share.get(f, 1.0)
+                           for f in ("mm_alloc", "mm_out", "mm_cache", "mm_square"))
                 copy_fwd = t[("floor", "copy", "")]
                 copy = {"fwd": copy_fwd, "fwd_bwd": copy_fwd * nbytes["fwd_bwd"] / nbytes["fwd"]}
                 alloc = t[("floor", "alloc", "")]
@@ -180,7 +191,7 @@ def main(argv=None):
                         "alloc_s": alloc,
                         "bytes_fwd": nbytes["fwd"], "bytes_fwd_bwd": nbytes["fwd_bwd"],
                         "gflop_fwd": 2 * pairs * c * c / 1e9,
-                        "floors_s": {f: t[("floor", f, "")] for f in floors}, "mm_cache_share": blocked_share}
+                        "floors_s": {f: t[("floor", f, "")] for f in floors}, "floor_shares": blocked_share}
                 for dname in args.dtypes:
                     for path in args.paths:
                         row = dict(base, dtype=dname, path=path)
