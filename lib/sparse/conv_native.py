@@ -52,6 +52,7 @@ def active(device: torch.device, dtype: torch.dtype) -> bool:
 
 _HUGE = 2 << 20          # a transparent huge page (x86-64, arm64 with 4 KiB pages)
 _MADV_HUGEPAGE = 14      # linux/mman.h
+_OWN_MAPPING = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
 _libc = []               # [the C library's madvise or None], looked up once
 
 
@@ -72,10 +73,12 @@ def fresh(rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
     """torch.empty(rows, cols, dtype): where it spans huge pages, advised as such before its first
     touch. Large tensors come straight from mmap and each 4 KiB page faults once when the kernel
     first writes it (about 15 ms of a 50 ms forward at 150k x 64 here); 2 MiB pages fault 512
-    times less. Advice only: where the system refuses it (THP off), nothing changes."""
+    times less. Advice only: where the system refuses it (THP off), nothing changes. Only from
+    32 MiB: glibc serves those from a mapping of their own (its largest mmap threshold), so the
+    advice ends with the tensor and never marks heap ranges that later tensors reuse."""
     out = torch.empty(rows, cols, dtype=dtype)
     nbytes = out.numel() * out.element_size()
-    madvise = _madvise() if nbytes >= 2 * _HUGE else None
+    madvise = _madvise() if nbytes >= _OWN_MAPPING else None
     if madvise is not None:
         start = -(-out.data_ptr() // _HUGE) * _HUGE
         end = (out.data_ptr() + nbytes) // _HUGE * _HUGE
