@@ -3,6 +3,8 @@ lib/sparse/native/conv.cpp): equal to torch's dense conv3d and to the tensor-op 
 gradients of features and weights), a float64 gradient check, float32 and bfloat16 (CPU autocast),
 the same bits with 1 and 2 threads on a real scan, and the fallbacks: no compiler, the mode switch,
 the forced CUDA path and the meta device never reach the kernel."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -279,8 +281,8 @@ def test_bfloat16_is_the_float32_sum_rounded_once(monkeypatch):
         assert a.dtype == torch.bfloat16 and torch.equal(a, b.to(torch.bfloat16))
 
 
-def _huge_kib(address: int) -> int:
-    """AnonHugePages (KiB) of this process's mapping holding `address`, from /proc/self/smaps."""
+def _vm_flags(address: int) -> list:
+    """The VmFlags of this process's mapping holding `address`, from /proc/self/smaps."""
     inside = False
     with open("/proc/self/smaps") as f:
         for line in f:
@@ -288,24 +290,19 @@ def _huge_kib(address: int) -> int:
             if "-" in head and ":" not in head:
                 lo, hi = (int(v, 16) for v in head.split("-"))
                 inside = lo <= address < hi
-            elif inside and head == "AnonHugePages:":
-                return int(line.split()[1])
-    return 0
+            elif inside and head == "VmFlags:":
+                return line.split()[1:]
+    return []
 
 
 def test_large_outputs_are_advised_as_huge_pages():
-    """A fresh output of 38 MiB is an ordinary tensor; where THP is in madvise or always mode its
-    touched pages are huge pages (its first touch faults 512 times less)."""
+    """A fresh output of 38 MiB is an ordinary tensor whose memory carries the huge-page advice
+    (VmFlags `hg`; whether the kernel then finds free huge pages depends on the machine's memory)."""
     out = conv_native.fresh(100_000, 96, torch.float32)
     assert out.shape == (100_000, 96) and out.dtype == torch.float32 and out.is_contiguous()
     out.fill_(2.0)
     assert float(out.sum()) == 2.0 * out.numel()
-    mode = "/sys/kernel/mm/transparent_hugepage/enabled"
-    try:
-        with open(mode) as f:
-            setting = f.read()
-    except OSError:
-        pytest.skip(f"no {mode}: not Linux with transparent huge pages")
-    if "[never]" in setting:
-        pytest.skip("transparent huge pages are off here")
-    assert _huge_kib(out.data_ptr() + out.numel() * 2) >= 2048
+    if not os.path.isdir("/sys/kernel/mm/transparent_hugepage"):
+        pytest.skip("this system has no transparent huge pages (not Linux, or a kernel without THP)")
+    flags = _vm_flags(out.data_ptr() + out.numel() * 2)
+    assert "hg" in flags, flags
