@@ -10,7 +10,7 @@ warning), `native` (the kernel, or an error saying why not), `torch` (tensor ops
 Dtypes: float32 and float64; bfloat16 (CPU autocast) is read and written as bfloat16 but summed in
 float32 (weights converted once, each output tile rounded once at its end, weight gradients returned
 from float32), where the tensor-op path rounds after every offset.
-Threads: output tiles (forward, input gradient) and offsets (weight gradient) are cut into
+Threads: output tiles (forward, input gradient) and input channels (weight gradient) are cut into
 torch.get_num_threads() contiguous ranges run side by side on lib.sparse.threads' pool; each sum
 runs in one fixed order, so results do not depend on the thread count.
 """
@@ -25,11 +25,12 @@ from . import native, threads
 
 MODES = ("auto", "native", "torch")
 DTYPES = (torch.float32, torch.float64, torch.bfloat16)
-_ABI = 2
+_ABI = 3
 # output rows per tile: a tile's rows at C = 64 (256 x 256 B = 64 KiB) and the offsets' weights
 # stay in L2 while every offset adds into them. 128 to 2048 rows measured alike (within noise) on a
 # real scan (2 pairs per voxel) and the surface cloud (9), C = 64, one thread.
 TILE_ROWS = 256
+_MR = 6  # rows of the kernel's register tile (kMR)
 
 
 def mode() -> str:
@@ -157,20 +158,6 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype == torch.bfloat16 else dtype
 
 
-def _cuts(weights: list, parts: int) -> list:
-    """[lo, hi) ranges of len(weights) items cutting their cumulative weight into `parts` about equal shares."""
-    total = sum(weights)
-    if parts <= 1 or total == 0:
-        return [(0, len(weights))]
-    bounds, acc, share = [0], 0, total / parts
-    for k, w in enumerate(weights):
-        acc += w
-        if acc >= share * len(bounds) and len(bounds) < parts and k + 1 < len(weights):
-            bounds.append(k + 1)
-    bounds.append(len(weights))
-    return [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
-
-
 def _split(fn, ranges):
     """fn(lo, hi) for each range, side by side on the sparse core's pool (ctypes releases the GIL)."""
     if len(ranges) == 1:
@@ -217,8 +204,11 @@ def backward(xs, grads, weights, kmaps, need_x: bool, need_ws):
         if need_ws[d]:
             gw = torch.zeros(weight.shape, dtype=dtype)
             op = ctypes.byref(p.struct)
-            _split(lambda k0, k1: gw_fn(op, k0, k1, x.data_ptr(), g.data_ptr(), gw.data_ptr(), x.shape[1],
-                                        g.shape[1]), _cuts(p.pairs, torch.get_num_threads()))
+            cin, parts = x.shape[1], min(torch.get_num_threads(), -(-x.shape[1] // _MR))
+            # input-channel ranges on register-tile bounds (multiples of 6 rows)
+            bounds = [min(cin, -(-cin * t // parts) // _MR * _MR) if t < parts else cin for t in range(parts + 1)]
+            _split(lambda c0, c1: gw_fn(op, c0, c1, x.data_ptr(), g.data_ptr(), gw.data_ptr(), cin, g.shape[1]),
+                   [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo])
             grad_ws[d] = gw.to(weight.dtype)
         if need_x:  # the transposed pairs with each offset's weight transposed
             wt = weight.to(dtype).transpose(1, 2).contiguous()

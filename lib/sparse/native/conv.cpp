@@ -12,7 +12,7 @@
 // Work: output rows are cut into tiles of `tile_rows`; a tile's rows are zeroed (or kept, to
 // accumulate), then receive the centre (identity pairs) and each offset k in ascending order.
 // Callers run disjoint tile ranges side by side (no shared writes); the weight gradient is split by
-// offsets. Every sum runs in the same order for any number of threads, so the results are the
+// input channels. Every sum runs in the same order for any number of threads, so the results are the
 // same bit for bit.
 #include <algorithm>
 #include <cstdint>
@@ -259,10 +259,14 @@ void grad_rows(const TI* x, const TI* g, T* gw, int64_t cin, int64_t cout, const
         }
 }
 
-// gw[k] [cin, cout] += x[in]^T g[out] over offset k's pairs, for k in [k0, k1); the pairs go in
-// blocks whose rows stay in cache while every channel tile reads them
+// rows [ch0, ch1) of gw[k] [cin, cout] += x[in]^T g[out] over offset k's pairs, every k; the pairs
+// go in blocks whose rows stay in cache while every channel tile reads them. Callers split the
+// input channels (offsets are unequal: the centre holds every row), and each element sums its
+// pairs in one order whatever the split.
 template <typename T, typename TI>
-void grad_weight(const Plan& plan, int64_t k0, int64_t k1, const TI* x, const TI* g, T* gw, int64_t cin, int64_t cout) {
+void grad_weight(const Plan& plan, int64_t ch0, int64_t ch1, const TI* x, const TI* g, T* gw, int64_t cin,
+                 int64_t cout) {
+    const int64_t k0 = 0, k1 = plan.offsets;
     const int64_t stride = plan.tiles + 1;
     for (int64_t k = k0; k < k1; ++k) {
         const bool centre = k == plan.center;
@@ -275,9 +279,9 @@ void grad_weight(const Plan& plan, int64_t k0, int64_t k1, const TI* x, const TI
             const int64_t m = std::min<int64_t>(kPairBlock, total - p0);
             const int64_t* bi = in ? in + p0 : nullptr;
             const int64_t* bo = out ? out + p0 : nullptr;
-            int64_t c0 = 0;
-            for (; c0 + kMR <= cin; c0 += kMR) grad_rows<T, kMR, TI>(x, g, gwk, cin, cout, bi, bo, p0, m, c0);
-            switch (cin - c0) {
+            int64_t c0 = ch0;
+            for (; c0 + kMR <= ch1; c0 += kMR) grad_rows<T, kMR, TI>(x, g, gwk, cin, cout, bi, bo, p0, m, c0);
+            switch (ch1 - c0) {
                 case 5: grad_rows<T, 5, TI>(x, g, gwk, cin, cout, bi, bo, p0, m, c0); break;
                 case 4: grad_rows<T, 4, TI>(x, g, gwk, cin, cout, bi, bo, p0, m, c0); break;
                 case 3: grad_rows<T, 3, TI>(x, g, gwk, cin, cout, bi, bo, p0, m, c0); break;
@@ -293,7 +297,7 @@ void grad_weight(const Plan& plan, int64_t k0, int64_t k1, const TI* x, const TI
 
 extern "C" {
 
-int voxseg_conv_abi() { return 2; }
+int voxseg_conv_abi() { return 3; }
 
 void voxseg_conv_forward_f32(const Plan* plan, int64_t t0, int64_t t1, const float* x, const float* w, float* y,
                              int64_t cin, int64_t cout, int accumulate) {
@@ -311,20 +315,20 @@ void voxseg_conv_forward_bf16(const Plan* plan, int64_t t0, int64_t t1, const bf
     forward<float, bf16, bf16>(*plan, t0, t1, x, w, y, cin, cout, accumulate);
 }
 
-void voxseg_conv_grad_weight_f32(const Plan* plan, int64_t k0, int64_t k1, const float* x, const float* g,
+void voxseg_conv_grad_weight_f32(const Plan* plan, int64_t ch0, int64_t ch1, const float* x, const float* g,
                                  float* gw, int64_t cin, int64_t cout) {
-    grad_weight<float, float>(*plan, k0, k1, x, g, gw, cin, cout);
+    grad_weight<float, float>(*plan, ch0, ch1, x, g, gw, cin, cout);
 }
 
-void voxseg_conv_grad_weight_f64(const Plan* plan, int64_t k0, int64_t k1, const double* x, const double* g,
+void voxseg_conv_grad_weight_f64(const Plan* plan, int64_t ch0, int64_t ch1, const double* x, const double* g,
                                  double* gw, int64_t cin, int64_t cout) {
-    grad_weight<double, double>(*plan, k0, k1, x, g, gw, cin, cout);
+    grad_weight<double, double>(*plan, ch0, ch1, x, g, gw, cin, cout);
 }
 
 // x, g bfloat16; gw float32
-void voxseg_conv_grad_weight_bf16(const Plan* plan, int64_t k0, int64_t k1, const bf16* x, const bf16* g,
+void voxseg_conv_grad_weight_bf16(const Plan* plan, int64_t ch0, int64_t ch1, const bf16* x, const bf16* g,
                                   float* gw, int64_t cin, int64_t cout) {
-    grad_weight<float, bf16>(*plan, k0, k1, x, g, gw, cin, cout);
+    grad_weight<float, bf16>(*plan, ch0, ch1, x, g, gw, cin, cout);
 }
 
 }  // extern "C"
