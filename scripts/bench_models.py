@@ -2,7 +2,16 @@
 peak training memory, at 2 cm and 5 cm.
 
     python scripts/bench_models.py --ply ../shared/data/real/scannet/scans/scene0000_00/scene0000_00_vh_clean_2.ply \
-        [--device cuda] [--models all | NAME ...] [--json outputs/bench_models.json]
+        [--device cuda] [--models all | NAME ... | --recipes] [--json outputs/bench_models.json]
+
+--recipes: the model zoo instead. One row per recipe in config/ (a YAML file that loads as a config;
+others, like a label map, are listed as skipped), its network at the recipe's own model.args, plus
+`mink-m`, the Mink-M baseline: scannet_tr.yaml's CodedVTR body (widths, depths, stem) with every
+stage a BasicBlock. Every network gets the same input (the scan's RGB, 3 channels) and --classes
+outputs, so rows differ only in the network; each row carries `recipe` (the file stem) and its
+ratios to the mink-m row of the same voxel size (params_x, fwd_x, step_x, peak_x). Recipes whose
+network is the same (model name and args) are measured once; the others copy that row and name it
+in `same_network_as`.
 
 Models come from models.MODELS (aliases of one class are benched once). By default: Res16UNet14A and
 Res16UNet34C, and one model per other family (a family is the Python module a class lives in);
@@ -14,7 +23,7 @@ pass as in training; forward = eval mode under no_grad; train step = forward, cr
 random labels, backward, SGD step. CUDA times come from CUDA events, CPU times from perf_counter.
 Peak = parameters and buffers + the train pass's peak above its start (lib.profiler.fit.measure_pass:
 allocator counters on CUDA, the CPU allocator's events replayed on CPU), measured in a separate pass.
-Ratios are against the first row of the same run.
+Ratios are against the first row of the same voxel size in the same run (--recipes: the mink-m row).
 """
 import argparse
 import json
@@ -31,6 +40,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_memory import voxelize  # noqa: E402  (the same scan batches as the memory script)
 
 DEFAULT = ["Res16UNet14A", "Res16UNet34C"]
+CONFIG = Path(__file__).resolve().parents[1] / "config"
+
+
+def mink_m_args(config_dir: Path = CONFIG) -> dict:
+    """Mink-M: scannet_tr.yaml's CodedVTR body with every stage a BasicBlock (no attention args)."""
+    from lib.config import load_config
+
+    cfg = load_config(config_dir / "scannet_tr.yaml")
+    args = {k: v for k, v in dict(cfg.model.args).items() if k not in ("block_args", "stage_block_args")}
+    return {"name": cfg.model.name, "args": args | {"stage_blocks": ["basic"] * 8}}
+
+
+def recipe_specs(config_dir: Path = CONFIG) -> list:
+    """[(recipe, {"name", "args"} or None, why not)] for mink-m and every YAML file of config_dir
+    (files starting with '_' are bases, not recipes)."""
+    from lib.config import ConfigError, load_config
+
+    specs = [("mink-m", mink_m_args(config_dir), None)]
+    for path in sorted(config_dir.glob("*.yaml")):
+        if path.stem.startswith("_"):
+            continue
+        try:
+            cfg = load_config(path)
+        except ConfigError as exc:
+            specs.append((path.stem, None, f"not a recipe: {exc}"))
+            continue
+        specs.append((path.stem, {"name": cfg.model.name, "args": dict(cfg.model.args)}, None))
+    return specs
 
 
 def pick_models(requested: list) -> list:
@@ -90,19 +127,22 @@ class Clock:
         return (time.perf_counter() - t0) * 1e3
 
 
-def bench_one(name, batch, voxel_size, args, device) -> dict:
+def bench_one(name, batch, voxel_size, args, device, model_args=None, recipe=None) -> dict:
     from lib.profiler.fit import measure_pass
     from lib.profiler.report import static_bytes
     from models import build_model
     from models.contract import input_type, parse_output
 
     row = {"model": name, "voxel_size_m": voxel_size, "voxels": len(batch["coords"])}
+    if recipe is not None:
+        row = {"recipe": recipe} | row
     torch.manual_seed(0)
     try:
-        model = build_model(SimpleNamespace(name=name, args={}), 3, args.classes).to(device)
+        model = build_model(SimpleNamespace(name=name, args=dict(model_args or {})), 3, args.classes).to(device)
         kind = input_type(model)
     except Exception as exc:  # a model that needs recipe arguments, or declares an unknown input
-        return row | {"skipped": f"cannot build with default arguments: {type(exc).__name__}: {exc}"}
+        what = "its recipe's arguments" if recipe is not None else "default arguments"
+        return row | {"skipped": f"cannot build with {what}: {type(exc).__name__}: {exc}"}
     make_input = input_builder(kind, args.engine, voxel_size)
     if make_input is None:
         return row | {"input": kind, "skipped": f"input type {kind!r} is not built by this script"}
@@ -137,6 +177,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ply", type=Path, required=True, help="a real scan (vertex x, y, z, red, green, blue)")
     p.add_argument("--models", nargs="*", default=[], help="registered names, or 'all' (default: see above)")
+    p.add_argument("--recipes", action="store_true", help="the model zoo: every recipe in config/ and mink-m")
+    p.add_argument("--only", nargs="*", default=[], help="with --recipes: just these recipe stems (mink-m always)")
     p.add_argument("--voxel-sizes", nargs="+", type=float, default=[0.02, 0.05], help="metres")
     p.add_argument("--device", default="cpu")
     p.add_argument("--engine", default="torch", help="sparse engine of SparseTensor inputs")
@@ -149,29 +191,58 @@ def main(argv=None) -> int:
         raise SystemExit("--device cuda: no CUDA device is visible")
     import models  # noqa: F401  (registers every model)
 
+    specs = (recipe_specs() if args.recipes else [(None, {"name": n, "args": {}}, None) for n in pick_models(args.models)])
+    if args.recipes and args.only:
+        specs = [s for s in specs if s[0] == "mink-m" or s[0] in args.only]
     rows = []
     for voxel_size in args.voxel_sizes:
         batch = voxelize(args.ply, voxel_size)
-        for name in pick_models(args.models):
-            print(f"{name} at {voxel_size:g} m ...", file=sys.stderr, flush=True)
-            rows.append(bench_one(name, batch, voxel_size, args, device))
-    ref = next((r for r in rows if "skipped" not in r), None)
-    head = (f"{'model':<18} {'input':<7} {'voxel m':>7} {'voxels':>7} {'params M':>9} {'fwd ms':>9} "
-            f"{'step ms':>9} {'peak MiB':>9} {'step x':>7} {'peak x':>7}")
-    print(f"\n{device}, {args.ply.name}; ratios against the first row\n{head}\n" + "-" * len(head))
+        measured = {}  # recipes with the same network (name and args) are measured once
+        for recipe, spec, why in specs:
+            if spec is None:
+                rows.append({"recipe": recipe, "model": "-", "voxel_size_m": voxel_size, "skipped": why})
+                continue
+            key = json.dumps(spec, sort_keys=True, default=str)
+            if key in measured:
+                rows.append(dict(measured[key], recipe=recipe, same_network_as=measured[key]["recipe"]))
+                continue
+            print(f"{recipe or spec['name']} at {voxel_size:g} m ...", file=sys.stderr, flush=True)
+            rows.append(bench_one(spec["name"], batch, voxel_size, args, device, spec["args"], recipe))
+            measured[key] = rows[-1]
+    label = "recipe" if args.recipes else "model"
+    head = (f"{label:<18} {'input':<7} {'voxel m':>7} {'voxels':>7} {'params M':>9} {'fwd ms':>9} "
+            f"{'step ms':>9} {'peak MiB':>9} {'params x':>8} {'fwd x':>7} {'step x':>7} {'peak x':>7}")
+    against = "the mink-m row" if args.recipes else "the first row"
+    print(f"\n{device}, {args.ply.name}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"ratios against {against} of the same voxel size\n{head}\n" + "-" * len(head))
     for r in rows:
+        name = r.get("recipe") or r["model"]
         if "skipped" in r:
-            print(f"{r['model']:<18} skipped: {r['skipped']}")
+            print(f"{name:<18} skipped: {r['skipped']}")
             continue
-        r["step_ratio"] = r["train_step_ms"] / ref["train_step_ms"]
-        r["peak_ratio"] = r["peak_bytes"] / ref["peak_bytes"]
-        print(f"{r['model']:<18} {r['input']:<7} {r['voxel_size_m']:>7g} {r['voxels']:>7d} "
+        ref = next((q for q in rows if q["voxel_size_m"] == r["voxel_size_m"] and "skipped" not in q
+                    and (not args.recipes or q.get("recipe") == "mink-m")), None)
+        if ref is not None:
+            r["params_ratio"] = r["parameters"] / ref["parameters"]
+            r["forward_ratio"] = r["forward_ms"] / ref["forward_ms"]
+            r["step_ratio"] = r["train_step_ms"] / ref["train_step_ms"]
+            r["peak_ratio"] = r["peak_bytes"] / ref["peak_bytes"]
+        ratios = "".join(f" {r[k]:>{w}.2f}" if k in r else f" {'-':>{w}}"
+                         for k, w in (("params_ratio", 8), ("forward_ratio", 7), ("step_ratio", 7), ("peak_ratio", 7)))
+        same = f"  (= {r['same_network_as']})" if r.get("same_network_as") else ""
+        print(f"{name:<18} {r['input']:<7} {r['voxel_size_m']:>7g} {r['voxels']:>7d} "
               f"{r['parameters'] / 1e6:>9.2f} {r['forward_ms']:>9.1f} {r['train_step_ms']:>9.1f} "
-              f"{r['peak_bytes'] / 2**20:>9.1f} {r['step_ratio']:>7.2f} {r['peak_ratio']:>7.2f}")
+              f"{r['peak_bytes'] / 2**20:>9.1f}{ratios}{same}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
+        import os
+        import platform
         args.json.write_text(json.dumps({"device": str(device), "ply": str(args.ply), "engine": args.engine,
-                                         "repeats": args.repeats, "rows": rows}, indent=1))
+                                         "repeats": args.repeats, "torch": torch.__version__,
+                                         "threads": torch.get_num_threads(), "machine": platform.machine(),
+                                         "load_average": os.getloadavg(),
+                                         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                         "recipes": args.recipes, "rows": rows}, indent=1))
         print(f"wrote {args.json}")
     return 0
 

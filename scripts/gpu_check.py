@@ -7,8 +7,9 @@ On a machine where torch with CUDA is already installed (no venv needed), from t
   2. runs the CUDA tests: `pytest -m cuda` (tests marked `cuda`, or skipped without CUDA: see
      tests/conftest.py), then the AMP and forced-CUDA-path tests (tests/sparse/test_amp.py,
      tests/sparse/test_cuda_branch.py) in full;
-  3. runs the benchmarks on CUDA: scripts/bench_sparse.py (fp32 and bf16 autocast) and every other
-     scripts/bench_*.py that takes --device and --json (bench_data.py has no device work);
+  3. runs the benchmarks on CUDA: scripts/bench_sparse.py (fp32 and bf16 autocast), every other
+     scripts/bench_*.py that takes --device and --json (bench_data.py has no device work), and the
+     model zoo (scripts/bench_models.py --recipes);
   4. trains demo.yaml on CUDA under bf16 autocast for a few iterations (device=cuda train.amp=bf16).
 Each step records its command, exit code, seconds and output tail; the JSON also holds the parsed
 test counts, the benchmark JSONs and the training summary. Exit code 1 if any step failed.
@@ -123,6 +124,11 @@ def main(argv=None) -> int:
                 continue
             extra = ["--ply", scan]
         rec = step(script.stem, [sys.executable, script, "--device", "cuda", "--json", path, *extra], results, 900, env)
+        rec["json"] = json.loads(path.read_text()) if path.is_file() else None
+    if scan is not None:  # the model zoo: every recipe and mink-m (README's Models table, GPU column)
+        path = work / "bench_models_recipes.json"
+        rec = step("bench_models_recipes", [sys.executable, "scripts/bench_models.py", "--recipes", "--device", "cuda",
+                                            "--ply", scan, "--json", path], results, 900, env)
         rec["json"] = json.loads(path.read_text()) if path.is_file() else None
 
     iterations = args.iterations or (10 if args.quick else 30)

@@ -1,6 +1,7 @@
 """The pure-PyTorch engine: gather -> GEMM -> scatter-add over the kernel map's pairs (CPU and CUDA).
 
-On CPU (float32/64) the pairs go in chunks of consecutive output rows (KernelMap.chunks): one gather,
+On CPU (float32/64, bfloat16) `_SparseConv` runs the fused C++ kernel of lib.sparse.conv_native
+where it builds (VOXSEG_CONV_KERNEL=torch turns it off). Otherwise, on CPU (float32/64) the pairs go in chunks of consecutive output rows (KernelMap.chunks): one gather,
 one GEMM per offset and one sparse CSR product per chunk, all on cache-sized buffers, split between
 torch.get_num_threads() Python threads. Elsewhere (CUDA, half precision) they go offset by offset
 with index_add_. No [N, K, C] tensor is ever built: the working buffers hold one chunk (or one
@@ -19,7 +20,7 @@ import os
 
 import torch
 
-from .. import threads
+from .. import conv_native, threads
 from ..kernel_map import KernelMap
 from . import EngineSpec, register_engine
 
@@ -56,6 +57,15 @@ def _cpu_float(t: torch.Tensor) -> bool:
     return path == "auto" and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
 
 
+def _use_kernel(t: torch.Tensor) -> bool:
+    """True where the C++ kernel (lib.sparse.conv_native) runs the convolution: CPU float32/64 and
+    bfloat16, unless VOXSEG_CONV_KERNEL=torch or VOXSEG_TORCH_CONV_PATH=per_offset says otherwise."""
+    path = os.environ.get("VOXSEG_TORCH_CONV_PATH", "auto")
+    if path not in PATHS:
+        raise ValueError(f"VOXSEG_TORCH_CONV_PATH must be one of {', '.join(PATHS)}, got {path!r}")
+    return path == "auto" and conv_native.active(t.device, t.dtype)
+
+
 def _autocast_dtype(t: torch.Tensor):
     """The dtype autocast gives a GEMM on t's device now, or None when autocast is off there."""
     device = t.device.type
@@ -87,8 +97,9 @@ def _autocast_off(backward):
     """Run a backward with autocast off on the gradient's device (it may be called inside an
     autocast region; the forward ran with it off, on operands of one dtype)."""
     def run(ctx, *grad_outs):
-        device = next(g for g in grad_outs if g is not None).device.type
-        if not torch.amp.is_autocast_available(device):
+        given = next((g for g in grad_outs if g is not None), None)
+        device = None if given is None else given.device.type  # None: no output got a gradient
+        if device is None or not torch.amp.is_autocast_available(device):
             return backward(ctx, *grad_outs)
         with torch.autocast(device, enabled=False):
             return backward(ctx, *grad_outs)
@@ -259,6 +270,10 @@ class _SparseConv(torch.autograd.Function):
         xs = _positions(feats, kmaps[0].in_order)
         ctx.save_for_backward(xs, *weights)
         ctx.kmaps = kmaps
+        if _use_kernel(xs):
+            outs = [conv_native.forward(xs, weight, kmap) for weight, kmap in zip(weights, kmaps)]
+            return tuple(out if kmap.out_order is None else out.index_select(0, kmap.out_inverse)
+                         for out, kmap in zip(outs, kmaps))
         outs = []
         for weight, kmap in zip(weights, kmaps):
             if kmap.center is not None:
@@ -282,6 +297,12 @@ class _SparseConv(torch.autograd.Function):
         need_x, need_ws = ctx.needs_input_grad[0], ctx.needs_input_grad[2:]
         live = [d for d, g in enumerate(grad_outs) if g is not None]
         gss = {d: _positions(grad_outs[d], kmaps[d].out_order) for d in live}
+        if _use_kernel(xs):
+            grad_x, grad_ws = conv_native.backward(xs, [gss.get(d) for d in range(len(weights))], weights, kmaps,
+                                                   need_x and bool(live), need_ws)
+            if grad_x is not None and kmaps[0].in_order is not None:
+                grad_x = grad_x.index_select(0, kmaps[0].in_inverse)
+            return (grad_x, None, *grad_ws)
         grad_x = None
         grad_ws = [None] * len(weights)
         for d in live:
