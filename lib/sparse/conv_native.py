@@ -16,14 +16,12 @@ runs in one fixed order, so results do not depend on the thread count.
 """
 import ctypes
 import ctypes.util
-import os
 import sys
 
 import torch
 
 from . import native, threads
 
-MODES = ("auto", "native", "torch")
 DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 _ABI = 3
 # output rows per tile: a tile's rows at C = 64 (256 x 256 B = 64 KiB) and the offsets' weights
@@ -34,22 +32,12 @@ _MR = 6  # rows of the kernel's register tile (kMR)
 
 
 def mode() -> str:
-    m = os.environ.get("VOXSEG_CONV_KERNEL", "auto")
-    if m not in MODES:
-        raise ValueError(f"VOXSEG_CONV_KERNEL must be one of {', '.join(MODES)}, got {m!r}")
-    return m
+    return native.mode("VOXSEG_CONV_KERNEL")
 
 
 def active(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether convolutions of tensors on `device` in `dtype` run through the kernel."""
-    m = mode()
-    if m == "torch" or device.type != "cpu" or dtype not in DTYPES:
-        return False
-    if native.load("conv", _ABI) is None:
-        if m == "native":
-            raise RuntimeError(f"VOXSEG_CONV_KERNEL=native but the kernel is unavailable: {native.reason('conv')}")
-        return False
-    return True
+    return native.active("conv", _ABI, "VOXSEG_CONV_KERNEL", device, dtype, DTYPES)
 
 
 _HUGE = 2 << 20          # a transparent huge page (x86-64, arm64 with 4 KiB pages)

@@ -10,33 +10,21 @@ Threads: a call's heads are cut into torch.get_num_threads() contiguous ranges r
 thread count.
 """
 import ctypes
-import os
 
 import torch
 from . import native, norm_relu
 from .kernel_map import table_derived
 
-MODES = ("auto", "native", "torch")
 _ABI = 3
 
 
 def mode() -> str:
-    m = os.environ.get("VOXSEG_MIXING_KERNEL", "auto")
-    if m not in MODES:
-        raise ValueError(f"VOXSEG_MIXING_KERNEL must be one of {', '.join(MODES)}, got {m!r}")
-    return m
+    return native.mode("VOXSEG_MIXING_KERNEL")
 
 
 def active(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether the op runs through the kernel for tensors on `device` computed in `dtype`."""
-    m = mode()
-    if m == "torch" or device.type != "cpu" or dtype not in (torch.float32, torch.float64):
-        return False
-    if native.load("mixing", _ABI) is None:
-        if m == "native":
-            raise RuntimeError(f"VOXSEG_MIXING_KERNEL=native but the kernel is unavailable: {native.reason('mixing')}")
-        return False
-    return True
+    return native.active("mixing", _ABI, "VOXSEG_MIXING_KERNEL", device, dtype, (torch.float32, torch.float64))
 
 
 def row_pairs(table: torch.Tensor):

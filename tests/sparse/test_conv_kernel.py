@@ -188,15 +188,6 @@ def test_one_and_two_threads_give_the_same_bits_on_a_real_scan(monkeypatch, dtyp
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
 
 
-@pytest.fixture
-def fresh(monkeypatch, tmp_path):
-    """An empty build cache in tmp_path and no library loaded yet in this process."""
-    monkeypatch.setenv("VOXSEG_NATIVE_CACHE", str(tmp_path))
-    monkeypatch.setattr(native, "_loaded", {})
-    monkeypatch.setattr(native, "_reasons", {})
-    return tmp_path
-
-
 def test_without_a_compiler_the_tensor_op_path_runs_after_one_warning(fresh, monkeypatch, caplog):
     monkeypatch.setenv("CXX", "false")  # exits 1 at once: a broken toolchain
     monkeypatch.setenv("VOXSEG_CONV_KERNEL", "auto")

@@ -13,15 +13,6 @@ needs_kernel = pytest.mark.skipif(native.load("mixing", mixing_native._ABI) is N
                                   reason=f"the mixing kernel does not build here: {native.reason('mixing')}")
 
 
-@pytest.fixture
-def fresh(monkeypatch, tmp_path):
-    """An empty build cache in tmp_path and no library loaded yet in this process."""
-    monkeypatch.setenv("VOXSEG_NATIVE_CACHE", str(tmp_path))
-    monkeypatch.setattr(native, "_loaded", {})
-    monkeypatch.setattr(native, "_reasons", {})
-    return tmp_path
-
-
 @needs_kernel
 def test_builds_into_the_cache_once_and_loads_it_after(fresh, monkeypatch):
     assert native.load("mixing", mixing_native._ABI) is not None

@@ -114,3 +114,28 @@ def run_split(fn, total: int, parts: int, *args):
     jobs = [pool.submit(fn, lo, hi, *args) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
     for job in jobs:
         job.result()
+
+
+MODES = ("auto", "native", "torch")  # what a kernel's switch variable may say
+
+
+def mode(variable: str) -> str:
+    """The value of a kernel's switch variable (VOXSEG_CONV_KERNEL, VOXSEG_MIXING_KERNEL): auto
+    (default: the kernel where it builds, else tensor ops), native (the kernel or an error), torch."""
+    m = os.environ.get(variable, "auto")
+    if m not in MODES:
+        raise ValueError(f"{variable} must be one of {', '.join(MODES)}, got {m!r}")
+    return m
+
+
+def active(name: str, abi: int, variable: str, device, dtype, dtypes) -> bool:
+    """Whether kernel `name` runs an op on `device` in `dtype`: CPU, one of `dtypes`, the switch not
+    `torch`, and the library loaded (RuntimeError under `native` when it is not)."""
+    m = mode(variable)
+    if m == "torch" or device.type != "cpu" or dtype not in dtypes:
+        return False
+    if load(name, abi) is None:
+        if m == "native":
+            raise RuntimeError(f"{variable}=native but the kernel is unavailable: {reason(name)}")
+        return False
+    return True
