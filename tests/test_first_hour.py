@@ -11,23 +11,14 @@ import yaml
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "tests" / "datasets"))
-from data_helpers import make_scannet_tree, random_scene  # noqa: E402
+from data_helpers import preprocessed_rooms  # noqa: E402
 
 import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    from datasets.preprocessing import preprocess
-
-    tmp = tmp_path_factory.mktemp("first_hour")
-    rooms = {}
-    for i in range(3):
-        xyz, rgb, labels = random_scene(400, i)
-        rooms[f"scene000{i}_00"] = (xyz * 1.5, rgb, labels)
-    raw = make_scannet_tree(tmp / "raw", rooms, {"train": ["scene0000_00", "scene0001_00"], "val": ["scene0002_00"]})
-    preprocess("scannet", raw, tmp / "pre", workers=1, progress=False)
-    return tmp / "pre"
+    return preprocessed_rooms(tmp_path_factory.mktemp("first_hour"))
 
 
 def _recipe(tmp_path, root, **train):

@@ -14,7 +14,7 @@ import yaml
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "tests" / "datasets"))
-from data_helpers import make_scannet_tree, random_scene  # noqa: E402
+from data_helpers import preprocessed_rooms  # noqa: E402
 
 import main  # noqa: E402
 from lib.engine.signals import install_sigterm_handler, take_signal  # noqa: E402
@@ -22,19 +22,12 @@ from lib.engine.signals import install_sigterm_handler, take_signal  # noqa: E40
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
-    from datasets.preprocessing import preprocess
-
     tmp = tmp_path_factory.mktemp("sigterm_moments")
-    rooms = {}
-    for i in range(3):
-        xyz, rgb, labels = random_scene(400, i)
-        rooms[f"scene000{i}_00"] = (xyz * 1.5, rgb, labels)
-    raw = make_scannet_tree(tmp / "raw", rooms, {"train": ["scene0000_00", "scene0001_00"], "val": ["scene0002_00"]})
-    preprocess("scannet", raw, tmp / "pre", workers=1, progress=False)
+    root = preprocessed_rooms(tmp)
     path = tmp / "recipe.yaml"
     path.write_text(yaml.safe_dump({
         "device": "cpu", "engine": "torch",
-        "data": {"dataset": "scannet", "root": str(tmp / "pre"), "voxel_size": 0.1, "batch_size": 2, "num_workers": 0},
+        "data": {"dataset": "scannet", "root": str(root), "voxel_size": 0.1, "batch_size": 2, "num_workers": 0},
         "model": {"name": "Res16UNet14A"},
         # validation and checkpoints inside the run, so moments fall in them too
         "train": {"iterations": 3, "val_every": 2, "ckpt_every": 1, "log_every": 1, "progress": False,

@@ -52,6 +52,19 @@ def random_scene(n: int = 200, seed: int = 0):
     return xyz, rgb, labels
 
 
+def preprocessed_rooms(tmp: Path) -> Path:
+    """Three small random ScanNet-layout rooms (two train, one val) preprocessed into tmp/pre."""
+    from datasets.preprocessing import preprocess
+
+    rooms = {}
+    for i in range(3):
+        xyz, rgb, labels = random_scene(400, i)
+        rooms[f"scene000{i}_00"] = (xyz * 1.5, rgb, labels)
+    raw = make_scannet_tree(tmp / "raw", rooms, {"train": ["scene0000_00", "scene0001_00"], "val": ["scene0002_00"]})
+    preprocess("scannet", raw, tmp / "pre", workers=1, progress=False)
+    return tmp / "pre"
+
+
 def tree_bytes(root: Path) -> dict:
     """Relative path -> bytes of every file under `root` (to compare two generated trees)."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
